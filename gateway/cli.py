@@ -1,0 +1,128 @@
+"""`commercecore`: the command line of the project (server, embedded PostgreSQL, deployments)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+from gateway import embedded
+from gateway.deploy.cli import db
+
+console = Console(stderr=True)
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit 1: the CLI never shows a traceback for an expected failure."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """CommerceCore DBX: a database-first e-commerce backend."""
+
+
+main.add_command(db)
+
+
+# -- embedded PostgreSQL ---------------------------------------------------------------------------
+
+
+@main.group()
+def pg() -> None:
+    """The embedded PostgreSQL cluster under .data/pg (unused when DATABASE_URL is set)."""
+
+
+@pg.command("start")
+def pg_start() -> None:
+    """Initialise (first time) and start the cluster, and create the `commercecore` database."""
+    try:
+        cluster = embedded.start_default()
+    except embedded.EmbeddedError as exc:
+        fail(str(exc))
+    click.echo(f"PostgreSQL running on 127.0.0.1:{cluster.port}, data in {cluster.data_dir}")
+
+
+@pg.command("stop")
+def pg_stop() -> None:
+    """Stop the cluster (fast shutdown: open transactions are rolled back)."""
+    cluster = embedded.default_cluster()
+    try:
+        cluster.stop()
+    except embedded.EmbeddedError as exc:
+        fail(str(exc))
+    click.echo("PostgreSQL stopped")
+
+
+@pg.command("status")
+def pg_status() -> None:
+    """Say whether the cluster runs; exit 3 when it does not (as pg_ctl status does)."""
+    cluster = embedded.default_cluster()
+    pid = cluster.status()
+    if pid is None:
+        state = "not initialised" if not cluster.is_initialized() else "stopped"
+        click.echo(f"PostgreSQL {state} ({cluster.data_dir})")
+        sys.exit(3)
+    click.echo(f"PostgreSQL running: pid {pid}, 127.0.0.1:{cluster.port}, data in {cluster.data_dir}")
+
+
+@pg.command("psql", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+def pg_psql(psql_args: tuple[str, ...]) -> None:
+    """psql (PostgreSQL 18, from the wheel) on the project database; extra arguments go to psql."""
+    try:
+        url = embedded.admin_url()
+    except embedded.EmbeddedError as exc:
+        fail(str(exc))
+    psql = str(embedded.pg_bin("psql"))
+    os.execv(psql, [psql, url, *psql_args])
+
+
+# -- the gateway -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP gateway (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int)
+def up(port: int) -> None:
+    """`make run`: embedded PostgreSQL, the plan deployed, and the gateway in demo mode. Ctrl-C stops all."""
+    from gateway import devstack
+
+    try:
+        stack = devstack.prepare()
+    except (embedded.EmbeddedError, devstack.DevStackError) as exc:
+        fail(str(exc))
+    # SIGTERM behaves like Ctrl-C, so `kill` also stops PostgreSQL with the gateway
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        devstack.serve(stack, port)
+    finally:
+        devstack.shutdown(stack)
+
+
+if __name__ == "__main__":
+    main()

