@@ -1,52 +1,284 @@
-"""The Starlette application: `create_app(settings)`; the lifespan owns the connection pool."""
+"""The Starlette application: `create_app(settings)`; the lifespan owns the pool and the schema cache."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import auth, catalog, logs, openapi
+from gateway.errors import ApiError, error_response, internal, unavailable
+from gateway.http import client_address, request_id_from
+from gateway.metrics import Metrics, pool_stats
+from gateway.routes import RouteTable, dispatch
 from gateway.settings import Settings
 
+log = logging.getLogger("commercecore.gateway")
 
-async def health(request: Request) -> JSONResponse:
+
+@dataclass(frozen=True)
+class SchemaState:
+    """One loaded schema cache with what is derived from it (swapped whole on reload)."""
+
+    catalog: catalog.Catalog
+    routes: RouteTable
+    openapi: bytes
+    loaded_at: float
+
+
+class Gateway:
+    """What the handlers share: settings, auth, metrics and the current schema cache."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.auth = auth.AuthService.create(settings)
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self.metrics = Metrics(pool_stats(self))
+        self.schema_state: SchemaState | None = None
+        self._reload_lock = asyncio.Lock()
+        self._last_attempt = 0.0
+
+    def authenticate(self, request: Request) -> Any:
+        return auth.authenticate(request, self.auth.tokens)
+
+    async def reload(self) -> SchemaState:
+        """Reads the schema cache and swaps it in; requests in flight keep the one they started with."""
+        async with self._reload_lock:
+            self._last_attempt = time.monotonic()
+            pool = self.pool
+            if pool is None:
+                raise RuntimeError("the connection pool is not open")
+            try:
+                async with pool.connection(timeout=self.settings.pool_timeout) as conn:
+                    loaded = await catalog.load(conn)
+            except Exception:
+                self.metrics.schema_reloads.labels("failed").inc()
+                raise
+            routes = RouteTable(loaded)
+            for warning in (*loaded.warnings, *routes.warnings):
+                log.warning("schema cache: %s", warning)
+            document = json.dumps(openapi.build(loaded), separators=(",", ":")).encode()
+            state = SchemaState(loaded, routes, document, time.time())
+            self.schema_state = state
+            self.metrics.schema_reloads.labels("ok").inc()
+            log.info(
+                "schema cache loaded: %d views, %d functions, %d declared routes",
+                len(loaded.views),
+                sum(len(f) for f in loaded.functions.values()),
+                len(routes.routes),
+            )
+            return state
+
+    async def schema(self) -> tuple[catalog.Catalog, RouteTable]:
+        state = await self.current()
+        return state.catalog, state.routes
+
+    async def current(self) -> SchemaState:
+        state = self.schema_state
+        if state is not None:
+            return state
+        # not loaded yet (the database was down at startup): one attempt per second at most
+        if time.monotonic() - self._last_attempt >= 1.0:
+            try:
+                return await self.reload()
+            except Exception as exc:
+                log.warning("schema cache not loaded: %s", str(exc).strip() or type(exc).__name__)
+        raise unavailable("The schema cache is not loaded yet: the database is unreachable.", retry_after=2)
+
+
+# -- endpoints the gateway serves itself ---------------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
     """200 when the database answers, 503 when it does not."""
-    pool: AsyncConnectionPool = request.app.state.pool
+    request.state.route = "/health"
+    pool: AsyncConnectionPool[Any] = request.app.state.pool
     try:
         async with pool.connection(timeout=5) as conn:
             await conn.execute("select 1")
     except (psycopg.Error, TimeoutError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return JSONResponse({"status": "unavailable", "database": detail}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+    gateway: Gateway = request.app.state.gateway
+    loaded = gateway.schema_state is not None
+    return JSONResponse(
+        {"status": "ok", "database": "ok", "schema_cache": "loaded" if loaded else "not loaded"}
+    )
+
+
+async def openapi_json(request: Request) -> Response:
+    request.state.route = "/openapi.json"
+    gateway: Gateway = request.app.state.gateway
+    state = await gateway.current()
+    return Response(state.openapi, media_type="application/openapi+json")
+
+
+def _auth_endpoint(name: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        request.state.route = request.url.path
+        gateway: Gateway = request.app.state.gateway
+        handler = getattr(gateway.auth, name)
+        response: Response = await handler(request)
+        return response
+
+    endpoint.__name__ = name
+    return endpoint
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response(head=request.method == "HEAD")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    body = {
+        "code": f"HTTP{exc.status_code}",
+        "message": str(exc.detail),
+        "details": {"code": "method_not_allowed" if exc.status_code == 405 else "http_error"},
+        "hint": None,
+    }
+    return error_response(exc.status_code, body, headers, head=request.method == "HEAD")
+
+
+# -- request id, access log, metrics, and the last line of defence -----------------------------------
+
+
+class RequestMiddleware:
+    """X-Request-Id on every response, one JSON access-log line and the metrics of every request, and a
+    JSON 500 (request id only, the traceback to the log) for anything unexpected."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request = Request(scope)
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        state = scope.setdefault("state", {})
+        state.update(
+            {"request_id": request_id, "route": "unmatched", "role": None, "user_id": None, "sqlstate": None}
+        )
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            if not response_started:
+                response = internal(request_id).response(head=request.method == "HEAD")
+                await response(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = state.get("route") or "unmatched"
+            self.gateway.metrics.observe(request.method, route, status, elapsed, state.get("sqlstate"))
+            logs.access(
+                request_id=request_id,
+                method=request.method,
+                path=request.url.path,
+                route=route,
+                status=status,
+                duration_ms=elapsed * 1000,
+                role=state.get("role"),
+                user_id=state.get("user_id"),
+                client=client_address(request),
+                sqlstate=state.get("sqlstate"),
+            )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the gateway; without settings they are read from the environment."""
     settings = settings or Settings.from_env()
+    logs.configure()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.database_url,
             min_size=settings.pool_min,
             max_size=settings.pool_max,
+            timeout=settings.pool_timeout,
             open=False,
-            kwargs={"application_name": "commercecore-gateway"},
+            kwargs={"application_name": "commercecore-gateway", "autocommit": True},
         )
         # the gateway starts even when the database is down; /health says so until it is back
         await pool.open(wait=False)
         app.state.pool = pool
         app.state.settings = settings
+        gateway.pool = pool
+        listener = catalog.SchemaListener(settings.database_url, gateway.reload)
+        listener.start()
+        # LISTEN first, then load: a deployment between the two cannot go unnoticed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listener.listening.wait(), timeout=settings.pool_timeout)
+        try:
+            await gateway.reload()
+        except Exception as exc:
+            log.warning("schema cache not loaded at startup: %s", str(exc).strip() or type(exc).__name__)
+        app.state.listener = listener
         try:
             yield
         finally:
+            await listener.stop()
             await pool.close()
 
-    return Starlette(routes=[Route("/health", health, methods=["GET", "HEAD"])], lifespan=lifespan)
+    auth_routes = [
+        Route(path, _auth_endpoint(name), methods=["POST"])
+        for path, name in (
+            ("/auth/signup", "signup"),
+            ("/auth/login", "login"),
+            ("/auth/token", "token"),
+            ("/auth/logout", "logout"),
+            ("/me/password", "change_password"),
+        )
+    ]
+    all_methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    gateway = Gateway(settings)
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET", "HEAD"]),
+            Route("/metrics", gateway.metrics.endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET", "HEAD"]),
+            Route("/docs", openapi.docs_page, methods=["GET", "HEAD"]),
+            Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
+            Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
+            *auth_routes,
+            Route("/{path:path}", dispatch, methods=all_methods),
+        ],
+        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.add_middleware(RequestMiddleware, gateway=gateway)
+    return app

@@ -8,6 +8,7 @@ import sys
 from typing import NoReturn
 
 import click
+import psycopg
 from rich.console import Console
 
 from gateway import embedded
@@ -80,7 +81,38 @@ def pg_psql(psql_args: tuple[str, ...]) -> None:
     except embedded.EmbeddedError as exc:
         fail(str(exc))
     psql = str(embedded.pg_bin("psql"))
-    os.execv(psql, [psql, url, *psql_args])
+    os.execv(psql, [psql, url, *psql_args])  # noqa: S606 - psql replaces this process, as `exec psql` would
+
+
+# -- demo data -------------------------------------------------------------------------------------
+
+
+@main.group()
+def demo() -> None:
+    """Demo data for trying the API and for benchmarks."""
+
+
+@demo.command("seed")
+@click.option(
+    "--products", default=0, show_default=True, type=click.IntRange(min=0), help="Also generate N products."
+)
+def demo_seed(products: int) -> None:
+    """Load the demo catalog and users (idempotent), and optionally N generated products (COPY)."""
+    from rich.progress import Progress
+
+    from gateway import seed
+
+    try:
+        url = embedded.admin_url()
+        added = seed.seed_demo(url)
+        click.echo(f"demo catalog: {added['products']} products and {added['users']} users added")
+        if products:
+            with Progress(console=console) as progress:
+                task = progress.add_task("generating products", total=products)
+                seed.generate_products(url, products, progress=lambda n: progress.advance(task, n))
+            click.echo(f"generated {products} products")
+    except (embedded.EmbeddedError, psycopg.Error) as exc:
+        fail(str(exc).strip())
 
 
 # -- the gateway -----------------------------------------------------------------------------------

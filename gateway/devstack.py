@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from gateway import embedded
+from gateway import embedded, seed
 from gateway.deploy.engine import Deployer
 from gateway.settings import Settings
 
@@ -50,6 +50,7 @@ def prepare() -> DevStack:
         cluster = embedded.start_default()
         admin_url = cluster.url()
     Deployer(admin_url, embedded.project_root()).deploy()
+    seed.seed_demo(admin_url)
     if cluster is None:
         gateway_url = os.environ.get("COMMERCECORE_GATEWAY_URL", admin_url)
     else:
@@ -66,8 +67,17 @@ def serve(stack: DevStack, port: int) -> None:
 
     from gateway.app import create_app
 
-    settings = Settings.from_env({**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url})
-    print(f"\nCommerceCore DBX is up: http://127.0.0.1:{port}/health\nCtrl-C stops the gateway and PostgreSQL.\n")
+    settings = Settings.from_env(
+        {**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url}
+    )
+    logins = "\n".join(f"  {email} / {password}" for email, password, _name, _role in seed.DEMO_USERS)
+    print(
+        f"\nCommerceCore DBX is up: http://127.0.0.1:{port}\n"
+        f"  API docs: http://127.0.0.1:{port}/docs\n"
+        f"Demo logins:\n{logins}\n"
+        "Ctrl-C stops the gateway and PostgreSQL.\n",
+        flush=True,
+    )
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_config=None, server_header=False)
 
 

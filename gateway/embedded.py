@@ -150,7 +150,11 @@ class Cluster:
             )
         finally:
             pwfile.unlink(missing_ok=True)
-        settings = {**BASE_SETTINGS, "port": str(self.port), "unix_socket_directories": f"'{self.socket_dir}'"}
+        settings = {
+            **BASE_SETTINGS,
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+        }
         settings.update(extra or {})
         conf = "\n".join(f"{key} = {value}" for key, value in settings.items())
         (self.data_dir / "commercecore.conf").write_text(
@@ -179,12 +183,22 @@ class Cluster:
         if self._port_taken():
             raise EmbeddedError(
                 f"port {self.port} on 127.0.0.1 is in use by another program; "
-                "set COMMERCECORE_PG_PORT to a free port (the data directory keeps its own in commercecore.conf)"
+                "set COMMERCECORE_PG_PORT to a free port "
+                "(the data directory keeps its own in commercecore.conf)"
             )
         self.log_file.touch()
         self._own(self.log_file)
         proc = self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start", check=False
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
         )
         if proc.returncode != 0:
             tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])

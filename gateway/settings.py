@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Self
 
 # The fixed secret of demo mode: public on purpose, so a demo token never works outside demo mode.
-DEMO_JWT_SECRET = "commercecore-demo-secret-not-for-production-use"
+DEMO_JWT_SECRET = "commercecore-demo-secret-not-for-production-use"  # noqa: S105
 MIN_SECRET_BYTES = 32
+# a 32-byte secret made of few distinct characters ("aaaa...", "12341234...") is a password, not a key
+MIN_SECRET_DISTINCT_CHARS = 10
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+PASSWORD_MIN_LENGTH = 10
+# argon2 hashes whatever it is given: a megabyte "password" is a denial of service, not a password
+PASSWORD_MAX_LENGTH = 1024
 
 
 class SettingsError(ValueError):
@@ -20,47 +28,181 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    value = _number(env, name, default, minimum=minimum)
+    if value != int(value):
+        raise SettingsError(f"{name}={env.get(name)!r} is not a whole number")
+    return int(value)
+
+
+def _check_secret(secret: str) -> None:
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        raise SettingsError(
+            f"COMMERCECORE_JWT_SECRET is {size} bytes; at least {MIN_SECRET_BYTES} random bytes are required"
+            " (make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    if len(set(secret)) < MIN_SECRET_DISTINCT_CHARS:
+        raise SettingsError("COMMERCECORE_JWT_SECRET is not random (too few distinct characters)")
+
+
+def _read_key(env: Mapping[str, str], name: str) -> str:
+    path = env.get(name)
+    if not path:
+        raise SettingsError(f"{name} is not set: the JWT algorithm needs a PEM key file")
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise SettingsError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+
+
+def check_key_pair(algorithm: str, private_pem: str, public_pem: str | None) -> str:
+    """Validates an RS256/ES256 key (RSA >= 2048 bits, EC P-256); returns the public key PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        private = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(
+            f"COMMERCECORE_JWT_PRIVATE_KEY_FILE is not an unencrypted PEM private key: {exc}"
+        ) from None
+    if algorithm == "RS256":
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise SettingsError("COMMERCECORE_JWT_ALGORITHM=RS256 needs an RSA private key")
+        if private.key_size < 2048:
+            raise SettingsError(f"the RSA key has {private.key_size} bits; at least 2048 are required")
+    elif not isinstance(private, ec.EllipticCurvePrivateKey) or private.curve.name != "secp256r1":
+        raise SettingsError("COMMERCECORE_JWT_ALGORITHM=ES256 needs an EC P-256 (secp256r1) private key")
+    derived = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    if public_pem is not None:
+        given = serialization.load_pem_public_key(public_pem.encode())
+        as_pem = given.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        if as_pem != derived:
+            raise SettingsError("COMMERCECORE_JWT_PUBLIC_KEY_FILE does not belong to the private key")
+    return derived
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from the environment (SPEC §7)."""
 
-    database_url: str
+    database_url: str = field(repr=False)
     demo: bool = False
+    jwt_algorithm: str = "HS256"
     jwt_secret: str = field(default=DEMO_JWT_SECRET, repr=False)
+    # RS256/ES256: the PEM private key signs, the public key verifies (derived from the private one)
+    jwt_private_key: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = field(default=None, repr=False)
     jwt_audience: str | None = None
+    jwt_leeway: int = 30
+    token_ttl: int = 3600
     cookie_secure: bool = True
     public_base_url: str = "http://127.0.0.1:8000"
     pool_min: int = 2
     pool_max: int = 10
+    pool_timeout: float = 5.0
+    body_limit: int = 1024 * 1024
+    # the largest page a collection returns (limit and Range are capped to it); 0: no cap
+    max_rows: int = 1000
+    # failures in a row before auth.record_login_failure locks an account, and for how long
+    login_max_failures: int = 5
+    login_lockout: int = 900
+    # login attempts per client address and minute, before any database work; 0: no limit
+    login_rate: int = 30
+    # argon2id cost (RFC 9106 second recommendation: t=3, 64 MiB, p=4)
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+
+    @property
+    def signing_key(self) -> str:
+        return self.jwt_secret if self.jwt_algorithm == "HS256" else self.jwt_private_key or ""
+
+    @property
+    def verifying_key(self) -> str:
+        return self.jwt_secret if self.jwt_algorithm == "HS256" else self.jwt_public_key or ""
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Self:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         env = dict(os.environ if environ is None else environ)
         demo = _flag(env.get("COMMERCECORE_DEMO"))
         database_url = env.get("COMMERCECORE_GATEWAY_URL") or env.get("DATABASE_URL")
         if not database_url:
-            raise SettingsError("DATABASE_URL is not set: the gateway needs the authenticator's connection URL")
-        secret = env.get("COMMERCECORE_JWT_SECRET") or ""
-        if not secret:
-            if not demo:
-                raise SettingsError("COMMERCECORE_JWT_SECRET is not set (at least 32 random bytes)")
-            secret = DEMO_JWT_SECRET
-        elif len(secret.encode()) < MIN_SECRET_BYTES:
             raise SettingsError(
-                f"COMMERCECORE_JWT_SECRET is {len(secret.encode())} bytes; at least {MIN_SECRET_BYTES} are required"
+                "DATABASE_URL is not set: the gateway needs the authenticator's connection URL"
             )
-        if secret == DEMO_JWT_SECRET and not demo:
-            raise SettingsError("COMMERCECORE_JWT_SECRET is the public demo secret; set a random one")
+
+        algorithm = (env.get("COMMERCECORE_JWT_ALGORITHM") or "HS256").strip().upper()
+        if algorithm not in JWT_ALGORITHMS:
+            raise SettingsError(
+                f"COMMERCECORE_JWT_ALGORITHM={algorithm!r}: use one of {', '.join(JWT_ALGORITHMS)}"
+            )
+        secret = env.get("COMMERCECORE_JWT_SECRET") or ""
+        private_key: str | None = None
+        public_key: str | None = None
+        if algorithm == "HS256":
+            if not secret:
+                if not demo:
+                    raise SettingsError("COMMERCECORE_JWT_SECRET is not set (at least 32 random bytes)")
+                secret = DEMO_JWT_SECRET
+            elif secret != DEMO_JWT_SECRET:
+                _check_secret(secret)
+            if secret == DEMO_JWT_SECRET and not demo:
+                raise SettingsError("COMMERCECORE_JWT_SECRET is the public demo secret; set a random one")
+        else:
+            private_key = _read_key(env, "COMMERCECORE_JWT_PRIVATE_KEY_FILE")
+            given_public = (
+                _read_key(env, "COMMERCECORE_JWT_PUBLIC_KEY_FILE")
+                if env.get("COMMERCECORE_JWT_PUBLIC_KEY_FILE")
+                else None
+            )
+            public_key = check_key_pair(algorithm, private_key, given_public)
+            secret = ""
+
         cookie_secure = env.get("COMMERCECORE_COOKIE_SECURE")
+        pool_min = _integer(env, "COMMERCECORE_POOL_MIN", 2)
+        pool_max = _integer(env, "COMMERCECORE_POOL_MAX", 10, minimum=1)
+        if pool_max < pool_min:
+            raise SettingsError(f"COMMERCECORE_POOL_MAX={pool_max} is below COMMERCECORE_POOL_MIN={pool_min}")
         return cls(
             database_url=database_url,
             demo=demo,
+            jwt_algorithm=algorithm,
             jwt_secret=secret,
+            jwt_private_key=private_key,
+            jwt_public_key=public_key,
             jwt_audience=env.get("COMMERCECORE_JWT_AUDIENCE") or None,
+            token_ttl=_integer(env, "COMMERCECORE_TOKEN_TTL", 3600, minimum=60),
             cookie_secure=_flag(cookie_secure) if cookie_secure is not None else not demo,
             public_base_url=env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
-            pool_min=int(env.get("COMMERCECORE_POOL_MIN", "2")),
-            pool_max=int(env.get("COMMERCECORE_POOL_MAX", "10")),
+            pool_min=pool_min,
+            pool_max=pool_max,
+            pool_timeout=_number(env, "COMMERCECORE_POOL_TIMEOUT", 5.0, minimum=0.1),
+            body_limit=_integer(env, "COMMERCECORE_BODY_LIMIT", 1024 * 1024, minimum=1024),
+            max_rows=_integer(env, "COMMERCECORE_MAX_ROWS", 1000),
+            login_max_failures=_integer(env, "COMMERCECORE_LOGIN_MAX_FAILURES", 5, minimum=1),
+            login_lockout=_integer(env, "COMMERCECORE_LOGIN_LOCKOUT", 900, minimum=1),
+            login_rate=_integer(env, "COMMERCECORE_LOGIN_RATE", 30),
         )
 
 

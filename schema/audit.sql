@@ -30,6 +30,8 @@ comment on column audit.log.actor_role is 'The request role, or the login of a d
 comment on column audit.log.request_id is 'The gateway''s X-Request-Id: the same id is in the access log.';
 comment on column audit.log.transaction_id is 'The transaction, to find the change in the WAL (pg_waldump) or group rows.';
 
+grant select on audit.log to app_dba;
+
 create index log_table_name_at_idx on audit.log (table_name, at desc);
 create index log_request_id_idx on audit.log (request_id) where request_id is not null;
 create index log_actor_user_id_idx on audit.log (actor_user_id, at desc) where actor_user_id is not null;

@@ -56,6 +56,8 @@ class PgServer:
             if template:
                 query = sql.SQL("{} template {}").format(query, sql.Identifier(template))
             conn.execute(query)
+            if template:
+                copy_database_privileges(conn, template, name)
         self.created.append(name)
         return self.url(name)
 
@@ -64,6 +66,27 @@ class PgServer:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
         if name in self.created:
             self.created.remove(name)
+
+
+def copy_database_privileges(conn: psycopg.Connection[Any], source: str, target: str) -> None:
+    """CREATE DATABASE ... TEMPLATE copies the contents, not the database's own ACL: copy it too."""
+    rows = conn.execute(
+        """
+        select coalesce(r.rolname, 'public'), a.privilege_type
+        from pg_database as d
+        cross join lateral aclexplode(d.datacl) as a
+        left join pg_roles as r on r.oid = a.grantee
+        where d.datname = %s and a.grantee <> d.datdba
+        """,
+        [source],
+    ).fetchall()
+    if not rows:
+        return
+    db = sql.Identifier(target)
+    conn.execute(sql.SQL("revoke all on database {} from public").format(db))
+    for grantee, privilege in rows:
+        who = sql.SQL("public") if grantee == "public" else sql.Identifier(grantee)
+        conn.execute(sql.SQL("grant {} on database {} to {}").format(sql.SQL(privilege), db, who))
 
 
 def _docker_engine_available() -> bool:
@@ -119,6 +142,23 @@ def template_db(pg: PgServer) -> str:
 
 
 @pytest.fixture(scope="session")
+def authenticator_password(pg: PgServer, template_db: str) -> str:
+    """The gateway's login gets a password for this run (roles are cluster-wide)."""
+    password = uuid.uuid4().hex
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("alter role authenticator password {}").format(sql.Literal(password)))
+    return password
+
+
+def login_url(url: str, user: str, password: str) -> str:
+    """The same database as `url`, logged in as another role."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{user}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture(scope="session")
 def test_db(pg: PgServer, template_db: str) -> str:
     """A session-wide clone for tests that roll back; its URL."""
     return pg.create_db(f"cc_test_{uuid.uuid4().hex[:8]}", template=template_db)
@@ -161,10 +201,11 @@ class Session:
     @contextlib.contextmanager
     def raises(self, sqlstate: str) -> Iterator[pytest.ExceptionInfo[psycopg.Error]]:
         """Expect an error with this SQLSTATE; a savepoint keeps the test's transaction usable."""
-        with pytest.raises(psycopg.Error) as info:  # noqa: PT012 - the savepoint is part of the call
-            with self.conn.transaction():
-                yield info
-        assert info.value.sqlstate == sqlstate, f"expected {sqlstate}, got {info.value.sqlstate}: {info.value}"
+        with pytest.raises(psycopg.Error) as info, self.conn.transaction():
+            yield info
+        assert info.value.sqlstate == sqlstate, (
+            f"expected {sqlstate}, got {info.value.sqlstate}: {info.value}"
+        )
 
     @staticmethod
     def claims(sub: int | str, role: str = "app_readwrite") -> dict[str, Any]:

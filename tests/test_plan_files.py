@@ -4,43 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.deploy.plan import parse_plan
+from gateway.deploy.plan import load_plan
+from gateway.deploy.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_change_has_deploy_revert_and_verify() -> None:
-    plan = parse_plan(ROOT / "sqitch.plan")
+def scripts() -> list[tuple[str, Path, Path, Path]]:
+    project = Project.load(ROOT)
+    plan = load_plan(project.plan_file)
     assert plan.project == "commercecore"
-    missing = [
-        str(path.relative_to(ROOT))
-        for change in plan.changes
-        for path in (change.deploy_file(ROOT), change.revert_file(ROOT), change.verify_file(ROOT))
-        if not path.is_file()
-    ]
     assert plan.changes, "the plan has no changes"
+    found = []
+    for change in plan.changes:
+        files = project.scripts_for(change)
+        found.append((change.name, files.deploy, files.revert, files.verify))
+    return found
+
+
+def test_every_change_has_deploy_revert_and_verify() -> None:
+    missing = [
+        str(path.relative_to(ROOT)) for _name, *paths in scripts() for path in paths if not path.is_file()
+    ]
     assert missing == []
 
 
 def test_scripts_carry_the_sqitch_header() -> None:
-    plan = parse_plan(ROOT / "sqitch.plan")
-    for change in plan.changes:
-        first = change.deploy_file(ROOT).read_text().splitlines()[0]
-        assert first == f"-- Deploy commercecore:{change.name} to pg", change.name
-        first = change.revert_file(ROOT).read_text().splitlines()[0]
-        assert first == f"-- Revert commercecore:{change.name} from pg", change.name
-        first = change.verify_file(ROOT).read_text().splitlines()[0]
-        assert first == f"-- Verify commercecore:{change.name} on pg", change.name
+    for name, deploy, revert, verify in scripts():
+        assert deploy.read_text().splitlines()[0] == f"-- Deploy commercecore:{name} to pg"
+        assert revert.read_text().splitlines()[0] == f"-- Revert commercecore:{name} from pg"
+        assert verify.read_text().splitlines()[0] == f"-- Verify commercecore:{name} on pg"
 
 
 def test_no_script_outside_the_plan() -> None:
     """A script that no change names is dead code, or a change someone forgot to add to the plan."""
-    plan = parse_plan(ROOT / "sqitch.plan")
-    planned = {
-        path.resolve()
-        for change in plan.changes
-        for path in (change.deploy_file(ROOT), change.revert_file(ROOT), change.verify_file(ROOT))
-    }
+    planned = {path.resolve() for _name, *paths in scripts() for path in paths}
     on_disk = {
         path.resolve()
         for folder in ("roles", "schema", "procedures", "views", "revert", "verify")

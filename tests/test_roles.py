@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from tests.conftest import Session
+from tests.conftest import Session, login_url
 
 REQUEST_ROLES = ["app_readonly", "app_readwrite", "app_admin", "app_payments"]
 PROJECT_SCHEMAS = ["core", "api", "auth", "billing", "ops", "audit"]
@@ -34,10 +36,17 @@ def test_authenticator_cannot_become_owner_or_dba(db: Session, role: str) -> Non
     assert db.one("select pg_has_role('authenticator', %s, 'member')", [role]) is False
 
 
-def test_authenticator_cannot_set_role_to_owner(db: Session) -> None:
-    db.conn.execute("set local role authenticator")
-    with db.raises("42501"):
-        db.conn.execute("set local role app_owner")
+def test_authenticator_login_can_switch_to_request_roles_only(
+    test_db: str, authenticator_password: str
+) -> None:
+    # SET ROLE checks the session user's memberships, so this needs a real authenticator login
+    with psycopg.connect(login_url(test_db, "authenticator", authenticator_password)) as conn:
+        conn.execute("set role app_readwrite")
+        assert conn.execute("select current_user").fetchone() == ("app_readwrite",)
+        for forbidden in ("app_owner", "app_dba", "postgres"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql.SQL("set role {}").format(sql.Identifier(forbidden)))
+            conn.rollback()
 
 
 @pytest.mark.parametrize("role", ["authenticator", "app_dba", *REQUEST_ROLES])

@@ -19,7 +19,8 @@ def schema_dump(pg: PgServer, url: str) -> str:
         check=True,
     )
     # pg_dump 17+ writes a random \restrict key per run; it is not part of the schema
-    return "\n".join(line for line in proc.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
+    lines = proc.stdout.splitlines()
+    return "\n".join(line for line in lines if not line.startswith(("\\restrict", "\\unrestrict")))
 
 
 def test_deploy_revert_deploy_gives_the_same_schema(pg: PgServer, tmp_path: Path) -> None:
@@ -31,7 +32,8 @@ def test_deploy_revert_deploy_gives_the_same_schema(pg: PgServer, tmp_path: Path
         deployer.revert()
         with psycopg.connect(url) as conn:
             leftover = conn.execute(
-                "select count(*) from pg_namespace where nspname in ('core','api','auth','billing','ops','audit')"
+                "select count(*) from pg_namespace "
+                "where nspname in ('core', 'api', 'auth', 'billing', 'ops', 'audit')"
             ).fetchone()
         assert leftover == (0,)
         deployer.deploy()

@@ -46,7 +46,8 @@ def run_up(data_dir: Path, pg_port: int, http_port: int) -> tuple[int, int]:
     try:
         response = wait_for_health(proc, f"http://127.0.0.1:{http_port}/health")
         assert response.status_code == 200, response.text
-        assert response.json() == {"status": "ok", "database": "ok"}
+        body = response.json()
+        assert (body["status"], body["database"]) == ("ok", "ok")
         cluster = embedded.Cluster(data_dir=data_dir / "pg", port=pg_port)
         with psycopg.connect(cluster.url()) as conn:
             ident = conn.execute("select system_identifier from pg_control_system()").fetchone()
@@ -54,11 +55,14 @@ def run_up(data_dir: Path, pg_port: int, http_port: int) -> tuple[int, int]:
             pending = conn.execute(
                 "select count(*) from sqitch.changes where project = 'commercecore'"
             ).fetchone()
-        assert ident is not None and events is not None and pending is not None
+        assert ident is not None
+        assert events is not None
+        assert pending is not None
         assert pending[0] > 0
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        output, _ = proc.communicate(timeout=60)
+    assert "demo" in output.lower(), output
     assert cluster.status() is None, "Ctrl-C must stop PostgreSQL too"
     return int(ident[0]), int(events[0])
 

@@ -1,0 +1,275 @@
+"""`commercecore db deploy|revert|verify|status|log`: the deployer on the command line.
+
+Progress goes to stdout, warnings and the single error line to stderr; failures exit with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from gateway.deploy.engine import Deployer, VerifyFailed, VerifyReport
+from gateway.deploy.errors import DeployError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ConsoleReporter:
+    """Deployer progress as sqitch prints it (`  + change .. ok`), with colour where it helps."""
+
+    def __init__(self, out: Console, err: Console) -> None:
+        self.out = out
+        self.err = err
+
+    def info(self, text: str) -> None:
+        self.out.print(escape(text), highlight=False, soft_wrap=True)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    def step(self, action: str, name: str, ok: bool) -> None:
+        sign = "+" if action == "deploy" else "-"
+        verdict = "[green]ok[/]" if ok else "[bold red]not ok[/]"
+        self.out.print(f"  {sign} {escape(name)} .. {verdict}", highlight=False, soft_wrap=True)
+
+
+def _consoles() -> tuple[Console, Console]:
+    return Console(highlight=False), Console(stderr=True, highlight=False)
+
+
+def _fail(message: str) -> NoReturn:
+    # one line, no traceback: the CLI contract for every expected failure
+    Console(stderr=True, highlight=False).print(
+        f"[bold red]error:[/] {escape(' '.join(message.split()))}", soft_wrap=True
+    )
+    sys.exit(1)
+
+
+def _errors_to_exit(func: Callable[P, R]) -> Callable[P, R]:
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except DeployError as exc:
+            _fail(f"{type(exc).__name__}: {exc}")
+
+    return wrapper
+
+
+def _db_url(value: str | None) -> str:
+    if value:
+        return value
+    env = os.environ.get("DATABASE_URL")
+    if env:
+        return env
+    # lazily: starting the embedded cluster is only wanted when no database was named
+    from gateway import embedded
+
+    try:
+        return embedded.admin_url()
+    except embedded.EmbeddedError as exc:
+        _fail(str(exc))
+
+
+def _deployer(
+    db_url: str | None, plan_file: Path | None, reporter: ConsoleReporter, **options: Any
+) -> Deployer:
+    project_dir = plan_file.resolve().parent if plan_file is not None else Path.cwd()
+    if plan_file is None and not (project_dir / "sqitch.conf").exists():
+        # run from elsewhere: fall back on the project this package belongs to
+        from gateway import embedded
+
+        project_dir = embedded.project_root()
+    return Deployer(_db_url(db_url), project_dir, plan_file, reporter=reporter, **options)
+
+
+def _when(moment: datetime) -> str:
+    """sqitch's iso date format: local wall time and offset, to the second."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+_db_url_option = click.option(
+    "--db-url",
+    metavar="URL",
+    help="postgresql://... or db:pg://... (default: $DATABASE_URL, else the embedded cluster).",
+)
+_lock_timeout_option = click.option(
+    "--lock-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another sqitch or commercecore working on the database.",
+)
+_plan_file_option = click.option(
+    "--plan-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The plan (default: sqitch.plan of the project; its directory is the project directory).",
+)
+
+
+@click.group("db")
+def db() -> None:
+    """Deploy and revert the SQL change plan (sqitch-compatible registry)."""
+
+
+@db.command()
+@click.option(
+    "--to", "to", metavar="CHANGE", help="Deploy through this change, @tag or @HEAD^-style reference."
+)
+@click.option(
+    "--verify/--no-verify",
+    "verify",
+    default=None,
+    help="Run verify scripts after each change [deploy.verify].",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["all", "tag", "change"]),
+    default=None,
+    help="What a failure reverts: the whole run, back to the last tag, or nothing [deploy.mode, else all].",
+)
+@_lock_timeout_option
+@_db_url_option
+@_plan_file_option
+@_errors_to_exit
+def deploy(
+    to: str | None,
+    verify: bool | None,
+    mode: str | None,
+    lock_timeout: float,
+    db_url: str | None,
+    plan_file: Path | None,
+) -> None:
+    """Deploy pending changes; a failure reverts the run (sqitch's --mode all)."""
+    out, err = _consoles()
+    reporter = ConsoleReporter(out, err)
+    _deployer(db_url, plan_file, reporter, verify=verify, mode=mode, lock_timeout=lock_timeout).deploy(to)
+
+
+@db.command()
+@click.option("--to", "to", metavar="CHANGE", help="Revert the changes deployed after this one.")
+@click.option("-y", "yes", is_flag=True, help="Do not ask for confirmation.")
+@_lock_timeout_option
+@_db_url_option
+@_plan_file_option
+@_errors_to_exit
+def revert(
+    to: str | None, yes: bool, lock_timeout: float, db_url: str | None, plan_file: Path | None
+) -> None:
+    """Revert deployed changes (all of them unless --to)."""
+    out, err = _consoles()
+    deployer = _deployer(db_url, plan_file, ConsoleReporter(out, err), lock_timeout=lock_timeout)
+    no_prompt = yes or bool(deployer.layout.config.get_bool("revert.no_prompt"))
+    accept = deployer.layout.config.get_bool("revert.prompt_accept")
+
+    def confirm(question: str) -> bool:
+        default = True if accept is None else accept
+        if sys.stdin is not None and sys.stdin.isatty():
+            return click.confirm(question, default=default)
+        # piped answers are fine; no answer at all is not consent (sqitch would take the default)
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+        if not line:
+            raise DeployError(
+                "not reverting: no answer on stdin to confirm (use -y to revert without asking)"
+            )
+        answer = line.strip().lower()
+        out.print(f"{escape(question)} {escape(answer)}", highlight=False)
+        if answer in ("y", "yes") or (not answer and default):
+            return True
+        if answer in ("n", "no") or not answer:
+            return False
+        raise DeployError(f"not reverting: {answer!r} is not y or n")
+
+    deployer.revert(to, confirm=None if no_prompt else confirm)
+
+
+@db.command()
+@_db_url_option
+@_plan_file_option
+@_errors_to_exit
+def verify(db_url: str | None, plan_file: Path | None) -> None:
+    """Run the verify script of every deployed change."""
+    out, err = _consoles()
+    deployer = _deployer(db_url, plan_file, ConsoleReporter(out, err))
+    try:
+        report = deployer.verify()
+    except VerifyFailed as exc:
+        _print_report(out, exc.report)
+        raise
+    _print_report(out, report)
+    if report.results:
+        out.print("[green]Verify successful[/]")
+
+
+def _print_report(out: Console, report: VerifyReport) -> None:
+    for result in report.results:
+        verdict = "[green]ok[/]" if result.ok else f"[bold red]not ok[/] {escape(result.reason)}"
+        out.print(f"  * {escape(result.change)} .. {verdict}", highlight=False, soft_wrap=True)
+    if report.pending:
+        out.print("Undeployed changes:" if len(report.pending) > 1 else "Undeployed change:")
+        for name in report.pending:
+            out.print(f"  * {escape(name)}", highlight=False)
+
+
+@db.command()
+@_db_url_option
+@_plan_file_option
+@_errors_to_exit
+def status(db_url: str | None, plan_file: Path | None) -> None:
+    """Show the deployed head and the changes not deployed yet."""
+    out, err = _consoles()
+    result = _deployer(db_url, plan_file, ConsoleReporter(out, err)).status()
+    out.print(f"# On database {escape(result.destination)}", highlight=False)
+    head = result.head
+    if head is None:
+        out.print("# No changes deployed")
+    else:
+        out.print(f"# Project:  {escape(head.project)}", highlight=False)
+        out.print(f"# Change:   {head.id}", highlight=False)
+        out.print(f"# Name:     {escape(head.name)}", highlight=False)
+        if head.tags:
+            out.print(f"# {'Tags' if len(head.tags) > 1 else 'Tag'}:      {escape(', '.join(head.tags))}")
+        out.print(f"# Deployed: {_when(head.committed_at)}", highlight=False)
+        out.print(
+            f"# By:       {escape(head.committer_name)} <{escape(head.committer_email)}>", highlight=False
+        )
+    if not result.pending:
+        out.print("Nothing to deploy (up-to-date)")
+        return
+    out.print("Undeployed changes:" if len(result.pending) > 1 else "Undeployed change:")
+    for change in result.pending:
+        out.print(f"  * {escape(change.format_name_with_tags)}", highlight=False)
+
+
+@db.command("log")
+@click.option("-n", "--max-count", type=int, default=None, help="Show at most this many events.")
+@_db_url_option
+@_plan_file_option
+@_errors_to_exit
+def log_(max_count: int | None, db_url: str | None, plan_file: Path | None) -> None:
+    """Show the deployment events, newest first."""
+    out, err = _consoles()
+    events = _deployer(db_url, plan_file, ConsoleReporter(out, err)).log(limit=max_count)
+    if not events:
+        raise DeployError("No events logged")
+    colours = {"deploy": "green", "revert": "blue", "fail": "red"}
+    for event in events:
+        # one line per event, sqitch's `oneline` shape plus when and who
+        tags = f" {' '.join(event.tags)}" if event.tags else ""
+        out.print(
+            f"{_when(event.committed_at)} [{colours.get(event.event, 'white')}]{event.event:<6}[/] "
+            f"{escape(event.project)}:{escape(event.change)}{escape(tags)} "
+            f"{escape(event.committer_name)} <{escape(event.committer_email)}>",
+            highlight=False,
+            soft_wrap=True,
+        )

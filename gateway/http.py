@@ -1,0 +1,134 @@
+"""Small HTTP helpers shared by the routes: request ids, bodies with a size limit, JSON, profiles."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.errors import ApiError, invalid_json
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+SCHEMA_PROFILE = "api"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's X-Request-Id when it is 1-200 characters of [A-Za-z0-9._-], else a fresh uuid4."""
+    if header and _REQUEST_ID.match(header):
+        return header
+    return str(uuid.uuid4())
+
+
+def payload_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "CC413",
+        f"The request body is larger than {limit} bytes.",
+        details={"code": "payload_too_large", "limit": limit},
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past `limit` bytes (checked on Content-Length and while reading)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ApiError(
+                400, "PGRST102", "Content-Length is not a number.", details={"code": "invalid_request"}
+            )
+        if int(length) > limit:
+            raise payload_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise payload_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        raise invalid_json("it is not UTF-8") from None
+    except ValueError as exc:
+        raise invalid_json(str(exc)) from None
+    except RecursionError:
+        raise invalid_json("it nests too deeply") from None
+
+
+async def read_json_object(request: Request, limit: int, *, empty_ok: bool = True) -> dict[str, Any]:
+    """A JSON object body (an empty body is {} when allowed); 413, 415 or 400 otherwise."""
+    body = await read_body(request, limit)
+    if not body.strip():
+        if empty_ok:
+            return {}
+        raise invalid_json("the body is empty; send a JSON object")
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "") and not content_type.endswith("+json"):
+        raise ApiError(
+            415,
+            "PGRST107",
+            f"Content-Type {content_type!r} is not supported; send application/json.",
+            details={"code": "unsupported_media_type"},
+        )
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise ApiError(
+            400,
+            "PGRST102",
+            f"The request body must be a JSON object, not {type(value).__name__}.",
+            details={"code": "invalid_body"},
+        )
+    return value
+
+
+def check_profile(request: Request) -> str | None:
+    """Accept-Profile (reads) / Content-Profile (writes): only `api` is served; anything else is 406."""
+    header = "accept-profile" if request.method in SAFE_METHODS else "content-profile"
+    profile = request.headers.get(header)
+    if profile is None:
+        return None
+    if profile.strip() != SCHEMA_PROFILE:
+        raise ApiError(
+            406,
+            "PGRST106",
+            f"The schema {profile.strip()!r} is not served; the only profile is {SCHEMA_PROFILE!r}.",
+            details={"code": "invalid_profile"},
+            hint=f"Send {header.title()}: {SCHEMA_PROFILE} or no profile header.",
+        )
+    return SCHEMA_PROFILE
+
+
+_JSON_TYPES = ("application/json", "application/*", "*/*", "application/vnd.pgrst.object+json")
+
+
+def check_accept(request: Request) -> None:
+    """406 unless the client accepts JSON (no Accept header accepts anything)."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in _JSON_TYPES or media.endswith("+json"):
+            return
+    raise ApiError(
+        406,
+        "PGRST107",
+        f"None of the media types in Accept ({accept}) can be served; responses are application/json.",
+        details={"code": "not_acceptable"},
+    )
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

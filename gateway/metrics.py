@@ -1,0 +1,109 @@
+"""Prometheus metrics of one gateway process: requests by route template, latency, pool, schema cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# pool statistics of psycopg_pool's get_stats(): levels are gauges, running totals counters
+_POOL_GAUGES = {
+    "pool_min": "Configured minimum connections.",
+    "pool_max": "Configured maximum connections.",
+    "pool_size": "Connections open now (in use, idle or being prepared).",
+    "pool_available": "Idle connections ready for a request.",
+    "requests_waiting": "Requests waiting for a connection now.",
+}
+_POOL_COUNTERS = {
+    "requests_num": "Connection requests.",
+    "requests_queued": "Connection requests that had to wait.",
+    "requests_wait_ms": "Milliseconds spent waiting for a connection.",
+    "requests_errors": "Connection requests that failed (timeout, pool closed).",
+    "connections_num": "Connection attempts to the database.",
+    "connections_errors": "Failed connection attempts.",
+    "connections_lost": "Connections found broken.",
+}
+
+
+class PoolCollector(Collector):
+    """Reads the pool's statistics at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, int] | None]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        if stats is None:
+            return
+        for key, text in _POOL_GAUGES.items():
+            gauge = GaugeMetricFamily(f"commercecore_db_{key}", text)
+            gauge.add_metric([], stats.get(key, 0))
+            yield gauge
+        for key, text in _POOL_COUNTERS.items():
+            counter = CounterMetricFamily(f"commercecore_db_{key}", text)
+            counter.add_metric([], stats.get(key, 0))
+            yield counter
+
+
+class Metrics:
+    """A registry per application (tests build many apps in one process)."""
+
+    def __init__(self, pool_stats: Callable[[], dict[str, int] | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "commercecore_http_requests",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "commercecore_http_request_duration_seconds",
+            "Time from request to response, by method and route template.",
+            ["method", "route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.database_errors = Counter(
+            "commercecore_db_errors",
+            "Database errors answered to clients, by SQLSTATE.",
+            ["sqlstate"],
+            registry=self.registry,
+        )
+        self.schema_reloads = Counter(
+            "commercecore_schema_cache_reloads",
+            "Schema cache loads, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.registry.register(PoolCollector(pool_stats))
+
+    def observe(
+        self, method: str, route: str, status: int, seconds: float, sqlstate: str | None = None
+    ) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+        if sqlstate:
+            self.database_errors.labels(sqlstate).inc()
+
+    async def endpoint(self, request: Request) -> Response:
+        request.state.route = "/metrics"
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
+
+
+def pool_stats(state: Any) -> Callable[[], dict[str, int] | None]:
+    """get_stats() of `state.pool` once the lifespan has opened it."""
+
+    def read() -> dict[str, int] | None:
+        pool = getattr(state, "pool", None)
+        if pool is None:
+            return None
+        stats: dict[str, int] = pool.get_stats()
+        return stats
+
+    return read

@@ -1,0 +1,386 @@
+-- Deploy commercecore:procedures/auth to pg
+-- requires: schema/auth
+-- requires: schema/login_failures
+-- requires: procedures/me
+-- The gateway's auth internals: signup, login lookup and lockout, sessions (JWT ids) and password changes.
+-- Only the gateway's login (authenticator) may execute them, before it switches to a request role: there
+-- core.request_role() is 'none', which row-level security treats as a service. The database never sees a
+-- password: the gateway hashes it with argon2id; register_user and change_password refuse anything but a
+-- complete argon2id hash (PHC string), as the check constraint on auth.credentials does for its prefix.
+begin;
+
+set local role app_owner;
+
+create function auth.register_user(email text, full_name text, password_hash text) returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  new_email text := core.normalize_email(register_user.email);
+  new_full_name text := coalesce(pg_catalog.btrim(register_user.full_name), '');
+  created core.users;
+begin
+  -- credentials_password_hash_check checks the argon2id prefix; the whole PHC string is checked here, so
+  -- that nothing but a complete hash (salt and digest in base64) is ever stored
+  if register_user.password_hash is null
+    or register_user.password_hash !~ '^\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}$' then
+    raise exception using
+      errcode = '23514',
+      constraint = 'credentials_password_hash_check',
+      message = 'password_hash is not an argon2id hash in PHC string format.',
+      hint = 'Hash the password in the gateway (argon2id); the database never takes a password.';
+  end if;
+  if pg_catalog.length(new_full_name) > 200 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'The full name is too long.',
+      detail = pg_catalog.jsonb_build_object(
+        'code', 'invalid_input', 'field', 'full_name', 'reason', 'too_long', 'max_length', 200
+      )::text,
+      hint = 'Send at most 200 characters.';
+  end if;
+  begin
+    insert into core.users as u (email, full_name, role)
+    values (new_email, new_full_name, 'app_readwrite')
+    returning * into created;
+  exception when unique_violation then
+    raise exception using
+      errcode = 'PT409',
+      message = 'This email address is already registered.',
+      detail = pg_catalog.jsonb_build_object('code', 'email_taken', 'field', 'email')::text,
+      hint = 'Sign in instead, or use another email address.';
+  end;
+  insert into auth.credentials (user_id, password_hash) values (created.id, register_user.password_hash);
+  -- failures counted while the address had no account do not follow it into the new one
+  delete from auth.login_failures as f
+  where f.email_hash = pg_catalog.sha256(pg_catalog.convert_to(new_email, 'UTF8'));
+  return core.user_json(created);
+end;
+$$;
+
+comment on function auth.register_user(text, text, text) is
+'Signup: creates a customer (role app_readwrite, always) with an argon2id password hash made by the gateway
+and returns the user {id, email, full_name, role, created_at}. Email trimmed and lower-cased; invalid ->
+PT422 {"code":"invalid_input","field":"email"}; registered -> PT409 {"code":"email_taken"}; anything but a
+complete argon2id PHC string -> 23514 (credentials_password_hash_check).';
+
+grant execute on function auth.register_user(text, text, text) to authenticator;
+
+create function auth.login_lookup(email text)
+returns table (user_id bigint, role text, password_hash text, locked_until timestamptz)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select u.id, u.role, c.password_hash, case when c.locked_until > pg_catalog.now() then c.locked_until end
+  from core.users as u
+  join auth.credentials as c on c.user_id = u.id
+  where u.email = pg_catalog.lower(pg_catalog.btrim(login_lookup.email))
+$$;
+
+comment on function auth.login_lookup(text) is
+'Login, step 1: the account of an email address (trimmed, lower-cased): user_id, role, password_hash, and
+locked_until while a lockout is running (null otherwise). No row for an unknown address or an account
+without a password: the gateway should still verify the password against a dummy hash, so that the answer
+takes as long, and record the failure with auth.record_login_failure.';
+
+grant execute on function auth.login_lookup(text) to authenticator;
+
+create function auth.record_login_failure(
+  email text, max_attempts integer default 5, lockout interval default '15 minutes'
+)
+returns table (failed_attempts integer, locked_until timestamptz)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  normalized text := pg_catalog.lower(pg_catalog.btrim(coalesce(record_login_failure.email, '')));
+  account_id bigint;
+  attempts integer;
+  locked timestamptz;
+begin
+  if record_login_failure.max_attempts is null or record_login_failure.max_attempts < 1
+    or record_login_failure.lockout is null or record_login_failure.lockout <= interval '0' then
+    raise exception using
+      errcode = '22023',
+      message = 'max_attempts must be at least 1 and lockout a positive interval.';
+  end if;
+
+  -- a failure after an expired lockout starts a new count; a failure during a lockout does not extend it
+  select c.user_id into account_id
+  from core.users as u join auth.credentials as c on c.user_id = u.id
+  where u.email = normalized;
+  if account_id is not null then
+    update auth.credentials as c
+    set failed_attempts = case when c.locked_until <= pg_catalog.now() then 1 else c.failed_attempts + 1 end,
+      locked_until = case
+        when c.locked_until > pg_catalog.now() then c.locked_until
+        when case when c.locked_until <= pg_catalog.now() then 1 else c.failed_attempts + 1 end
+          >= record_login_failure.max_attempts
+          then pg_catalog.now() + record_login_failure.lockout
+      end
+    where c.user_id = account_id
+    returning c.failed_attempts, c.locked_until into attempts, locked;
+  else
+    -- no such account: counted the same way, so the lockout does not reveal whether the address exists
+    insert into auth.login_failures as f (email_hash, failed_attempts, locked_until)
+    values (
+      pg_catalog.sha256(pg_catalog.convert_to(normalized, 'UTF8')),
+      1,
+      case when record_login_failure.max_attempts <= 1 then pg_catalog.now() + record_login_failure.lockout end
+    )
+    on conflict on constraint login_failures_pkey do update
+    set failed_attempts = case when f.locked_until <= pg_catalog.now() then 1 else f.failed_attempts + 1 end,
+      locked_until = case
+        when f.locked_until > pg_catalog.now() then f.locked_until
+        when case when f.locked_until <= pg_catalog.now() then 1 else f.failed_attempts + 1 end
+          >= record_login_failure.max_attempts
+          then pg_catalog.now() + record_login_failure.lockout
+      end,
+      last_failed_at = pg_catalog.now()
+    returning f.failed_attempts, f.locked_until into attempts, locked;
+  end if;
+
+  failed_attempts := attempts;
+  locked_until := locked;
+  return next;
+end;
+$$;
+
+comment on function auth.record_login_failure(text, integer, interval) is
+'Login failed (wrong password or unknown address): counts consecutive failures of the address and, at
+max_attempts, locks it for the lockout interval. Returns (failed_attempts, locked_until); locked_until is
+set while the lockout runs (answer 429 with Retry-After). Unknown addresses are counted and locked the same
+way, so the answer never reveals whether an address is registered. A failure after an expired lockout
+starts a new count.';
+
+grant execute on function auth.record_login_failure(text, integer, interval) to authenticator;
+
+create function auth.record_login_success(user_id bigint) returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update auth.credentials as c set failed_attempts = 0, locked_until = null
+  where c.user_id = record_login_success.user_id and (c.failed_attempts <> 0 or c.locked_until is not null)
+$$;
+
+comment on function auth.record_login_success(bigint) is
+'Login succeeded: resets the account''s failure counter (call it only after checking that no lockout runs).';
+
+grant execute on function auth.record_login_success(bigint) to authenticator;
+
+create function auth.create_session(
+  user_id bigint, jti uuid, expires_at timestamptz, user_agent text default ''
+) returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  insert into auth.sessions (jti, user_id, expires_at, user_agent)
+  values (
+    create_session.jti,
+    create_session.user_id,
+    create_session.expires_at,
+    pg_catalog.left(coalesce(create_session.user_agent, ''), 500)
+  )
+$$;
+
+comment on function auth.create_session(bigint, uuid, timestamptz, text) is
+'Records an issued JWT (its jti and exp) so that it can be revoked; the user agent is cut to 500 characters.
+expires_at must lie in the future (sessions_expires_at_check).';
+
+grant execute on function auth.create_session(bigint, uuid, timestamptz, text) to authenticator;
+
+create function auth.session_active(jti uuid, user_id bigint) returns boolean
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  -- only the primary key in the where clause: the plan is always one sessions_pkey probe
+  select coalesce((
+    select s.user_id = session_active.user_id and s.revoked_at is null and s.expires_at > pg_catalog.now()
+    from auth.sessions as s
+    where s.jti = session_active.jti
+  ), false)
+$$;
+
+comment on function auth.session_active(uuid, bigint) is
+'True when the JWT id is a session of this user that is neither revoked nor expired (a primary-key lookup).
+The gateway calls it in every authenticated request''s transaction, before switching to the request role.';
+
+grant execute on function auth.session_active(uuid, bigint) to authenticator;
+
+create function auth.revoke_session(jti uuid) returns boolean
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with revoked as (
+    update auth.sessions as s set revoked_at = pg_catalog.now()
+    where s.jti = revoke_session.jti and s.revoked_at is null
+    returning 1
+  )
+  select exists (select from revoked)
+$$;
+
+comment on function auth.revoke_session(uuid) is
+'Logout: revokes one session. True if it was not revoked already (false for an unknown or revoked jti).';
+
+grant execute on function auth.revoke_session(uuid) to authenticator;
+
+create function auth.revoke_user_sessions(user_id bigint) returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with revoked as (
+    update auth.sessions as s set revoked_at = pg_catalog.now()
+    where s.user_id = revoke_user_sessions.user_id and s.revoked_at is null
+    returning 1
+  )
+  select count(*)::integer from revoked
+$$;
+
+comment on function auth.revoke_user_sessions(bigint) is
+'Revokes every session of a user ("sign out everywhere"); returns how many were still unrevoked.';
+
+grant execute on function auth.revoke_user_sessions(bigint) to authenticator;
+
+create function auth.change_password(user_id bigint, password_hash text) returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- credentials_password_hash_check checks the argon2id prefix; the whole PHC string is checked here, so
+  -- that nothing but a complete hash (salt and digest in base64) is ever stored
+  if change_password.password_hash is null
+    or change_password.password_hash !~ '^\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}$' then
+    raise exception using
+      errcode = '23514',
+      constraint = 'credentials_password_hash_check',
+      message = 'password_hash is not an argon2id hash in PHC string format.',
+      hint = 'Hash the password in the gateway (argon2id); the database never takes a password.';
+  end if;
+  insert into auth.credentials as c (user_id, password_hash)
+  values (change_password.user_id, change_password.password_hash)
+  on conflict on constraint credentials_pkey do update
+  set password_hash = excluded.password_hash,
+    password_changed_at = pg_catalog.now(),
+    failed_attempts = 0,
+    locked_until = null;
+  return auth.revoke_user_sessions(change_password.user_id);
+end;
+$$;
+
+comment on function auth.change_password(bigint, text) is
+'Stores a new argon2id hash (made by the gateway after checking the old password) and revokes ALL sessions
+of the user, the caller''s included; returns how many were revoked. The gateway then issues a new session
+for the client that made the change. An unknown user -> 23503.';
+
+grant execute on function auth.change_password(bigint, text) to authenticator;
+
+create function auth.user_claims(user_id bigint) returns jsonb
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select pg_catalog.jsonb_build_object('sub', u.id::text, 'role', u.role, 'email', u.email)
+  from core.users as u
+  where u.id = user_claims.user_id
+$$;
+
+comment on function auth.user_claims(bigint) is
+'The claims a JWT of this user carries: {"sub": "<id>" (a string, as RFC 7519 wants), "role", "email"};
+null for an unknown user. The gateway adds exp, iat, jti (and aud).';
+
+grant execute on function auth.user_claims(bigint) to authenticator;
+
+create function auth.purge_expired_sessions() returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  purged integer;
+begin
+  delete from auth.sessions as s where s.expires_at <= pg_catalog.now();
+  get diagnostics purged = row_count;
+  -- failure counters of unknown addresses that have been quiet for a day
+  delete from auth.login_failures as f
+  where f.last_failed_at < pg_catalog.now() - interval '1 day'
+    and (f.locked_until is null or f.locked_until <= pg_catalog.now());
+  return purged;
+end;
+$$;
+
+comment on function auth.purge_expired_sessions() is
+'For the jobs runner: deletes expired sessions (a revoked one is kept until it expires, for the record) and
+the failure counters of unknown addresses idle for a day; returns the number of sessions deleted.';
+
+grant execute on function auth.purge_expired_sessions() to authenticator;
+
+create function api.set_user_role(user_id bigint, role text) returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  old_role text;
+  updated core.users;
+begin
+  if not core.is_admin() then
+    raise exception using
+      errcode = 'PT403',
+      message = 'Only staff may change roles.',
+      detail = pg_catalog.jsonb_build_object('code', 'forbidden')::text;
+  end if;
+  if set_user_role.role is null or set_user_role.role not in ('app_readwrite', 'app_admin') then
+    raise exception using
+      errcode = 'PT422',
+      message = 'The role must be app_readwrite or app_admin.',
+      detail = pg_catalog.jsonb_build_object(
+        'code', 'invalid_input', 'field', 'role', 'allowed', pg_catalog.jsonb_build_array('app_readwrite', 'app_admin')
+      )::text,
+      hint = 'Send role "app_readwrite" (customer) or "app_admin" (staff).';
+  end if;
+  if set_user_role.user_id = core.current_user_id() then
+    raise exception using
+      errcode = 'PT409',
+      message = 'You cannot change your own role.',
+      detail = pg_catalog.jsonb_build_object('code', 'own_role', 'user_id', set_user_role.user_id)::text,
+      hint = 'Ask another member of staff.';
+  end if;
+
+  select u.role into old_role from core.users as u where u.id = set_user_role.user_id for update;
+  if not found then
+    raise exception using
+      errcode = 'PT404',
+      message = 'User not found.',
+      detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'user', 'id', set_user_role.user_id)::text;
+  end if;
+  update core.users as u set role = set_user_role.role
+  where u.id = set_user_role.user_id
+  returning * into updated;
+  if old_role <> updated.role then
+    -- tokens carry the role: those issued with the old one stop working
+    perform auth.revoke_user_sessions(updated.id);
+  end if;
+  return core.user_json(updated);
+end;
+$$;
+
+comment on function api.set_user_role(bigint, text) is
+'Staff only: makes a user a customer (app_readwrite) or staff (app_admin); when the role changes, revokes
+the user''s sessions, whose tokens carry the old role. Not for one''s own account (409). Unknown user -> 404.
+@route POST /users/{user_id}/role';
+
+grant execute on function api.set_user_role(bigint, text) to app_admin;
+
+commit;

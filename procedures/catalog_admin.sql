@@ -1,0 +1,337 @@
+-- Deploy commercecore:procedures/catalog_admin to pg
+-- requires: views/products
+-- Staff's catalog maintenance: create and change products, and move stock through the ledger.
+begin;
+
+set local role app_owner;
+
+create function core.check_product_fields(
+  sku text, name text, description text, price_minor bigint, currency text, category_id bigint,
+  cost_minor bigint
+)
+returns void
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  max_price constant bigint := 1000000000000;
+  bad text;
+  complaint text;
+begin
+  -- the first field that is wrong, in argument order; null means "not given" and is checked by the callers
+  if check_product_fields.sku !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' then
+    bad := 'sku';
+    complaint := 'sku must be 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit.';
+  elsif length(check_product_fields.name) not between 1 and 200 then
+    bad := 'name';
+    complaint := 'name must be 1 to 200 characters.';
+  elsif length(check_product_fields.description) > 5000 then
+    bad := 'description';
+    complaint := 'description must be at most 5000 characters.';
+  elsif check_product_fields.price_minor not between 0 and max_price then
+    bad := 'price_minor';
+    complaint := format('price_minor must be between 0 and %s (minor units).', max_price);
+  elsif check_product_fields.currency !~ '^[A-Z]{3}$' then
+    bad := 'currency';
+    complaint := 'currency must be an ISO 4217 code in upper case, such as EUR.';
+  elsif check_product_fields.cost_minor not between 0 and max_price then
+    bad := 'cost_minor';
+    complaint := format('cost_minor must be between 0 and %s (minor units).', max_price);
+  elsif check_product_fields.category_id is not null
+    and not exists (select from core.categories as c where c.id = check_product_fields.category_id) then
+    bad := 'category_id';
+    complaint := 'There is no category with this id.';
+  end if;
+  if bad is not null then
+    raise exception using
+      errcode = 'PT422',
+      message = complaint,
+      detail = jsonb_build_object('code', 'invalid_input', 'field', bad)::text,
+      hint = 'Correct the field and send the request again.';
+  end if;
+end;
+$$;
+
+comment on function core.check_product_fields(text, text, text, bigint, text, bigint, bigint) is
+'Raises PT422 invalid_input naming the first invalid product field among those given (nulls are skipped).';
+
+create function core.require_staff()
+returns void
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not core.is_admin() then
+    raise exception using
+      errcode = 'PT403',
+      message = 'Only staff may change the catalog.',
+      detail = jsonb_build_object('code', 'forbidden')::text,
+      hint = 'Sign in with a staff account.';
+  end if;
+end;
+$$;
+
+comment on function core.require_staff() is
+'Raises PT403 forbidden unless the request runs as app_admin: the catalog functions check it besides their grant.';
+
+create function api.create_product(
+  sku text,
+  name text,
+  price_minor bigint,
+  currency text default 'EUR',
+  description text default '',
+  category_id bigint default null,
+  stock integer default 0,
+  active boolean default true,
+  cost_minor bigint default null
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  new_id bigint;
+  missing text;
+begin
+  perform core.require_staff();
+  missing := case
+    when create_product.sku is null then 'sku'
+    when create_product.name is null then 'name'
+    when create_product.price_minor is null then 'price_minor'
+    when create_product.currency is null then 'currency'
+    when create_product.stock is null then 'stock'
+    when create_product.active is null then 'active'
+  end;
+  if missing is not null then
+    raise exception using
+      errcode = 'PT422',
+      message = format('%s is required.', missing),
+      detail = jsonb_build_object('code', 'invalid_input', 'field', missing)::text,
+      hint = 'Send the field with a value.';
+  end if;
+  perform core.check_product_fields(
+    create_product.sku, create_product.name, create_product.description, create_product.price_minor,
+    create_product.currency, create_product.category_id, create_product.cost_minor
+  );
+  if create_product.stock < 0 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'stock must not be negative.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'stock', 'min', 0)::text,
+      hint = 'Give the units on hand, zero or more.';
+  end if;
+
+  begin
+    insert into core.products (sku, name, description, price_minor, currency, category_id, active, cost_minor)
+    values (
+      create_product.sku, create_product.name, coalesce(create_product.description, ''),
+      create_product.price_minor, create_product.currency, create_product.category_id, create_product.active,
+      create_product.cost_minor
+    )
+    returning core.products.id into new_id;
+  exception when unique_violation then
+    raise exception using
+      errcode = 'PT409',
+      message = 'Another product already has this sku.',
+      detail = jsonb_build_object('code', 'duplicate_sku', 'field', 'sku', 'sku', create_product.sku)::text,
+      hint = 'Choose another sku, or change the existing product with PATCH /products/{id}.';
+  end;
+
+  -- the initial stock is the product's first ledger row
+  if create_product.stock > 0 then
+    insert into core.inventory_movements (product_id, delta, reason, actor_user_id, note)
+    values (new_id, create_product.stock, 'restock', core.current_user_id(), 'initial stock');
+  end if;
+
+  perform set_config('response.status', '201', true);
+  perform set_config(
+    'response.headers', jsonb_build_array(jsonb_build_object('Location', '/products/' || new_id))::text, true
+  );
+  return core.product_document(new_id, true);
+end;
+$$;
+
+comment on function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint) is
+'Staff: adds a product to the catalog and returns it (201, Location /products/{id}), with active and
+cost_minor. sku is unique (1-64 of letters, digits, `.`, `_`, `-`); price_minor and cost_minor are minor
+units; currency an upper-case ISO 4217 code. A positive stock is recorded as the product''s first ledger
+movement (reason restock).
+Errors: 403 forbidden; 409 duplicate_sku; 422 invalid_input naming the field.
+@route POST /products';
+
+grant execute on function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint)
+to app_admin;
+
+create function api.update_product(
+  id bigint,
+  sku text default null,
+  name text default null,
+  description text default null,
+  price_minor bigint default null,
+  currency text default null,
+  category_id bigint default null,
+  active boolean default null,
+  cost_minor bigint default null,
+  unset text[] default null
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  unknown text;
+begin
+  perform core.require_staff();
+  select u.field into unknown
+  from unnest(update_product.unset) as u (field)
+  where u.field is null or u.field not in ('category_id', 'cost_minor')
+  limit 1;
+  if found then
+    raise exception using
+      errcode = 'PT422',
+      message = 'unset may only name category_id and cost_minor.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'unset', 'value', unknown)::text,
+      hint = 'The other fields cannot be null; give them a value instead.';
+  end if;
+  if (update_product.category_id is not null and 'category_id' = any(update_product.unset))
+    or (update_product.cost_minor is not null and 'cost_minor' = any(update_product.unset)) then
+    raise exception using
+      errcode = 'PT422',
+      message = 'A field cannot be both given and unset.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'unset')::text,
+      hint = 'Either give the field a value or name it in unset.';
+  end if;
+  perform core.check_product_fields(
+    update_product.sku, update_product.name, update_product.description, update_product.price_minor,
+    update_product.currency, update_product.category_id, update_product.cost_minor
+  );
+
+  perform from core.products as p where p.id = update_product.id for update;
+  if not found then
+    raise exception using
+      errcode = 'PT404',
+      message = 'There is no product with this id.',
+      detail = jsonb_build_object('code', 'not_found', 'resource', 'product', 'id', update_product.id)::text,
+      hint = 'List the catalog with GET /products.';
+  end if;
+
+  begin
+    update core.products as p set
+      sku = coalesce(update_product.sku, p.sku),
+      name = coalesce(update_product.name, p.name),
+      description = coalesce(update_product.description, p.description),
+      price_minor = coalesce(update_product.price_minor, p.price_minor),
+      currency = coalesce(update_product.currency, p.currency),
+      category_id = case
+        when 'category_id' = any(update_product.unset) then null
+        else coalesce(update_product.category_id, p.category_id)
+      end,
+      active = coalesce(update_product.active, p.active),
+      cost_minor = case
+        when 'cost_minor' = any(update_product.unset) then null
+        else coalesce(update_product.cost_minor, p.cost_minor)
+      end
+    where p.id = update_product.id;
+  exception when unique_violation then
+    raise exception using
+      errcode = 'PT409',
+      message = 'Another product already has this sku.',
+      detail = jsonb_build_object('code', 'duplicate_sku', 'field', 'sku', 'sku', update_product.sku)::text,
+      hint = 'Choose another sku.';
+  end;
+  return core.product_document(update_product.id, true);
+end;
+$$;
+
+comment on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, text[]) is
+'Staff: changes the given fields of a product and returns it; fields left out (or null) keep their value.
+To clear category_id or cost_minor, name them in unset (e.g. {"unset": ["category_id"]}). Stock is not a
+field here: move it with POST /products/{id}/stock. Changing the price does not touch the prices already
+in orders.
+Errors: 403 forbidden; 404 not_found; 409 duplicate_sku; 422 invalid_input naming the field.
+@route PATCH /products/{id}';
+
+grant execute on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, text[])
+to app_admin;
+
+create function api.adjust_stock(id bigint, delta integer, reason text, note text default '')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  on_hand integer;
+begin
+  perform core.require_staff();
+  if adjust_stock.delta is null or adjust_stock.delta = 0 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'delta must be a non-zero number of units.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'delta')::text,
+      hint = 'Positive adds units, negative takes them away.';
+  end if;
+  if adjust_stock.reason is null or adjust_stock.reason not in ('restock', 'adjustment', 'correction') then
+    raise exception using
+      errcode = 'PT422',
+      message = 'reason must be restock, adjustment or correction.',
+      detail = jsonb_build_object(
+        'code', 'invalid_input', 'field', 'reason', 'allowed', jsonb_build_array('restock', 'adjustment', 'correction')
+      )::text,
+      hint = 'Order movements are recorded by the order functions themselves.';
+  end if;
+  if length(adjust_stock.note) > 500 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'note must be at most 500 characters.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'note', 'max_length', 500)::text,
+      hint = 'Shorten the note.';
+  end if;
+
+  select p.stock into on_hand from core.products as p where p.id = adjust_stock.id for update;
+  if not found then
+    raise exception using
+      errcode = 'PT404',
+      message = 'There is no product with this id.',
+      detail = jsonb_build_object('code', 'not_found', 'resource', 'product', 'id', adjust_stock.id)::text,
+      hint = 'List the catalog with GET /products.';
+  end if;
+  if on_hand::bigint + adjust_stock.delta < 0 then
+    raise exception using
+      errcode = 'PT409',
+      message = 'Not enough stock to take these units away.',
+      detail = jsonb_build_object(
+        'code', 'insufficient_stock', 'product_id', adjust_stock.id, 'requested', -adjust_stock.delta::bigint,
+        'available', on_hand
+      )::text,
+      hint = 'Take at most the available units.';
+  end if;
+  if on_hand::bigint + adjust_stock.delta > 2147483647 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'The resulting stock would be too large.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'delta', 'available', on_hand)::text,
+      hint = 'Stock is at most 2147483647 units.';
+  end if;
+
+  insert into core.inventory_movements (product_id, delta, reason, actor_user_id, note)
+  values (adjust_stock.id, adjust_stock.delta, adjust_stock.reason, core.current_user_id(), coalesce(adjust_stock.note, ''));
+  return core.product_document(adjust_stock.id, true);
+end;
+$$;
+
+comment on function api.adjust_stock(bigint, integer, text, text) is
+'Staff: moves a product''s stock by delta units (positive adds, negative takes) with a ledger movement of
+the given reason (restock, adjustment or correction) and optional note; returns the product. Stock never
+goes negative.
+Errors: 403 forbidden; 404 not_found; 409 insufficient_stock {product_id, requested, available};
+422 invalid_input naming the field.
+@route POST /products/{id}/stock';
+
+grant execute on function api.adjust_stock(bigint, integer, text, text) to app_admin;
+
+commit;

@@ -1,0 +1,628 @@
+-- Deploy commercecore:procedures/orders to pg
+-- requires: schema/orders
+-- requires: schema/idempotency
+-- requires: views/products
+-- Placing and changing orders. Every function locks the order row first (when there is one) and then the
+-- product rows it touches in product id order, so concurrent orders queue instead of deadlocking; stock
+-- moves only through ledger rows, and the order total follows its items by trigger.
+begin;
+
+set local role app_owner;
+
+create function core.order_document(order_id bigint)
+returns jsonb
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select
+    jsonb_build_object(
+      'id', o.id,
+      'user_id', o.user_id,
+      'status', o.status,
+      'currency', o.currency,
+      'total_minor', o.total_minor,
+      'refunded_minor', o.refunded_minor,
+      'items', coalesce(
+        (
+          select
+            jsonb_agg(
+              jsonb_build_object(
+                'product_id', i.product_id,
+                'sku', p.sku,
+                'name', p.name,
+                'quantity', i.quantity,
+                'unit_price_minor', i.unit_price_minor,
+                'line_total_minor', i.quantity::bigint * i.unit_price_minor
+              )
+              order by i.product_id
+            )
+          from core.order_items as i
+          join core.products as p on i.product_id = p.id
+          where i.order_id = o.id
+        ),
+        '[]'::jsonb
+      ),
+      'shipping_address', o.shipping_address,
+      'cancel_reason', o.cancel_reason,
+      'created_at', o.created_at,
+      'updated_at', o.updated_at,
+      'paid_at', o.paid_at,
+      'cancelled_at', o.cancelled_at
+    )
+  from core.orders as o
+  where o.id = order_document.order_id
+$$;
+
+comment on function core.order_document(bigint) is
+'The order shape of the API (SPEC §5) for one order: {id, user_id, status, currency, total_minor,
+refunded_minor, items: [{product_id, sku, name, quantity, unit_price_minor, line_total_minor}] by product id,
+shipping_address (snapshot), cancel_reason, created_at, updated_at, paid_at, cancelled_at}. Row-level
+security applies: null for an order the request may not see.';
+
+create function core.require_customer()
+returns bigint
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  uid bigint := core.current_user_id();
+begin
+  if uid is null or not exists (select from core.users as u where u.id = uid) then
+    raise exception using
+      errcode = 'PT401',
+      message = 'Sign in to order.',
+      detail = jsonb_build_object('code', 'unauthenticated')::text,
+      hint = 'Send a valid access token.';
+  end if;
+  return uid;
+end;
+$$;
+
+comment on function core.require_customer() is
+'The signed-in user''s id; raises PT401 unauthenticated when the request has no (existing) user.';
+
+create function core.lock_pending_order(order_id bigint)
+returns core.orders
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  target core.orders;
+begin
+  -- row-level security hides other customers' orders: theirs and missing ones get the same 404
+  select o.* into target from core.orders as o where o.id = lock_pending_order.order_id for update;
+  if not found then
+    raise exception using
+      errcode = 'PT404',
+      message = 'There is no order with this id.',
+      detail = jsonb_build_object('code', 'not_found', 'resource', 'order', 'id', lock_pending_order.order_id)::text,
+      hint = 'List your orders with GET /orders.';
+  end if;
+  if target.status <> 'pending' then
+    raise exception using
+      errcode = 'PT409',
+      message = format('The order is %s and can no longer be changed.', target.status),
+      detail = jsonb_build_object(
+        'code', 'order_not_editable', 'order_id', target.id, 'status', target.status
+      )::text,
+      hint = 'Only pending orders can be changed or cancelled.';
+  end if;
+  return target;
+end;
+$$;
+
+comment on function core.lock_pending_order(bigint) is
+'Locks an order the request may see (FOR UPDATE) and returns it; PT404 not_found when it does not exist or is
+not the caller''s, PT409 order_not_editable unless it is pending. Always the first lock of an order change.';
+
+create function core.raise_insufficient_stock(product_id bigint, requested bigint, available integer)
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  raise exception using
+    errcode = 'PT409',
+    message = 'Not enough stock for this product.',
+    detail = jsonb_build_object(
+      'code', 'insufficient_stock',
+      'product_id', raise_insufficient_stock.product_id,
+      'requested', raise_insufficient_stock.requested,
+      'available', raise_insufficient_stock.available
+    )::text,
+    hint = 'Order at most the available quantity.';
+end;
+$$;
+
+comment on function core.raise_insufficient_stock(bigint, bigint, integer) is
+'Raises PT409 insufficient_stock {product_id, requested, available}.';
+
+create function core.is_whole_number(candidate jsonb, low numeric, high numeric)
+returns boolean
+language plpgsql
+immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  amount numeric;
+begin
+  if jsonb_typeof(is_whole_number.candidate) is distinct from 'number' then
+    return false;
+  end if;
+  amount := is_whole_number.candidate::numeric;
+  return amount = trunc(amount) and amount between is_whole_number.low and is_whole_number.high;
+end;
+$$;
+
+comment on function core.is_whole_number(jsonb, numeric, numeric) is
+'True when a JSON value is a number without fraction within [low, high] (1, 2.0 and 1e2 are whole; "1" is not).';
+
+create function api.create_order(
+  items jsonb,
+  shipping_address_id bigint default null,
+  idempotency_key text default null
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  this_endpoint constant text := 'POST /orders';
+  uid bigint := core.require_customer();
+  body_hash text;
+  stored core.idempotency_keys;
+  line record;
+  product_ids bigint[];
+  quantities integer[];
+  bad_field text;
+  bad_reason text;
+  short record;
+  currencies text[];
+  address core.addresses;
+  new_order_id bigint;
+  document jsonb;
+  stored_rows integer;
+begin
+  if create_order.idempotency_key is not null then
+    if length(create_order.idempotency_key) not between 1 and 255 then
+      raise exception using
+        errcode = 'PT422',
+        message = 'The idempotency key must be 1 to 255 characters.',
+        detail = jsonb_build_object('code', 'invalid_input', 'field', 'idempotency_key')::text,
+        hint = 'Send a fresh random key (a UUID) per order in the Idempotency-Key header.';
+    end if;
+    body_hash := encode(
+      sha256(convert_to(
+        jsonb_build_object('items', create_order.items, 'shipping_address_id', create_order.shipping_address_id)::text,
+        'UTF8'
+      )),
+      'hex'
+    );
+    -- one request per key at a time: a concurrent duplicate waits here, then finds the stored response
+    perform pg_advisory_xact_lock(hashtextextended(format('%s|%s|%s', uid, this_endpoint, create_order.idempotency_key), 0));
+    select k.* into stored
+    from core.idempotency_keys as k
+    where k.user_id = uid and k.endpoint = this_endpoint and k.key = create_order.idempotency_key;
+    if found and stored.created_at < now() - interval '24 hours' then
+      -- keys are kept 24 hours: an older one is forgotten and the key starts afresh
+      delete from core.idempotency_keys as k
+      where k.user_id = uid and k.endpoint = this_endpoint and k.key = create_order.idempotency_key;
+    elsif found and stored.request_hash <> body_hash then
+      raise exception using
+        errcode = 'PT422',
+        message = 'This idempotency key was already used for another request.',
+        detail = jsonb_build_object('code', 'idempotency_key_reused', 'field', 'idempotency_key')::text,
+        hint = 'Use a new key for a new order; retry with the same key only with the same body.';
+    elsif found then
+      perform set_config('response.status', stored.status_code::text, true);
+      perform set_config(
+        'response.headers',
+        jsonb_build_array(
+          jsonb_build_object('Location', '/orders/' || (stored.response ->> 'id')),
+          jsonb_build_object('Idempotent-Replayed', 'true')
+        )::text,
+        true
+      );
+      return stored.response;
+    end if;
+  end if;
+
+  -- the items: an array of 1..100 {product_id, quantity}; no other key is accepted (prices come from the
+  -- catalog, never from the request); lines of the same product are merged
+  if jsonb_typeof(create_order.items) is distinct from 'array' then
+    raise exception using
+      errcode = 'PT422',
+      message = 'items must be an array of {product_id, quantity}.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'items')::text,
+      hint = 'Send for example {"items": [{"product_id": 1, "quantity": 2}]}.';
+  end if;
+  if jsonb_array_length(create_order.items) not between 1 and 100 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'An order has 1 to 100 lines.',
+      detail = jsonb_build_object(
+        'code', 'invalid_input', 'field', 'items', 'min', 1, 'max', 100,
+        'count', jsonb_array_length(create_order.items)
+      )::text,
+      hint = 'Split a larger order in several.';
+  end if;
+  for line in
+    select e.value, e.ordinality - 1 as position
+    from jsonb_array_elements(create_order.items) with ordinality as e
+  loop
+    bad_field := null;
+    if jsonb_typeof(line.value) <> 'object' then
+      bad_field := format('items[%s]', line.position);
+      bad_reason := 'must be an object {product_id, quantity}';
+    else
+      select format('items[%s].%s', line.position, k.name) into bad_field
+      from jsonb_object_keys(line.value) as k (name)
+      where k.name not in ('product_id', 'quantity')
+      order by k.name
+      limit 1;
+      bad_reason := 'is not accepted: an item has only product_id and quantity, prices come from the catalog';
+      if bad_field is null and not core.is_whole_number(line.value -> 'product_id', 1, 9223372036854775807) then
+        bad_field := format('items[%s].product_id', line.position);
+        bad_reason := 'must be a product id';
+      elsif bad_field is null and not core.is_whole_number(line.value -> 'quantity', 1, 10000) then
+        bad_field := format('items[%s].quantity', line.position);
+        bad_reason := 'must be a whole number from 1 to 10000';
+      end if;
+    end if;
+    if bad_field is not null then
+      raise exception using
+        errcode = 'PT422',
+        message = format('%s %s.', bad_field, bad_reason),
+        detail = jsonb_build_object('code', 'invalid_input', 'field', bad_field)::text,
+        hint = 'Each item is {"product_id": <id>, "quantity": <1..10000>}.';
+    end if;
+  end loop;
+
+  select array_agg(m.product_id order by m.product_id), array_agg(m.quantity order by m.product_id)
+  into product_ids, quantities
+  from (
+    select
+      (e.value ->> 'product_id')::numeric::bigint as product_id,
+      sum((e.value ->> 'quantity')::numeric::integer) as quantity
+    from jsonb_array_elements(create_order.items) as e
+    group by 1
+  ) as m;
+  select u.product_id into line
+  from unnest(product_ids, quantities) as u (product_id, quantity)
+  where u.quantity > 10000
+  order by u.product_id
+  limit 1;
+  if found then
+    raise exception using
+      errcode = 'PT422',
+      message = 'The lines of one product add up to more than 10000 units.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'items', 'product_id', line.product_id)::text,
+      hint = 'Order at most 10000 units of a product.';
+  end if;
+
+  -- the shipping address: the caller's own (staff included), snapshotted; by default the default one
+  if create_order.shipping_address_id is not null then
+    select a.* into address
+    from core.addresses as a
+    where a.id = create_order.shipping_address_id and a.user_id = uid and a.kind = 'shipping';
+    if not found then
+      raise exception using
+        errcode = 'PT404',
+        message = 'There is no shipping address with this id.',
+        detail = jsonb_build_object(
+          'code', 'not_found', 'resource', 'address', 'id', create_order.shipping_address_id
+        )::text,
+        hint = 'List your addresses with GET /me/addresses.';
+    end if;
+  else
+    select a.* into address
+    from core.addresses as a
+    where a.user_id = uid and a.kind = 'shipping' and a.is_default;
+  end if;
+
+  -- lock the products in id order (the global lock order), then check them as they now are
+  perform from core.products as p where p.id = any(product_ids) order by p.id for update;
+  select u.product_id into line
+  from unnest(product_ids) as u (product_id)
+  left join core.products as p on u.product_id = p.id
+  where p.id is null or not p.active
+  order by u.product_id
+  limit 1;
+  if found then
+    raise exception using
+      errcode = 'PT422',
+      message = 'A product of the order does not exist or is not for sale.',
+      detail = jsonb_build_object(
+        'code', 'invalid_input', 'field', 'items', 'reason', 'product_unavailable', 'product_id', line.product_id
+      )::text,
+      hint = 'Remove the product from the order.';
+  end if;
+  select array_agg(distinct p.currency order by p.currency) into currencies
+  from core.products as p
+  where p.id = any(product_ids);
+  if cardinality(currencies) > 1 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'The products of one order must have the same currency.',
+      detail = jsonb_build_object(
+        'code', 'invalid_input', 'field', 'items', 'reason', 'mixed_currencies', 'currencies', to_jsonb(currencies)
+      )::text,
+      hint = 'Place one order per currency.';
+  end if;
+  select u.product_id, u.quantity, p.stock into short
+  from unnest(product_ids, quantities) as u (product_id, quantity)
+  join core.products as p on u.product_id = p.id
+  where p.stock < u.quantity
+  order by u.product_id
+  limit 1;
+  if found then
+    perform core.raise_insufficient_stock(short.product_id, short.quantity, short.stock);
+  end if;
+
+  insert into core.orders (user_id, currency, shipping_address_id, shipping_address)
+  values (
+    uid,
+    currencies[1],
+    address.id,
+    case when address.id is not null then
+      jsonb_build_object(
+        'address_id', address.id,
+        'full_name', address.full_name,
+        'line1', address.line1,
+        'line2', address.line2,
+        'city', address.city,
+        'region', address.region,
+        'postal_code', address.postal_code,
+        'country', address.country,
+        'phone', address.phone
+      )
+    end
+  )
+  returning core.orders.id into new_order_id;
+
+  insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
+  select new_order_id, u.product_id, uid, u.quantity, p.price_minor
+  from unnest(product_ids, quantities) as u (product_id, quantity)
+  join core.products as p on u.product_id = p.id
+  order by u.product_id;
+
+  insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
+  select u.product_id, -u.quantity, 'order', new_order_id, uid
+  from unnest(product_ids, quantities) as u (product_id, quantity)
+  order by u.product_id;
+
+  document := core.order_document(new_order_id);
+  if create_order.idempotency_key is not null then
+    insert into core.idempotency_keys (user_id, key, endpoint, request_hash, status_code, response)
+    values (uid, create_order.idempotency_key, this_endpoint, body_hash, 201, document)
+    on conflict do nothing;
+    get diagnostics stored_rows = row_count;
+    if stored_rows = 0 then
+      -- only when the key's row appeared after our look-up (a REPEATABLE READ caller): refuse, never doubled
+      raise exception using
+        errcode = 'PT409',
+        message = 'Another request with this idempotency key is being processed.',
+        detail = jsonb_build_object('code', 'idempotency_key_in_use', 'field', 'idempotency_key')::text,
+        hint = 'Retry the request: it will return the stored response.';
+    end if;
+  end if;
+
+  perform set_config('response.status', '201', true);
+  perform set_config(
+    'response.headers', jsonb_build_array(jsonb_build_object('Location', '/orders/' || new_order_id))::text, true
+  );
+  return document;
+end;
+$$;
+
+comment on function api.create_order(jsonb, bigint, text) is
+'Places an order for the signed-in user and returns it (201, Location /orders/{id}).
+items: 1 to 100 lines {product_id, quantity 1..10000}; an item with any other key (a price, say) is refused,
+since prices always come from the catalog; lines of the same product are merged (at most 10000 units per
+product). All products must be active and of one currency. shipping_address_id must be one of the caller''s
+shipping addresses; without it the default shipping address is used, if there is one; either way the
+address is copied into the order. Stock is taken at once (ledger reason order); the first product (by id)
+that is short fails the whole order.
+idempotency_key (the Idempotency-Key header): the same key with the same items and shipping_address_id
+within 24 hours returns the first response again, with its status and the header Idempotent-Replayed: true,
+and places nothing; the same key with another body is 422 idempotency_key_reused.
+Errors: 401 unauthenticated; 404 not_found (address); 409 insufficient_stock {product_id, requested,
+available}; 422 invalid_input naming the field (items[i].quantity, ...) or idempotency_key_reused.
+@route POST /orders';
+
+grant execute on function api.create_order(jsonb, bigint, text) to app_readwrite, app_admin;
+
+create function api.modify_order(order_id bigint, product_id bigint, quantity integer)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  uid bigint := core.require_customer();
+  target core.orders;
+  item core.order_items;
+  product core.products;
+  change integer;
+  line_count integer;
+begin
+  if modify_order.quantity is null or modify_order.quantity not between 0 and 10000 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'quantity must be a whole number from 1 to 10000.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'quantity', 'min', 1, 'max', 10000)::text,
+      hint = 'Give the line''s new quantity.';
+  elsif modify_order.quantity = 0 then
+    raise exception using
+      errcode = 'PT422',
+      message = 'quantity must be at least 1; to remove the line, delete it.',
+      detail = jsonb_build_object('code', 'invalid_input', 'field', 'quantity', 'min', 1, 'max', 10000)::text,
+      hint = 'DELETE /orders/{order_id}/items/{product_id} removes a line.';
+  end if;
+
+  target := core.lock_pending_order(modify_order.order_id);
+  select i.* into item
+  from core.order_items as i
+  where i.order_id = target.id and i.product_id = modify_order.product_id;
+  select p.* into product from core.products as p where p.id = modify_order.product_id for update;
+
+  if item.product_id is null then
+    -- a new line, at the product's current price
+    if product.id is null or not product.active then
+      raise exception using
+        errcode = 'PT422',
+        message = 'This product does not exist or is not for sale.',
+        detail = jsonb_build_object(
+          'code', 'invalid_input', 'field', 'product_id', 'reason', 'product_unavailable',
+          'product_id', modify_order.product_id
+        )::text,
+        hint = 'Choose a product of the catalog.';
+    end if;
+    if product.currency <> target.currency then
+      raise exception using
+        errcode = 'PT422',
+        message = format('This product is priced in %s and the order in %s.', product.currency, target.currency),
+        detail = jsonb_build_object(
+          'code', 'invalid_input', 'field', 'product_id', 'reason', 'currency_mismatch',
+          'product_id', product.id, 'currency', product.currency, 'order_currency', target.currency
+        )::text,
+        hint = 'Place a separate order for products in another currency.';
+    end if;
+    select count(*) into line_count from core.order_items as i where i.order_id = target.id;
+    if line_count >= 100 then
+      raise exception using
+        errcode = 'PT422',
+        message = 'An order has at most 100 lines.',
+        detail = jsonb_build_object('code', 'invalid_input', 'field', 'product_id', 'reason', 'too_many_lines', 'max', 100)::text,
+        hint = 'Place another order.';
+    end if;
+    if product.stock < modify_order.quantity then
+      perform core.raise_insufficient_stock(product.id, modify_order.quantity, product.stock);
+    end if;
+    insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
+    values (target.id, product.id, target.user_id, modify_order.quantity, product.price_minor);
+    insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
+    values (product.id, -modify_order.quantity, 'order_change', target.id, uid);
+  else
+    -- an existing line keeps its price; only the quantity and the stock move
+    change := modify_order.quantity - item.quantity;
+    if change > 0 and not product.active then
+      raise exception using
+        errcode = 'PT422',
+        message = 'This product is no longer for sale: its quantity can only go down.',
+        detail = jsonb_build_object(
+          'code', 'invalid_input', 'field', 'quantity', 'reason', 'product_unavailable', 'product_id', product.id
+        )::text,
+        hint = 'Lower the quantity or delete the line.';
+    end if;
+    if change > 0 and product.stock < change then
+      perform core.raise_insufficient_stock(product.id, change, product.stock);
+    end if;
+    if change <> 0 then
+      update core.order_items as i set quantity = modify_order.quantity
+      where i.order_id = target.id and i.product_id = product.id;
+      insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
+      values (product.id, -change, 'order_change', target.id, uid);
+    end if;
+  end if;
+  return core.order_document(target.id);
+end;
+$$;
+
+comment on function api.modify_order(bigint, bigint, integer) is
+'Sets the quantity (1..10000) of a product in a pending order and returns the order. A product not yet in
+the order is added at its current price (it must be active and in the order''s currency); an existing line
+keeps its price. Stock moves by the difference (ledger reason order_change); for a larger quantity,
+requested in insufficient_stock is the number of additional units. Quantity 0 is refused: delete the line.
+Staff may change any order.
+Errors: 404 not_found (missing or not yours, the same); 409 order_not_editable, insufficient_stock;
+422 invalid_input (quantity, product_id).
+@route PATCH /orders/{order_id}/items/{product_id}';
+
+grant execute on function api.modify_order(bigint, bigint, integer) to app_readwrite, app_admin;
+
+create function api.delete_product_in_order(order_id bigint, product_id bigint)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  uid bigint := core.require_customer();
+  target core.orders;
+  item core.order_items;
+begin
+  target := core.lock_pending_order(delete_product_in_order.order_id);
+  select i.* into item
+  from core.order_items as i
+  where i.order_id = target.id and i.product_id = delete_product_in_order.product_id;
+  if not found then
+    raise exception using
+      errcode = 'PT404',
+      message = 'This product is not in the order.',
+      detail = jsonb_build_object(
+        'code', 'not_found', 'resource', 'order_item', 'order_id', target.id,
+        'product_id', delete_product_in_order.product_id
+      )::text,
+      hint = 'GET /orders/{order_id} lists the order''s items.';
+  end if;
+  perform from core.products as p where p.id = item.product_id for update;
+  delete from core.order_items as i where i.order_id = target.id and i.product_id = item.product_id;
+  insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
+  values (item.product_id, item.quantity, 'order_change', target.id, uid);
+  return core.order_document(target.id);
+end;
+$$;
+
+comment on function api.delete_product_in_order(bigint, bigint) is
+'Removes a product''s line from a pending order, puts its units back in stock (ledger reason order_change),
+and returns the order. Removing the last line leaves an empty pending order (total 0) that can get new lines
+with PATCH; it cannot be paid, and unpaid orders expire. Cancel it to close it at once.
+Errors: 404 not_found (the order missing or not yours, or the product not in it); 409 order_not_editable.
+@route DELETE /orders/{order_id}/items/{product_id}';
+
+grant execute on function api.delete_product_in_order(bigint, bigint) to app_readwrite, app_admin;
+
+create function api.cancel_order(order_id bigint)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  uid bigint := core.require_customer();
+  target core.orders;
+begin
+  target := core.lock_pending_order(cancel_order.order_id);
+  perform from core.products as p
+  where p.id in (select i.product_id from core.order_items as i where i.order_id = target.id)
+  order by p.id
+  for update;
+  insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
+  select i.product_id, i.quantity, 'order_cancel', target.id, uid
+  from core.order_items as i
+  where i.order_id = target.id
+  order by i.product_id;
+  update core.orders as o
+  set
+    status = 'cancelled',
+    cancelled_at = now(),
+    cancel_reason = case when target.user_id = uid then 'customer' else 'staff' end
+  where o.id = target.id;
+  return core.order_document(target.id);
+end;
+$$;
+
+comment on function api.cancel_order(bigint) is
+'Cancels a pending order and puts all its units back in stock (ledger reason order_cancel); returns the
+order. The items stay on the cancelled order as its history. cancel_reason is customer when the owner
+cancels, staff when staff cancels someone else''s order.
+Errors: 404 not_found (missing or not yours, the same); 409 order_not_editable.
+@route POST /orders/{order_id}/cancel';
+
+grant execute on function api.cancel_order(bigint) to app_readwrite, app_admin;
+
+commit;

@@ -1,0 +1,26 @@
+-- Verify commercecore:procedures/auth on pg
+begin;
+
+select 1 / has_function_privilege('authenticator', 'auth.register_user(text, text, text)', 'execute')::int;
+select 1 / has_function_privilege('authenticator', 'auth.session_active(uuid, bigint)', 'execute')::int;
+select 1 / (not has_function_privilege('app_readwrite', 'auth.login_lookup(text)', 'execute'))::int;
+select 1 / (not has_function_privilege('app_admin', 'auth.user_claims(bigint)', 'execute'))::int;
+select 1 / has_function_privilege('app_admin', 'api.set_user_role(bigint, text)', 'execute')::int;
+select 1 / (not has_function_privilege('app_readwrite', 'api.set_user_role(bigint, text)', 'execute'))::int;
+
+-- signup, login lookup, a session that is active until revoked
+select auth.register_user(
+  ' Verify-Auth@Example.com ', 'Verify', '$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA'
+);
+select 1 / count(*)::int from auth.login_lookup('verify-auth@example.com') where locked_until is null;
+select auth.create_session(user_id, '00000000-0000-4000-8000-00000000c0de', now() + interval '1 hour')
+from auth.login_lookup('verify-auth@example.com');
+select 1 / auth.session_active('00000000-0000-4000-8000-00000000c0de', user_id)::int
+from auth.login_lookup('verify-auth@example.com');
+select 1 / auth.revoke_session('00000000-0000-4000-8000-00000000c0de')::int;
+select 1 / (not auth.session_active('00000000-0000-4000-8000-00000000c0de', user_id))::int
+from auth.login_lookup('verify-auth@example.com');
+select 1 / (auth.user_claims(user_id) ->> 'role' = 'app_readwrite')::int
+from auth.login_lookup('verify-auth@example.com');
+
+rollback;
