@@ -131,6 +131,14 @@ async def openapi_json(request: Request) -> Response:
 def _auth_endpoint(name: str) -> Any:
     async def endpoint(request: Request) -> Response:
         request.state.route = request.url.path
+        if request.method != "POST":
+            raise ApiError(
+                405,
+                "PGRST117",
+                f"{request.method} is not allowed here; allowed: POST.",
+                details={"code": "method_not_allowed", "allowed": ["POST"]},
+                headers={"Allow": "POST"},
+            )
         gateway: Gateway = request.app.state.gateway
         handler = getattr(gateway.auth, name)
         response: Response = await handler(request)
@@ -254,7 +262,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await pool.close()
 
     auth_routes = [
-        Route(path, _auth_endpoint(name), methods=["POST"])
+        Route(
+            path, _auth_endpoint(name), methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        )
         for path, name in (
             ("/auth/signup", "signup"),
             ("/auth/login", "login"),

@@ -229,13 +229,22 @@ def _parse_list(text: str) -> list[str]:
     return items
 
 
-def parse_filter(column: Column, expression: str) -> Filter:
-    """`[not.]operator.value` for one column."""
+def _unquote(value: str) -> str:
+    """`"a,b"` -> `a,b`: inside or=(...) a value with reserved characters is double-quoted."""
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def parse_filter(column: Column, expression: str, *, quoted: bool = False) -> Filter:
+    """`[not.]operator.value` for one column (`quoted`: a double-quoted value is unquoted, as in or=())."""
     negate = False
     operator, dot, value = expression.partition(".")
     if operator == "not":
         negate = True
         operator, dot, value = value.partition(".")
+    if quoted and operator != "in":
+        value = _unquote(value)
     if not dot:
         raise bad_request(
             f"Filter {column.name}={expression!r} needs an operator: {column.name}=eq.value.",
@@ -320,7 +329,7 @@ def parse_logic(key: str, value: str, columns: Mapping[str, Column], source: str
         name, dot, expression = part.partition(".")
         if not dot:
             raise bad_request(f"{part!r} in {key}= is not column.operator.value.", "invalid_filter")
-        items.append(parse_filter(_column(columns, name, source), expression))
+        items.append(parse_filter(_column(columns, name, source), expression, quoted=True))
     if not items:
         raise bad_request(f"{key}=() is empty.", "invalid_filter")
     return Logic(operator, tuple(items), negate)

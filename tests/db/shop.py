@@ -16,7 +16,16 @@ from tests.conftest import Session
 Conn = psycopg.Connection[Any]
 
 PRODUCT_KEYS = {"id", "sku", "name", "description", "price_minor", "currency", "stock", "category_id"}
-ORDER_KEYS = {"id", "status", "currency", "total_minor", "items", "created_at", "refunded_minor", "updated_at"}
+ORDER_KEYS = {
+    "id",
+    "status",
+    "currency",
+    "total_minor",
+    "items",
+    "created_at",
+    "refunded_minor",
+    "updated_at",
+}
 
 
 def detail(error: psycopg.Error | pytest.ExceptionInfo[psycopg.Error]) -> dict[str, Any]:
@@ -53,7 +62,8 @@ def new_product(
 ) -> int:
     conn.execute("reset role")
     row = conn.execute(
-        "insert into core.products (sku, name, description, price_minor, currency, active, category_id, cost_minor)"
+        "insert into core.products"
+        " (sku, name, description, price_minor, currency, active, category_id, cost_minor)"
         " values (%s, %s, %s, %s, %s, %s, %s, %s) returning id",
         [sku, name or sku, description, price, currency, active, category_id, cost],
     ).fetchone()
@@ -67,7 +77,9 @@ def new_product(
     return product_id
 
 
-def new_address(conn: Conn, user_id: int, kind: str = "shipping", is_default: bool = False, city: str = "Berlin") -> int:
+def new_address(
+    conn: Conn, user_id: int, kind: str = "shipping", is_default: bool = False, city: str = "Berlin"
+) -> int:
     conn.execute("reset role")
     row = conn.execute(
         "insert into core.addresses (user_id, kind, is_default, full_name, line1, city, postal_code, country)"
@@ -107,7 +119,9 @@ def response_headers(conn: Conn) -> list[dict[str, str]]:
     return json.loads(row[0]) if row and row[0] else []
 
 
-def check_invariants(conn: Conn, product_ids: Iterable[int], initial: Mapping[int, int] | None = None) -> None:
+def check_invariants(
+    conn: Conn, product_ids: Iterable[int], initial: Mapping[int, int] | None = None
+) -> None:
     """Stock equals the ledger for every product, every order's total equals its items, what a live order
     holds per the ledger equals its lines, and (given the initial stock) initial = stock + units in live
     orders. Runs as the superuser; the caller switches back to its role."""
@@ -152,7 +166,9 @@ def check_invariants(conn: Conn, product_ids: Iterable[int], initial: Mapping[in
         assert {pid: int(total) for pid, total in rows} == dict(initial)
 
 
-def request(conn: Conn, role: str, claims: Mapping[str, Any], settings: Mapping[str, Mapping[str, str]]) -> None:
+def request(
+    conn: Conn, role: str, claims: Mapping[str, Any], settings: Mapping[str, Mapping[str, str]]
+) -> None:
     """Open the request context on a connection that is inside a transaction, as the gateway does."""
     query, params = gwdb.request_context(role, claims, settings)
     conn.execute(query, params)

@@ -55,7 +55,7 @@ def test_get_product_hides_inactive_products_except_from_staff(db: Session) -> N
     off = new_product(db.conn, "T-OFF", 900, 3, active=False, cost=500)
     db.as_role("app_readonly")
     product = db.one("select api.get_product(%s)", [on])
-    assert PRODUCT_KEYS <= set(product)
+    assert set(product) >= PRODUCT_KEYS
     assert product["sku"] == "T-ON"
     assert product["stock"] == 3
     assert "cost_minor" not in product
@@ -73,7 +73,9 @@ def test_get_product_hides_inactive_products_except_from_staff(db: Session) -> N
 def test_categories_view(db: Session) -> None:
     db.as_superuser()
     parent = db.one("insert into core.categories (slug, name) values ('t-home', 'Home') returning id")
-    db.conn.execute("insert into core.categories (slug, name, parent_id) values ('t-lamps', 'Lamps', %s)", [parent])
+    db.conn.execute(
+        "insert into core.categories (slug, name, parent_id) values ('t-lamps', 'Lamps', %s)", [parent]
+    )
     db.as_role("app_readonly")
     rows = db.all("select slug, parent_id is null from api.categories where slug like 't-%' order by id")
     assert rows == [("t-home", True), ("t-lamps", False)]
@@ -96,7 +98,9 @@ def plan(db: Session, query: str, params: Any = None) -> str:
         ("select * from api.products where category_id = 1 and id > 3 limit 20", "products_category_id_idx"),
     ],
 )
-def test_products_view_keyset_pages_run_on_indexes_without_sorting(db: Session, query: str, index: str) -> None:
+def test_products_view_keyset_pages_run_on_indexes_without_sorting(
+    db: Session, query: str, index: str
+) -> None:
     """The view is a security barrier, planned on its own: its `order by id` lets an outer keyset page stop
     after M rows of an index instead of sorting the catalog (with 1M products, 0.2 ms instead of 500 ms)."""
     db.as_role("app_readonly")
@@ -112,7 +116,10 @@ def test_products_view_keyset_pages_run_on_indexes_without_sorting(db: Session, 
     [
         ("select * from api.products where sku = 'T-1'", "products_sku_key"),
         ("select * from api.products where price_minor between 100 and 200", "products_active_price_idx"),
-        ("select * from api.products where created_at > now() - interval '1 day'", "products_active_created_at_idx"),
+        (
+            "select * from api.products where created_at > now() - interval '1 day'",
+            "products_active_created_at_idx",
+        ),
     ],
 )
 def test_products_view_filters_run_on_indexes(db: Session, query: str, index: str) -> None:
@@ -146,7 +153,10 @@ def test_search_ranks_a_name_match_above_a_description_match(db: Session) -> Non
 def test_search_filters(db: Session) -> None:
     db.as_superuser()
     home = db.one("insert into core.categories (slug, name) values ('t-home', 'Home') returning id")
-    lamps = db.one("insert into core.categories (slug, name, parent_id) values ('t-lamps', 'Lamps', %s) returning id", [home])
+    lamps = db.one(
+        "insert into core.categories (slug, name, parent_id) values ('t-lamps', 'Lamps', %s) returning id",
+        [home],
+    )
     garden = db.one("insert into core.categories (slug, name) values ('t-garden', 'Garden') returning id")
     new_product(db.conn, "T-CHEAP", 100, 0, name="gizmo cheap", category_id=home)
     new_product(db.conn, "T-MID", 1000, 5, name="gizmo mid", category_id=lamps)
@@ -202,7 +212,7 @@ def test_search_accepts_the_largest_limit(db: Session) -> None:
     assert db.one("""select count(*) from api.search_products(q => 'quux', "limit" => 100)""") == 3
 
 
-# --- staff: create_product, update_product, adjust_stock -----------------------------------------------------
+# --- staff: create_product, update_product, adjust_stock ----------------------------------------------------
 
 CREATE = "select api.create_product(sku => %s, name => %s, price_minor => %s, currency => %s, stock => %s)"
 
@@ -218,10 +228,13 @@ def test_create_product_records_the_initial_stock_in_the_ledger(db: Session, sta
     product = db.one(CREATE, ["T-NEW", "New thing", 1500, "EUR", 7])
     assert response_status(db.conn) == "201"
     assert response_headers(db.conn) == [{"Location": f"/products/{product['id']}"}]
-    assert PRODUCT_KEYS <= set(product)
+    assert set(product) >= PRODUCT_KEYS
     assert (product["stock"], product["active"], product["cost_minor"]) == (7, True, None)
     db.as_superuser()
-    ledger = db.all("select delta, reason, actor_user_id from core.inventory_movements where product_id = %s", [product["id"]])
+    ledger = db.all(
+        "select delta, reason, actor_user_id from core.inventory_movements where product_id = %s",
+        [product["id"]],
+    )
     assert ledger == [(7, "restock", staff)]
     check_invariants(db.conn, [product["id"]])
     as_staff(db, staff)
@@ -281,8 +294,8 @@ def test_update_product_changes_only_the_given_fields(db: Session, staff: int) -
     category = db.one("insert into core.categories (slug, name) values ('t-cat', 'Cat') returning id")
     as_staff(db, staff)
     created = db.one(
-        "select api.create_product('T-UPD', 'Old', 100, description => 'old text', category_id => %s, cost_minor => 40,"
-        " stock => 4)",
+        "select api.create_product('T-UPD', 'Old', 100, description => 'old text', category_id => %s,"
+        " cost_minor => 40, stock => 4)",
         [category],
     )
     updated = db.one("select api.update_product(%s, name => 'New', price_minor => 250)", [created["id"]])
@@ -317,10 +330,18 @@ def test_update_product_changes_only_the_given_fields(db: Session, staff: int) -
 def test_adjust_stock_moves_stock_through_the_ledger_and_never_below_zero(db: Session, staff: int) -> None:
     product = db.one(CREATE, ["T-ADJ", "Adjusted", 100, "EUR", 5])["id"]
     assert db.one("select api.adjust_stock(%s, 10, 'restock')", [product])["stock"] == 15
-    assert db.one("select api.adjust_stock(%s, -3, 'correction', 'broken in the warehouse')", [product])["stock"] == 12
+    assert (
+        db.one("select api.adjust_stock(%s, -3, 'correction', 'broken in the warehouse')", [product])["stock"]
+        == 12
+    )
     with db.raises("PT409") as info:
         db.one("select api.adjust_stock(%s, -13, 'adjustment')", [product])
-    assert detail(info) == {"code": "insufficient_stock", "product_id": product, "requested": 13, "available": 12}
+    assert detail(info) == {
+        "code": "insufficient_stock",
+        "product_id": product,
+        "requested": 13,
+        "available": 12,
+    }
     for delta, reason, field in [(0, "restock", "delta"), (5, "order", "reason"), (5, "gift", "reason")]:
         with db.raises("PT422") as info:
             db.one("select api.adjust_stock(%s, %s, %s)", [product, delta, reason])
@@ -328,7 +349,10 @@ def test_adjust_stock_moves_stock_through_the_ledger_and_never_below_zero(db: Se
     with db.raises("PT404"):
         db.one("select api.adjust_stock(%s, 1, 'restock')", [product + 100000])
     db.as_superuser()
-    ledger = db.all("select delta, reason, note from core.inventory_movements where product_id = %s order by id", [product])
+    ledger = db.all(
+        "select delta, reason, note from core.inventory_movements where product_id = %s order by id",
+        [product],
+    )
     assert ledger == [
         (5, "restock", "initial stock"),
         (10, "restock", ""),

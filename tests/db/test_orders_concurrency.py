@@ -4,6 +4,7 @@ invariants hold afterwards."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import Counter
@@ -111,11 +112,13 @@ def test_random_orders_changes_and_cancels_never_deadlock_or_oversell(fresh_db: 
                     with conn.transaction():
                         request(conn, "app_readwrite", claims, settings)
                         pending = [
-                            row[0] for row in conn.execute("select id from api.orders where status = 'pending'")
+                            row[0]
+                            for row in conn.execute("select id from api.orders where status = 'pending'")
                         ]
                         if kind == "create" or not pending:
                             kind = "create"
-                            chosen = rng.sample(products, rng.randint(1, 6))  # any order: the lock order is the db's
+                            # items in any order: the lock order is the database's business
+                            chosen = rng.sample(products, rng.randint(1, 6))
                             body = items(*[(p, rng.randint(1, 8)) for p in chosen])
                             conn.execute("select api.create_order(%s::jsonb)", [body])
                         elif kind == "modify":
@@ -159,3 +162,34 @@ def test_random_orders_changes_and_cancels_never_deadlock_or_oversell(fresh_db: 
         live = check.execute("select count(*) from core.orders where status = 'pending'").fetchone()
         assert live is not None
         assert live[0] > 0
+
+
+def test_concurrent_requests_with_one_idempotency_key_place_one_order(fresh_db: str) -> None:
+    clients = 8
+    with psycopg.connect(fresh_db, autocommit=True) as setup:
+        user = new_user(setup, "retrier@example.com")
+        product = new_product(setup, "T-ONCE", 700, 50)
+        settings = role_settings(setup)
+    barrier = threading.Barrier(clients, timeout=BARRIER_TIMEOUT)
+    body = items((product, 3))
+
+    def send(_: int) -> tuple[int, bool]:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            barrier.wait()
+            with conn.transaction():
+                request(conn, "app_readwrite", {"sub": str(user), "role": "app_readwrite"}, settings)
+                row = conn.execute(
+                    "select api.create_order(%s::jsonb, idempotency_key => 'same-key'),"
+                    " current_setting('response.headers', true)",
+                    [body],
+                ).fetchone()
+                assert row is not None
+                return row[0]["id"], {"Idempotent-Replayed": "true"} in json.loads(row[1])
+
+    results = run_threads(clients, send)
+    assert len({order_id for order_id, _ in results}) == 1
+    assert sorted(replayed for _, replayed in results) == [False] + [True] * (clients - 1)
+    with psycopg.connect(fresh_db, autocommit=True) as check:
+        assert check.execute("select count(*) from core.orders").fetchone() == (1,)
+        check_invariants(check, [product], {product: 50})
+        assert check.execute("select stock from core.products where id = %s", [product]).fetchone() == (47,)

@@ -87,7 +87,7 @@ comment on function api.gw_write(text, text) is 'Writes a thing.
 @route POST /gw/things';
 
 create function api.gw_fail(kind text) returns jsonb
-language plpgsql as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   if kind = 'pt409' then
     raise exception using errcode = 'PT409', message = 'Not enough.',
