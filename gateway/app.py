@@ -238,7 +238,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_size=settings.pool_max,
             timeout=settings.pool_timeout,
             open=False,
-            kwargs={"application_name": "commercecore-gateway", "autocommit": True},
+            # no server-side prepared statements: in pipeline mode a statement prepared in a transaction
+            # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
+            # exist" on the next use); the generated statements vary too much to gain from them anyway
+            kwargs={
+                "application_name": "commercecore-gateway",
+                "autocommit": True,
+                "prepare_threshold": None,
+            },
         )
         # the gateway starts even when the database is down; /health says so until it is back
         await pool.open(wait=False)

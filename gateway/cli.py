@@ -122,10 +122,25 @@ def demo_seed(products: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
-def serve(host: str, port: int, workers: int) -> None:
-    """Run the HTTP gateway (uvicorn)."""
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="Proxies whose X-Forwarded-For/-Proto are trusted (the client address of the login throttle).",
+)
+def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
+    """Run the HTTP gateway (uvicorn); settings from the environment (DATABASE_URL, COMMERCECORE_*)."""
     import uvicorn
 
+    from gateway import logs
+    from gateway.settings import Settings, SettingsError
+
+    # refuse a missing or weak secret here, with one line, before any worker starts
+    try:
+        Settings.from_env()
+    except SettingsError as exc:
+        fail(str(exc))
+    logs.configure()
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
@@ -133,8 +148,10 @@ def serve(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         log_config=None,
-        access_log=False,
+        access_log=False,  # the gateway writes its own JSON access log (gateway/logs.py)
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
 

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -39,7 +40,31 @@ BASE_SETTINGS: dict[str, str] = {
     "max_connections": "200",
     "shared_buffers": "256MB",
     "wal_level": "replica",
+    # every completed WAL segment is copied to `<data root>/wal-archive` (archive_command, set by `init`):
+    # with a base backup it allows point-in-time recovery (`commercecore db basebackup|pitr-restore`)
+    "archive_mode": "on",
 }
+WAL_ARCHIVE_DIR = "wal-archive"
+
+
+def archive_command(archive: Path) -> str:
+    """The shell command PostgreSQL runs (as the server's user) to archive one WAL segment.
+
+    Never overwrites: a segment archived before is accepted only when identical (a retry after a crash
+    between copy and acknowledgement), otherwise archiving fails loudly. The copy lands under a temporary
+    name and is fsynced before the rename, so the archive never holds a partial segment under a real name.
+    """
+    target = shlex.quote(str(archive))
+    return (
+        f"if [ -f {target}/%f ]; then cmp -s %p {target}/%f; "
+        f"else cp %p {target}/%f.part && sync {target}/%f.part && mv {target}/%f.part {target}/%f "
+        f"&& sync {target}; fi"
+    )
+
+
+def conf_quote(value: str) -> str:
+    """A string value for postgresql.conf."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 class EmbeddedError(RuntimeError):
@@ -108,6 +133,11 @@ class Cluster:
     def socket_dir(self) -> Path:
         return self.data_dir
 
+    @property
+    def wal_archive(self) -> Path:
+        """Where archive_command copies completed WAL segments: beside the data directory."""
+        return self.data_dir.parent / WAL_ARCHIVE_DIR
+
     def superuser_password(self) -> str:
         return self.password_file.read_text().strip()
 
@@ -152,10 +182,14 @@ class Cluster:
             pwfile.unlink(missing_ok=True)
         settings = {
             **BASE_SETTINGS,
+            "archive_command": conf_quote(archive_command(self.wal_archive)),
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
         }
         settings.update(extra or {})
+        if settings.get("archive_mode", "off") != "off":
+            self.wal_archive.mkdir(parents=True, exist_ok=True)
+            self._own(self.wal_archive)
         conf = "\n".join(f"{key} = {value}" for key, value in settings.items())
         (self.data_dir / "commercecore.conf").write_text(
             "# Written by `commercecore pg start`; postgresql.conf includes it.\n" + conf + "\n"

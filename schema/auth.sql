@@ -14,7 +14,10 @@ create table auth.credentials (
   password_changed_at timestamptz not null default now(),
   constraint credentials_pkey primary key (user_id),
   constraint credentials_user_id_fkey foreign key (user_id) references core.users (id) on delete cascade,
-  constraint credentials_password_hash_check check (password_hash ~ '^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$'),
+  -- the whole PHC string (salt and hash included), so a plain password can never be stored by mistake
+  constraint credentials_password_hash_check check (
+    password_hash ~ '^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}$'
+  ),
   constraint credentials_failed_attempts_check check (failed_attempts >= 0)
 );
 

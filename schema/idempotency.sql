@@ -29,8 +29,8 @@ alter table core.idempotency_keys enable row level security;
 alter table core.idempotency_keys force row level security;
 
 create policy idempotency_keys_owner on core.idempotency_keys
-using (user_id = core.current_user_id() or core.is_service())
-with check (user_id = core.current_user_id() or core.is_service());
+using (user_id = (select core.current_user_id()) or (select core.is_service()))
+with check (user_id = (select core.current_user_id()) or (select core.is_service()));
 
 comment on policy idempotency_keys_owner on core.idempotency_keys is 'Keys are private to the user who sent them.';
 

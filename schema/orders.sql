@@ -53,8 +53,8 @@ alter table core.orders enable row level security;
 alter table core.orders force row level security;
 
 create policy orders_owner on core.orders
-using (user_id = core.current_user_id() or core.is_admin() or core.is_service())
-with check (user_id = core.current_user_id() or core.is_admin() or core.is_service());
+using (user_id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()))
+with check (user_id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()));
 
 comment on policy orders_owner on core.orders is 'A customer sees and changes only their own orders.';
 
@@ -87,8 +87,8 @@ alter table core.order_items enable row level security;
 alter table core.order_items force row level security;
 
 create policy order_items_owner on core.order_items
-using (user_id = core.current_user_id() or core.is_admin() or core.is_service())
-with check (user_id = core.current_user_id() or core.is_admin() or core.is_service());
+using (user_id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()))
+with check (user_id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()));
 
 comment on policy order_items_owner on core.order_items is 'A customer sees and changes only the items of their own orders.';
 

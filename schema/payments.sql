@@ -69,8 +69,8 @@ alter table core.payments enable row level security;
 alter table core.payments force row level security;
 
 create policy payments_owner on core.payments
-using (user_id = core.current_user_id() or core.is_admin() or core.is_service())
-with check (core.is_admin() or core.is_service());
+using (user_id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()))
+with check ((select core.is_admin()) or (select core.is_service()));
 
 comment on policy payments_owner on core.payments is
 'A customer sees their own payments; only staff and the payment paths write them.';

@@ -30,7 +30,7 @@ alter table core.users enable row level security;
 alter table core.users force row level security;
 
 create policy users_owner on core.users
-using (id = core.current_user_id() or core.is_admin() or core.is_service());
+using (id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()));
 
 comment on policy users_owner on core.users is 'A customer sees and changes only their own row; staff and services see all.';
 
@@ -74,8 +74,8 @@ alter table core.addresses enable row level security;
 alter table core.addresses force row level security;
 
 create policy addresses_owner on core.addresses
-using (user_id = core.current_user_id() or core.is_admin() or core.is_service())
-with check (user_id = core.current_user_id() or core.is_admin() or core.is_service());
+using (user_id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()))
+with check (user_id = (select core.current_user_id()) or (select core.is_admin()) or (select core.is_service()));
 
 comment on policy addresses_owner on core.addresses is 'A customer sees and changes only their own addresses.';
 

@@ -11,14 +11,15 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from gateway.deploy.engine import Deployer, VerifyFailed, VerifyReport
+from gateway.deploy.engine import Deployer
 from gateway.deploy.errors import DeployError
+from gateway.deploy.reports import VerifyFailed, VerifyReport
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,26 +33,26 @@ class ConsoleReporter:
         self.err = err
 
     def info(self, text: str) -> None:
-        self.out.print(escape(text), highlight=False, soft_wrap=True)
+        self.out.print(escape(text))
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+        self.err.print(f"[yellow]warning:[/] {escape(text)}")
 
     def step(self, action: str, name: str, ok: bool) -> None:
         sign = "+" if action == "deploy" else "-"
         verdict = "[green]ok[/]" if ok else "[bold red]not ok[/]"
-        self.out.print(f"  {sign} {escape(name)} .. {verdict}", highlight=False, soft_wrap=True)
+        self.out.print(f"  {sign} {escape(name)} .. {verdict}")
 
 
 def _consoles() -> tuple[Console, Console]:
-    return Console(highlight=False), Console(stderr=True, highlight=False)
+    # soft wrap: long names and e-mail addresses stay on their line, whatever the terminal width
+    return Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str) -> NoReturn:
     # one line, no traceback: the CLI contract for every expected failure
-    Console(stderr=True, highlight=False).print(
-        f"[bold red]error:[/] {escape(' '.join(message.split()))}", soft_wrap=True
-    )
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}")
     sys.exit(1)
 
 
@@ -82,7 +83,13 @@ def _db_url(value: str | None) -> str:
 
 
 def _deployer(
-    db_url: str | None, plan_file: Path | None, reporter: ConsoleReporter, **options: Any
+    db_url: str | None,
+    plan_file: Path | None,
+    reporter: ConsoleReporter,
+    *,
+    lock_timeout: float = 60.0,
+    verify: bool | None = None,
+    mode: str | None = None,
 ) -> Deployer:
     project_dir = plan_file.resolve().parent if plan_file is not None else Path.cwd()
     if plan_file is None and not (project_dir / "sqitch.conf").exists():
@@ -90,7 +97,15 @@ def _deployer(
         from gateway import embedded
 
         project_dir = embedded.project_root()
-    return Deployer(_db_url(db_url), project_dir, plan_file, reporter=reporter, **options)
+    return Deployer(
+        _db_url(db_url),
+        project_dir,
+        plan_file,
+        reporter=reporter,
+        lock_timeout=lock_timeout,
+        verify=verify,
+        mode=mode,
+    )
 
 
 def _when(moment: datetime) -> str:
@@ -183,7 +198,7 @@ def revert(
                 "not reverting: no answer on stdin to confirm (use -y to revert without asking)"
             )
         answer = line.strip().lower()
-        out.print(f"{escape(question)} {escape(answer)}", highlight=False)
+        out.print(f"{escape(question)} {escape(answer)}")
         if answer in ("y", "yes") or (not answer and default):
             return True
         if answer in ("n", "no") or not answer:
@@ -214,11 +229,11 @@ def verify(db_url: str | None, plan_file: Path | None) -> None:
 def _print_report(out: Console, report: VerifyReport) -> None:
     for result in report.results:
         verdict = "[green]ok[/]" if result.ok else f"[bold red]not ok[/] {escape(result.reason)}"
-        out.print(f"  * {escape(result.change)} .. {verdict}", highlight=False, soft_wrap=True)
+        out.print(f"  * {escape(result.change)} .. {verdict}")
     if report.pending:
         out.print("Undeployed changes:" if len(report.pending) > 1 else "Undeployed change:")
         for name in report.pending:
-            out.print(f"  * {escape(name)}", highlight=False)
+            out.print(f"  * {escape(name)}")
 
 
 @db.command()
@@ -229,26 +244,25 @@ def status(db_url: str | None, plan_file: Path | None) -> None:
     """Show the deployed head and the changes not deployed yet."""
     out, err = _consoles()
     result = _deployer(db_url, plan_file, ConsoleReporter(out, err)).status()
-    out.print(f"# On database {escape(result.destination)}", highlight=False)
+    out.print(f"# On database {escape(result.destination)}")
     head = result.head
     if head is None:
         out.print("# No changes deployed")
     else:
-        out.print(f"# Project:  {escape(head.project)}", highlight=False)
-        out.print(f"# Change:   {head.id}", highlight=False)
-        out.print(f"# Name:     {escape(head.name)}", highlight=False)
+        out.print(f"# Project:  {escape(head.project)}")
+        out.print(f"# Change:   {head.id}")
+        out.print(f"# Name:     {escape(head.name)}")
         if head.tags:
-            out.print(f"# {'Tags' if len(head.tags) > 1 else 'Tag'}:      {escape(', '.join(head.tags))}")
-        out.print(f"# Deployed: {_when(head.committed_at)}", highlight=False)
-        out.print(
-            f"# By:       {escape(head.committer_name)} <{escape(head.committer_email)}>", highlight=False
-        )
+            label = "Tags:    " if len(head.tags) > 1 else "Tag:     "
+            out.print(f"# {label} {escape(', '.join(head.tags))}")
+        out.print(f"# Deployed: {_when(head.committed_at)}")
+        out.print(f"# By:       {escape(head.committer_name)} <{escape(head.committer_email)}>")
     if not result.pending:
         out.print("Nothing to deploy (up-to-date)")
         return
     out.print("Undeployed changes:" if len(result.pending) > 1 else "Undeployed change:")
     for change in result.pending:
-        out.print(f"  * {escape(change.format_name_with_tags)}", highlight=False)
+        out.print(f"  * {escape(change.format_name_with_tags)}")
 
 
 @db.command("log")
@@ -269,7 +283,5 @@ def log_(max_count: int | None, db_url: str | None, plan_file: Path | None) -> N
         out.print(
             f"{_when(event.committed_at)} [{colours.get(event.event, 'white')}]{event.event:<6}[/] "
             f"{escape(event.project)}:{escape(event.change)}{escape(tags)} "
-            f"{escape(event.committer_name)} <{escape(event.committer_email)}>",
-            highlight=False,
-            soft_wrap=True,
+            f"{escape(event.committer_name)} <{escape(event.committer_email)}>"
         )

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
+from gateway.deploy.engine import Deployer
 from gateway.deploy.errors import DeployError
 from tests.conftest import PgServer
 from tests.deploy.support import Toy, events, registry_rows, requires_sqitch, schema_dump, sqitch_target
@@ -106,6 +107,7 @@ def test_missing_script_is_named_before_anything_runs(
         # a DO block: PL/pgSQL's own line number inside the body
         ("-- header\ndo $$\nbegin\n  perform 1;\n  raise exception 'boom';\nend $$;\n", 5, "boom"),
     ],
+    ids=["syntax-error", "runtime-error", "do-block"],
 )
 def test_failing_deploy_script_reverts_the_run(
     toy: Toy, deployed: tuple[str, Snapshot], pg: PgServer, script: str, line: int, message: str
@@ -178,8 +180,7 @@ def test_conflict_with_another_projects_change(toy: Toy, new_db: Callable[[], st
         (legacy / folder).mkdir()
         (legacy / folder / "users.sql").write_text("select 1;\n")
     toy.deployer(url).deploy("schema/app")
-    Deployer_legacy = toy.deployer(url).__class__(url, legacy, env=toy.env)
-    Deployer_legacy.deploy()
+    Deployer(url, legacy, env=toy.env).deploy()
     with pytest.raises(DeployError, match="Conflicts with previously deployed change: legacy:users"):
         toy.deployer(url).deploy()
     with psycopg.connect(url) as conn:

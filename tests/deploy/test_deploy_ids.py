@@ -86,6 +86,15 @@ def test_edge_case_ids_match_sqitch(toy: Toy, tmp_path: Path) -> None:
         f"a {WHO}\n  @v1 [a] {WHO}\n",
         f"a {WHO}\nHEAD {WHO}\n",
     ],
+    ids=[
+        "bad-dependency",
+        "duplicate-tag",
+        "missing-planner",
+        "duplicate-change",
+        "lone-hash",
+        "tag-deps",
+        "reserved",
+    ],
 )
 def test_plan_errors_name_the_line_sqitch_names(toy: Toy, tmp_path: Path, body: str) -> None:
     (tmp_path / "sqitch.conf").write_text("[core]\n\tengine = pg\n")

@@ -166,7 +166,7 @@ class GatewayDb:
     gateway_url: str  # authenticator, what the gateway uses
 
 
-def _clone(pg: PgServer, template_db: str, password: str, name: str) -> GatewayDb:
+def clone_database(pg: PgServer, template_db: str, password: str, name: str) -> GatewayDb:
     url = pg.create_db(name, template=template_db)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FIXTURE_SQL)
@@ -177,13 +177,13 @@ def _clone(pg: PgServer, template_db: str, password: str, name: str) -> GatewayD
 def gw_db(pg: PgServer, template_db: str, authenticator_password: str) -> GatewayDb:
     """A session-wide clone with the test objects and data; tests that must not leave traces use
     `gw_fresh` instead."""
-    return _clone(pg, template_db, authenticator_password, f"cc_gw_{uuid.uuid4().hex[:8]}")
+    return clone_database(pg, template_db, authenticator_password, f"cc_gw_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
 def gw_fresh(pg: PgServer, template_db: str, authenticator_password: str) -> Iterator[GatewayDb]:
     name = f"cc_gwf_{uuid.uuid4().hex[:8]}"
-    yield _clone(pg, template_db, authenticator_password, name)
+    yield clone_database(pg, template_db, authenticator_password, name)
     pg.drop_db(name)
 
 

@@ -1,0 +1,581 @@
+"""Logical backups and restores: pg_dump's custom format, a sha256 beside every dump, restore drills.
+
+A backup is `backup_<db>_<YYYYmmdd_HHMMSS>.dump` (UTC) plus `backup_<db>_<stamp>.sha256` in `sha256sum`
+format (`sha256sum -c` checks it), and optionally `backup_<db>_<stamp>.sql`, a plain script rendered from
+the same dump (so from the same snapshot). Files are written under temporary names and renamed when
+complete, and are readable by their owner only: a dump holds credential hashes.
+
+A restore verifies the checksum before anything else, restores into a staging database, applies the
+database-level settings and privileges of the dump (CREATE DATABASE does not carry them), analyses it, and
+only then replaces the target: a failed restore leaves the existing database as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from gateway import embedded
+from gateway.deploy.dburl import display_url, libpq_url
+from gateway.deploy.engine import Deployer
+from gateway.deploy.errors import DeployError
+
+BIN_DIR_ENV = "COMMERCECORE_PG_BINDIR"
+CHECKSUM_SUFFIX = ".sha256"
+STAMP_FORMAT = "%Y%m%d_%H%M%S"
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]")
+# statements of a dump that belong to the database itself, not to its contents
+_DB_LEVEL_RE = re.compile(r"\A(?:GRANT|REVOKE|ALTER DATABASE|ALTER ROLE|COMMENT ON DATABASE|SECURITY LABEL)\b")
+_DB_NAME_RE = r"\bDATABASE\s+(?:{quoted}|{bare})(?=[\s;]|\Z)"
+
+
+class BackupError(RuntimeError):
+    """A backup or restore was refused or failed; the message says why, in one line."""
+
+
+# -- connections and client programs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server and database to connect to: libpq conninfo without the password, which goes in the env."""
+
+    conninfo: str
+    password: str | None
+    display: str
+
+    @classmethod
+    def from_url(cls, url: str) -> Target:
+        try:
+            params = conninfo_to_dict(libpq_url(url))
+        except (psycopg.ProgrammingError, DeployError) as exc:
+            raise BackupError(f"not a PostgreSQL URL: {display_url(url)} ({exc})") from None
+        password = params.pop("password", None)
+        return cls(make_conninfo(**params), None if password is None else str(password), display_url(url))
+
+    @property
+    def dbname(self) -> str:
+        return str(conninfo_to_dict(self.conninfo).get("dbname") or "")
+
+    def with_dbname(self, dbname: str) -> Target:
+        return Target(make_conninfo(self.conninfo, dbname=dbname), self.password, f"{self.display} [{dbname}]")
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[tuple[Any, ...]]:
+        extra: dict[str, Any] = {"connect_timeout": 10, "application_name": "commercecore-dba", **kwargs}
+        if self.password is not None:
+            extra["password"] = self.password
+        try:
+            return psycopg.connect(self.conninfo, **extra)
+        except psycopg.OperationalError as exc:
+            raise BackupError(f"cannot connect to {self.display}: {_one_line(str(exc))}") from None
+
+    def env(self) -> dict[str, str]:
+        """The environment of a client program: the password never goes on a command line (ps shows it)."""
+        env = dict(os.environ)
+        env.pop("PGPASSWORD", None)
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        env.setdefault("PGCONNECT_TIMEOUT", "10")
+        return env
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def client_program(name: str) -> Path:
+    """A PostgreSQL client program: from COMMERCECORE_PG_BINDIR when set, else the embedded wheel's."""
+    bin_dir = os.environ.get(BIN_DIR_ENV)
+    if bin_dir:
+        path = Path(bin_dir) / name
+        if not path.exists():
+            raise BackupError(f"{name} not found in {BIN_DIR_ENV}={bin_dir}")
+        return path
+    try:
+        return embedded.pg_bin(name)
+    except embedded.EmbeddedError as exc:
+        raise BackupError(str(exc)) from None
+
+
+def program_major(path: Path) -> int:
+    """The major version of a PostgreSQL program (`pg_dump --version` -> 18)."""
+    try:
+        proc = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False, timeout=30)
+    except OSError as exc:
+        raise BackupError(f"cannot run {path}: {exc.strerror}") from None
+    match = _VERSION_RE.search(proc.stdout)
+    if proc.returncode != 0 or match is None:
+        raise BackupError(f"{path} --version did not say which PostgreSQL it belongs to: {proc.stdout.strip()}")
+    return int(match.group(1))
+
+
+def check_client(name: str, server_version_num: int) -> Path:
+    """The client program, refused when it is older than the server (pg_dump cannot dump newer servers)."""
+    path = client_program(name)
+    major = program_major(path)
+    server_major = server_version_num // 10000
+    if major < server_major:
+        raise BackupError(
+            f"{name} is PostgreSQL {major} ({path}) but the server runs PostgreSQL {server_major}: "
+            f"{name} must be as new as the server; point {BIN_DIR_ENV} at the programs of PostgreSQL "
+            f"{server_major} or newer"
+        )
+    return path
+
+
+def run_program(
+    args: Sequence[str | Path], *, env: dict[str, str] | None = None, what: str, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a client program (never through a shell); a failure raises with its last stderr lines."""
+    try:
+        proc = subprocess.run(
+            [str(arg) for arg in args], capture_output=True, text=True, env=env, check=False, input=input_text
+        )
+    except OSError as exc:
+        raise BackupError(f"{what}: cannot run {args[0]}: {exc.strerror}") from None
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise BackupError(f"{what} failed (exit {proc.returncode}): {_one_line(' '.join(lines[-3:]))}")
+    return proc
+
+
+# -- checksums -----------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(dump: Path) -> Path:
+    return dump.with_suffix(CHECKSUM_SUFFIX)
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """`sha256sum` lines (`<hex>  <name>` or `<hex> *<name>`) -> {name: hex}."""
+    sums: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
+        if match:
+            sums[match.group(2)] = match.group(1).lower()
+    return sums
+
+
+def verify_dump(dump: Path) -> str:
+    """Checks a dump against its .sha256 and that pg_restore can read it; returns the archive's TOC."""
+    if not dump.exists():
+        raise BackupError(f"{dump}: no such file")
+    if not dump.is_file():
+        raise BackupError(f"{dump} is not a file")
+    sums_file = checksum_path(dump)
+    if not sums_file.exists():
+        raise BackupError(
+            f"no checksum file {sums_file.name} beside {dump.name}: refusing to restore an unverified dump "
+            f"(if you trust it, write one with: sha256sum {dump.name} > {sums_file.name})"
+        )
+    expected = read_checksums(sums_file).get(dump.name)
+    if expected is None:
+        raise BackupError(f"{sums_file} has no checksum for {dump.name}")
+    actual = sha256_file(dump)
+    if actual != expected:
+        raise BackupError(
+            f"{dump.name} does not match its checksum in {sums_file.name} (the file is truncated or was "
+            f"changed: {dump.stat().st_size} bytes, sha256 {actual[:12]}…, expected {expected[:12]}…); "
+            "refusing to restore it"
+        )
+    proc = subprocess.run(
+        [str(client_program("pg_restore")), "--list", str(dump)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise BackupError(f"{dump.name} is not a readable pg_dump archive: {_one_line(proc.stderr)}")
+    return proc.stdout
+
+
+def _toc_header(toc: str, key: str) -> str | None:
+    match = re.search(rf"^;\s+{re.escape(key)}:\s*(.+)$", toc, re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+# -- backup --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    dump: Path
+    checksum: Path
+    plain: Path | None
+    database: str
+    server_version: str
+    size: int
+    seconds: float
+    removed: list[Path] = field(default_factory=list)
+
+
+def _safe(name: str) -> str:
+    return _SAFE_NAME_RE.sub("_", name)
+
+
+def _create_private(path: Path) -> None:
+    """An empty file only its owner may read: the client program then writes into it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+
+
+def backups_of(directory: Path, database: str) -> list[Path]:
+    """The dumps of one database in a directory, oldest first (by the stamp in their names)."""
+    pattern = re.compile(rf"\Abackup_{re.escape(_safe(database))}_(\d{{8}}_\d{{6}})\.dump\Z")
+    found = [(m.group(1), p) for p in directory.glob("backup_*.dump") if (m := pattern.match(p.name))]
+    return [path for _stamp, path in sorted(found)]
+
+
+def backup(
+    url: str, directory: Path, *, plain: bool = False, keep: int | None = None, now: datetime | None = None
+) -> BackupResult:
+    """pg_dump -Fc of the URL's database into `directory`; with `keep`, only the newest N are kept."""
+    if keep is not None and keep < 1:
+        raise BackupError("--keep must be at least 1 (the backup just made)")
+    target = Target.from_url(url)
+    started = time.monotonic()
+    with target.connect() as conn:
+        row = conn.execute("select current_database(), current_setting('server_version')").fetchone()
+        assert row is not None
+        database, server_version = str(row[0]), str(row[1])
+        version_num = int(conn.info.server_version)
+    pg_dump = check_client("pg_dump", version_num)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime(STAMP_FORMAT)
+    base = f"backup_{_safe(database)}_{stamp}"
+    dump = directory / f"{base}.dump"
+    sums_file = directory / f"{base}{CHECKSUM_SUFFIX}"
+    sql_file = directory / f"{base}.sql" if plain else None
+    if dump.exists():
+        raise BackupError(f"{dump} exists already (one backup per database and second)")
+    partial = directory / f".{base}.dump.partial"
+    partial_sql = directory / f".{base}.sql.partial"
+    try:
+        _create_private(partial)
+        run_program(
+            [
+                pg_dump,
+                "--format=custom",
+                "--no-password",
+                "--lock-wait-timeout=60s",
+                f"--file={partial}",
+                f"--dbname={target.conninfo}",
+            ],
+            env=target.env(),
+            what="pg_dump",
+        )
+        sums = {dump.name: sha256_file(partial)}
+        if sql_file is not None:
+            # the plain script is rendered from the dump, so it shows the very same snapshot
+            _create_private(partial_sql)
+            run_program(
+                [client_program("pg_restore"), f"--file={partial_sql}", str(partial)], what="pg_restore --file"
+            )
+            sums[sql_file.name] = sha256_file(partial_sql)
+        partial.rename(dump)
+        if sql_file is not None:
+            partial_sql.rename(sql_file)
+        partial_sums = directory / f".{base}{CHECKSUM_SUFFIX}.partial"
+        _create_private(partial_sums)
+        partial_sums.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+        partial_sums.rename(sums_file)
+    except BaseException:
+        for leftover in (partial, partial_sql, dump, sql_file):
+            if leftover is not None and not sums_file.exists():
+                leftover.unlink(missing_ok=True)
+        raise
+    removed: list[Path] = []
+    if keep is not None:
+        for old in backups_of(directory, database)[:-keep]:
+            for path in (old, checksum_path(old), old.with_suffix(".sql")):
+                if path.exists():
+                    path.unlink()
+                    removed.append(path)
+    return BackupResult(
+        dump=dump,
+        checksum=sums_file,
+        plain=sql_file,
+        database=database,
+        server_version=server_version,
+        size=dump.stat().st_size,
+        seconds=time.monotonic() - started,
+        removed=removed,
+    )
+
+
+# -- restore -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryCheck:
+    """The sqitch registry of a restored database against the project's plan."""
+
+    project: str
+    head: str | None
+    deployed: int
+    pending: list[str]
+    unknown: list[str]  # deployed change ids the plan does not have
+    note: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return not self.unknown and not self.note
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    dump: Path
+    database: str
+    source_database: str
+    replaced: bool
+    tables: int
+    size: int
+    seconds: float
+    registry: RegistryCheck | None
+
+
+def _split_statements(script: str) -> list[str]:
+    """SQL statements of a pg_dump script, without comments and psql meta-commands (\\connect, \\restrict)."""
+    statements: list[str] = []
+    current: list[str] = []
+    in_string = False
+    for line in script.splitlines(keepends=True):
+        if not in_string and not current and (line.startswith("\\") or line.startswith("--")):
+            continue
+        index = 0
+        while index < len(line):
+            char = line[index]
+            if in_string:
+                in_string = char != "'"  # '' is a closing quote followed by an opening one
+            elif char == "'":
+                in_string = True
+            elif char == "-" and line.startswith("--", index):
+                break  # a comment up to the end of the line
+            elif char == ";":
+                current.append(line[:index])
+                text = "".join(current).strip()
+                if text:
+                    statements.append(text)
+                current = []
+                line = line[index + 1 :]
+                index = 0
+                continue
+            index += 1
+        current.append(line)
+    return statements
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def database_level_sql(dump: Path, source: str, target: str) -> tuple[str, list[str]]:
+    """From the dump: the options of its CREATE DATABASE, and its database-level statements (owner,
+    settings, privileges, comment) retargeted at `target`. pg_restore emits them only with --create, for
+    the dump's own database name; the restore here creates the database itself, under another name."""
+    list_proc = run_program(
+        [client_program("pg_restore"), "--create", "--list", str(dump)], what="pg_restore --list"
+    )
+    wanted = [
+        line
+        for line in list_proc.stdout.splitlines()
+        if re.match(r"\d+; \d+ \d+ (DATABASE|DATABASE PROPERTIES|ACL - DATABASE|COMMENT - DATABASE) ", line)
+    ]
+    list_file = dump.parent / f".{dump.name}.{secrets.token_hex(4)}.list"
+    try:
+        list_file.write_text("\n".join(wanted) + "\n")
+        script = run_program(
+            [client_program("pg_restore"), "--create", f"--use-list={list_file}", "--file=-", str(dump)],
+            what="pg_restore --create",
+        ).stdout
+    finally:
+        list_file.unlink(missing_ok=True)
+    name_re = re.compile(
+        _DB_NAME_RE.format(quoted=re.escape(_quote_ident(source)), bare=re.escape(source)), re.IGNORECASE
+    )
+    options = "TEMPLATE = template0"
+    statements: list[str] = []
+    for statement in _split_statements(script):
+        if statement.upper().startswith("CREATE DATABASE"):
+            _head, sep, rest = statement.partition(" WITH ")
+            if sep:
+                options = rest
+        elif _DB_LEVEL_RE.match(statement) and name_re.search(statement):
+            statements.append(name_re.sub(f"DATABASE {_quote_ident(target)}", statement, count=1))
+    return options, statements
+
+
+def _missing_owners(conn: psycopg.Connection[tuple[Any, ...]], toc: str) -> list[str]:
+    owners = {
+        line.split()[-1]
+        for line in toc.splitlines()
+        if line and not line.startswith(";") and re.match(r"\d+; ", line)
+    }
+    if not owners:
+        return []
+    present = {str(row[0]) for row in conn.execute("select rolname from pg_roles").fetchall()}
+    return sorted(owners - present)
+
+
+def check_registry(url: str, project_dir: Path | None = None) -> RegistryCheck:
+    """Every change id deployed in the database is a change of sqitch.plan; what is still pending."""
+    deployer = Deployer(url, project_dir or embedded.project_root())
+    plan = deployer.plan
+    registry = deployer.layout.registry
+    target = Target.from_url(url)
+    with target.connect(autocommit=True) as conn:
+        exists = conn.execute("select to_regclass(%s)", [f"{_quote_ident(registry)}.changes"]).fetchone()
+        if exists is None or exists[0] is None:
+            return RegistryCheck(plan.project, None, 0, [], [], note="no sqitch registry in the database")
+        rows = conn.execute(
+            sql.SQL("select change_id, change from {}.changes where project = %s order by committed_at").format(
+                sql.Identifier(registry)
+            ),
+            [plan.project],
+        ).fetchall()
+    unknown = [f"{name} ({change_id})" for change_id, name in rows if plan.index_of(str(change_id)) is None]
+    if unknown:
+        return RegistryCheck(plan.project, None, len(rows), [], unknown)
+    try:
+        status = deployer.status()
+    except DeployError as exc:
+        return RegistryCheck(plan.project, None, len(rows), [], [], note=str(exc))
+    head = status.head.format_name_with_tags if status.head else None
+    pending = [change.format_name_with_tags for change in status.pending]
+    return RegistryCheck(plan.project, head, len(rows), pending, [])
+
+
+def restore(
+    url: str,
+    dump: Path,
+    *,
+    target_db: str | None = None,
+    force: bool = False,
+    jobs: int = 2,
+    project_dir: Path | None = None,
+) -> RestoreResult:
+    """Restore a verified dump into `target_db` (default: the database it was dumped from) on the URL's
+    server. An existing target is replaced only with `force` (its sessions are terminated)."""
+    if jobs < 1:
+        raise BackupError("--jobs must be at least 1")
+    started = time.monotonic()
+    toc = verify_dump(dump)
+    source_db = _toc_header(toc, "dbname")
+    if not source_db:
+        raise BackupError(f"{dump.name}: the archive does not name its database")
+    target = target_db or source_db
+    if len(target.encode()) > 63:
+        raise BackupError(f"database name {target!r} is longer than 63 bytes")
+    server = Target.from_url(url)
+    maintenance = server.with_dbname("postgres")
+    if target in {"postgres", "template0", "template1"}:
+        raise BackupError(f"refusing to restore over the system database {target}")
+    staging = f"{target[:40]}_restore_{secrets.token_hex(4)}"
+    with maintenance.connect(autocommit=True) as conn:
+        version_num = int(conn.info.server_version)
+        check_client("pg_restore", version_num)
+        missing = _missing_owners(conn, toc)
+        if missing:
+            raise BackupError(
+                f"roles owning objects of the dump do not exist on this server: {', '.join(missing)} "
+                "(roles are cluster-wide: create them first, e.g. `commercecore db deploy --to roles/base` "
+                "on a scratch database, or restore `pg_dumpall --roles-only`)"
+            )
+        sessions = _sessions(conn, target)
+        exists = sessions is not None
+        if exists and not force:
+            others = f", {sessions} open connection{'s' if sessions != 1 else ''}" if sessions else ""
+            raise BackupError(
+                f"database {target} exists{others}: refusing to replace it; pass --force to drop it "
+                "(its sessions are terminated) and restore in its place, or --target-db to restore beside it"
+            )
+        options, db_statements = database_level_sql(dump, source_db, staging)
+        conn.execute(
+            sql.SQL("create database {} with {}").format(sql.Identifier(staging), sql.SQL(options))  # type: ignore[arg-type]
+        )
+        try:
+            staged = maintenance.with_dbname(staging)
+            run_program(
+                [
+                    client_program("pg_restore"),
+                    "--no-password",
+                    "--exit-on-error",
+                    f"--jobs={jobs}",
+                    f"--dbname={staged.conninfo}",
+                    str(dump),
+                ],
+                env=server.env(),
+                what="pg_restore",
+            )
+            for statement in db_statements:
+                conn.execute(statement.encode())
+            with staged.connect(autocommit=True) as restored:
+                # statistics are not part of a dump: without them the first queries get bad plans
+                restored.execute("analyze")
+                stats = restored.execute(
+                    "select count(*) filter (where c.relkind in ('r', 'p')), pg_database_size(current_database())"
+                    " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+                    " where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'"
+                ).fetchone()
+            assert stats is not None
+            if exists:
+                conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(target)))
+            conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(staging), sql.Identifier(target)))
+        except BaseException:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(staging)))
+            raise
+    restored_url = server.with_dbname(target)
+    registry = check_registry(_url_with_password(restored_url), project_dir)
+    return RestoreResult(
+        dump=dump,
+        database=target,
+        source_database=source_db,
+        replaced=exists,
+        tables=int(stats[0]),
+        size=int(stats[1]),
+        seconds=time.monotonic() - started,
+        registry=registry,
+    )
+
+
+def _url_with_password(target: Target) -> str:
+    return target.conninfo if target.password is None else make_conninfo(target.conninfo, password=target.password)
+
+
+def _sessions(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> int | None:
+    """Other sessions on a database; None when it does not exist."""
+    row = conn.execute(
+        "select (select count(*) from pg_stat_activity as a where a.datid = d.oid and a.pid <> pg_backend_pid())"
+        " from pg_database as d where d.datname = %s",
+        [database],
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def default_directory() -> Path:
+    """db/backups/out of the project; created with a .gitignore so dumps never land in git."""
+    directory = embedded.project_root() / "db" / "backups" / "out"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ignore = directory / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# backups hold customer data and credential hashes: never commit them\n*\n")
+    return directory

@@ -1,0 +1,209 @@
+"""Refunds at Stripe: every refund is a row first (billing.request_refund / the automatic refund of a success
+that could not pay its order), then `refunds.create` with the row's idempotency key, then attach_refund. A
+retry (reconcile) sends the same key, so Stripe answers with the same refund and money moves once. Stripe
+confirms later (charge.refunded / refund.updated, or reconcile), and only then is the refund counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import psycopg
+import stripe
+from psycopg_pool import PoolTimeout
+
+from gateway.errors import ApiError
+from gateway.payments.common import (
+    db_error,
+    int_or_none,
+    is_transient,
+    log,
+    object_id,
+    stripe_error_details,
+    stripe_reason,
+    text,
+)
+from gateway.payments.store import PaymentStore
+
+if TYPE_CHECKING:
+    from stripe.params._refund_create_params import RefundCreateParams
+
+# our reasons -> Stripe's (duplicate | fraudulent | requested_by_customer); the rest go without one
+STRIPE_REASONS: dict[str, Literal["duplicate", "requested_by_customer"]] = {
+    "superseded": "duplicate",
+    "staff": "requested_by_customer",
+}
+
+
+@dataclass(frozen=True)
+class RefundSent:
+    """What sending one refund did: sent (Stripe accepted it; confirmation follows), failed (Stripe refused
+    it; the refund is marked failed), deferred (no answer, a 5xx, a key problem: still pending, reconcile
+    retries it with the same key)."""
+
+    refund_id: int
+    state: Literal["sent", "failed", "deferred"]
+    stripe_refund_id: str | None = None
+    stripe_status: str | None = None
+    error: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+def _payment_intent(
+    store: PaymentStore, client: stripe.StripeClient, refund: Mapping[str, Any], request_id: str
+) -> str | None:
+    """The payment intent to refund: given, else the payment's, else its Checkout Session's."""
+    intent = text(refund.get("payment_intent_id"))
+    if intent:
+        return intent
+    with store.transaction(request_id=request_id) as tx:
+        payment = tx.one("select billing.find_payment(null, null, %s)", [refund["payment_id"]])
+    if payment is None:
+        return None
+    intent = text(payment.get("payment_intent_id"))
+    session_id = text(payment.get("checkout_session_id"))
+    if intent is None and session_id is not None:
+        intent = object_id(client.v1.checkout.sessions.retrieve(session_id).to_dict().get("payment_intent"))
+    return intent
+
+
+def send_refund(
+    store: PaymentStore,
+    client: stripe.StripeClient,
+    refund: Mapping[str, Any],
+    *,
+    request_id: str = "",
+    claims: Mapping[str, Any] | None = None,
+) -> RefundSent:
+    """Sends one pending refund (a row of billing.pending_refunds, or a refund JSON) to Stripe."""
+    refund_id = int(refund.get("refund_id") or refund["id"])
+    amount = int(refund["amount_minor"])
+    key = str(refund["idempotency_key"])
+    try:
+        intent = _payment_intent(store, client, refund, request_id)
+    except stripe.StripeError as exc:
+        return RefundSent(refund_id, "deferred", error=stripe_error_details(exc), reason=stripe_reason(exc))
+    if intent is None:
+        log.warning("refund %s: its payment has no payment intent yet; left pending", refund_id)
+        return RefundSent(refund_id, "deferred", reason="no payment intent known yet")
+    params: RefundCreateParams = {
+        "payment_intent": intent,
+        "amount": amount,
+        "metadata": {
+            "refund_id": str(refund_id),
+            "payment_id": str(refund["payment_id"]),
+            "reason": str(refund.get("reason") or ""),
+        },
+    }
+    stripe_reason_code = STRIPE_REASONS.get(str(refund.get("reason")))
+    if stripe_reason_code:
+        params["reason"] = stripe_reason_code
+    try:
+        created = client.v1.refunds.create(params, options={"idempotency_key": key})
+    except stripe.StripeError as exc:
+        reason = stripe_reason(exc)
+        if is_transient(exc):
+            log.warning("refund %s deferred (%s); reconcile retries it with key %s", refund_id, reason, key)
+            return RefundSent(refund_id, "deferred", error=stripe_error_details(exc), reason=reason)
+        log.error("refund %s refused by Stripe: %s", refund_id, reason)
+        with store.transaction(claims=claims, request_id=request_id) as tx:
+            tx.one("select billing.mark_refund_failed(null, %s, %s)", [reason, refund_id])
+        return RefundSent(refund_id, "failed", error=stripe_error_details(exc), reason=reason)
+    with store.transaction(claims=claims, request_id=request_id) as tx:
+        tx.one("select billing.attach_refund(%s, %s)", [refund_id, created.id])
+    return RefundSent(refund_id, "sent", created.id, created.status)
+
+
+def send_refunds(
+    store: PaymentStore,
+    client: stripe.StripeClient,
+    refunds: Iterable[Mapping[str, Any]],
+    *,
+    request_id: str = "",
+) -> list[RefundSent]:
+    """Sends each refund; a database or Stripe failure on one is logged and leaves it for reconcile."""
+    results: list[RefundSent] = []
+    for refund in refunds:
+        if text(refund.get("stripe_refund_id")) or refund.get("status", "pending") != "pending":
+            continue
+        try:
+            results.append(send_refund(store, client, refund, request_id=request_id))
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.error("refund %s not recorded: %s; reconcile will resend it", refund.get("refund_id"), exc)
+    return results
+
+
+def refund_order(
+    store: PaymentStore,
+    client: stripe.StripeClient,
+    order_id: int,
+    amount: int | None,
+    *,
+    role: str,
+    claims: Mapping[str, Any],
+    session: tuple[str, int] | None = None,
+    request_id: str = "",
+) -> tuple[int, dict[str, Any]]:
+    """Staff refund: api.refund_order under the caller's role (the database decides who may), then Stripe.
+
+    202 with the pending refund (stripe_refund_id once Stripe accepted it; confirmed later by webhook);
+    502 when Stripe refused it (the refund is marked failed, its amount refundable again). When Stripe
+    cannot be reached the refund stays pending (202, stripe_refund_id null) and reconcile sends it.
+    """
+    path = f"/orders/{order_id}/refund"
+    try:
+        with store.transaction(
+            role, claims, request_id=request_id, method="POST", path=path, session=session
+        ) as tx:
+            refund = dict(tx.one("select api.refund_order(%s, %s)", [order_id, amount]))
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise db_error(exc, authenticated=bool(claims.get("sub"))) from None
+    try:
+        sent = send_refund(store, client, refund, request_id=request_id, claims=claims)
+    except (psycopg.Error, PoolTimeout) as exc:
+        # Stripe may have it; the row is pending and reconcile resends it with the same key
+        log.error("refund %s: recording Stripe's answer failed: %s", refund["refund_id"], exc)
+        sent = RefundSent(int(refund["refund_id"]), "deferred", reason="database unavailable")
+    if sent.state == "failed":
+        raise ApiError(
+            502,
+            "CC502",
+            f"Stripe refused the refund: {sent.reason}",
+            details={**(sent.error or {}), "refund_id": sent.refund_id},
+            hint="The refund is marked failed; its amount can be refunded again.",
+        )
+    body = {
+        **refund,
+        "stripe_refund_id": sent.stripe_refund_id,
+        "stripe_status": sent.stripe_status,
+        "sent": sent.state == "sent",
+    }
+    if sent.state == "deferred":
+        body["retry"] = "Stripe did not answer; the refund stays pending and is resent by reconciliation."
+    return 202, body
+
+
+def refund_amount(body: Mapping[str, Any]) -> int | None:
+    """The optional `amount` of POST /orders/{id}/refund: a positive whole number of minor units."""
+    unknown = sorted(set(body) - {"amount"})
+    if unknown:
+        raise ApiError(
+            400,
+            "PGRST100",
+            f'Unknown field {unknown[0]!r}; the body is {{"amount": <minor units>}} or empty.',
+            details={"code": "unknown_argument", "field": unknown[0]},
+        )
+    value = body.get("amount")
+    if value is None:
+        return None
+    amount = int_or_none(value) if not isinstance(value, str) else None
+    if amount is None or amount <= 0:
+        raise ApiError(
+            422,
+            "PT422",
+            "amount must be a positive whole number of minor units.",
+            details={"code": "invalid_input", "field": "amount", "value": value},
+            hint="Leave the amount out to refund everything that is left.",
+        )
+    return amount

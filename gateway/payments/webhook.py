@@ -1,0 +1,203 @@
+"""POST /webhooks/stripe: verify the signature on the raw body, store the event in the inbox and apply it in
+the same transaction (as app_payments), acknowledge; then send the refunds the transition created.
+
+- bad signature, stale timestamp (> tolerance), tampered body, not an event -> 400, nothing stored;
+- a duplicate (redelivery, or a parallel delivery that waited for the first) -> 200, no second transition;
+- a business refusal of a billing function (PT4xx) -> stored with outcome rejected:<code>, 200 (retrying
+  cannot change the answer); a database outage -> 5xx and nothing stored, so Stripe retries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import stripe
+from psycopg_pool import PoolTimeout
+
+from gateway.errors import ApiError
+from gateway.payments import transitions as tr
+from gateway.payments.common import db_error, log, object_id, text
+from gateway.payments.config import PaymentSettings
+from gateway.payments.refunds import send_refunds
+from gateway.payments.store import PaymentStore, Tx
+
+SESSION_EVENTS = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.async_payment_failed",
+        "checkout.session.expired",
+    }
+)
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
+# recorded against their payment, no transition: Checkout lets the customer retry in the same session, and a
+# success is reported by the session events
+INTENT_EVENTS = frozenset(
+    {"payment_intent.payment_failed", "payment_intent.succeeded", "payment_intent.canceled"}
+)
+
+
+@dataclass
+class WebhookResult:
+    status: int
+    body: dict[str, Any]
+    refunds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bad_request(message: str, code: str) -> WebhookResult:
+    return WebhookResult(
+        400,
+        {
+            "code": "CC400",
+            "message": message,
+            "details": {"code": code},
+            "hint": "Webhooks must come from Stripe, signed with the endpoint's secret (STRIPE_WEBHOOK_SECRET).",
+        },
+    )
+
+
+def verify(
+    client: stripe.StripeClient, raw_body: bytes, signature: str | None, secret: str, tolerance: int
+) -> dict[str, Any] | WebhookResult:
+    """The verified event as a dict, or the 400 to answer."""
+    try:
+        event = client.construct_event(raw_body, signature, secret, tolerance)
+    except stripe.SignatureVerificationError as exc:
+        stale = "tolerance" in str(exc)
+        return bad_request(
+            "The Stripe-Signature timestamp is too old."
+            if stale
+            else "The Stripe-Signature does not verify.",
+            "stale_signature" if stale else "invalid_signature",
+        )
+    except ValueError:
+        return bad_request("The body is not a Stripe event.", "invalid_payload")
+    payload = event.to_dict()
+    data = payload.get("data")
+    if (
+        not isinstance(payload.get("id"), str)
+        or not isinstance(payload.get("type"), str)
+        or not isinstance(data, Mapping)
+        or not isinstance(data.get("object"), Mapping)
+    ):
+        return bad_request("The body is not a Stripe event.", "invalid_payload")
+    return payload
+
+
+def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:
+    """The transition of one event (inside the inbox transaction)."""
+    kind = str(event["type"])
+    obj: Mapping[str, Any] = event["data"]["object"]
+    if kind in SESSION_EVENTS:
+        payment = tr.find_payment(
+            tx,
+            session_id=text(obj.get("id")),
+            payment_intent_id=object_id(obj.get("payment_intent")),
+            metadata=obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else None,
+            client_reference_id=obj.get("client_reference_id"),
+        )
+        if payment is None:
+            return tr.Transition("unknown_payment")
+        payment_id = int(payment["payment_id"])
+        step: Callable[..., tr.Transition]
+        if kind == "checkout.session.async_payment_failed":
+            return _with_payment(
+                tr.guarded(tx, tr.close, payment_id, "failed", "async_payment_failed"), payment_id
+            )
+        if kind == "checkout.session.expired":
+            return _with_payment(tr.guarded(tx, tr.close, payment_id, "expired"), payment_id)
+        # completed / async_payment_succeeded: the session says whether the money is there
+        step = tr.apply_session
+        return _with_payment(tr.guarded(tx, step, payment_id, obj), payment_id)
+    if kind in INTENT_EVENTS:
+        payment = tr.find_payment(
+            tx,
+            payment_intent_id=text(obj.get("id")),
+            metadata=obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else None,
+        )
+        if payment is None:
+            return tr.Transition("unknown_payment")
+        return tr.Transition("recorded", int(payment["payment_id"]))
+    if kind == "charge.refunded":
+        refunds = obj.get("refunds")
+        listed = refunds.get("data") if isinstance(refunds, Mapping) else None
+        if not isinstance(listed, list) or not listed:
+            return tr.Transition("ignored:no_refund_list")
+        intent = object_id(obj.get("payment_intent"))
+        results = [
+            tr.guarded(tx, tr.apply_refund, item, intent) for item in listed if isinstance(item, Mapping)
+        ]
+        outcomes = sorted({r.outcome for r in results})
+        payment_ids = [r.payment_id for r in results if r.payment_id is not None]
+        return tr.Transition(",".join(outcomes), payment_ids[0] if payment_ids else None)
+    if kind in REFUND_EVENTS:
+        return tr.guarded(tx, tr.apply_refund, obj, None)
+    return tr.Transition("ignored")
+
+
+def _with_payment(result: tr.Transition, payment_id: int) -> tr.Transition:
+    if result.payment_id is None:
+        result.payment_id = payment_id
+    return result
+
+
+def receive_event(
+    store: PaymentStore,
+    client: stripe.StripeClient,
+    settings: PaymentSettings,
+    raw_body: bytes,
+    signature: str | None,
+    *,
+    request_id: str = "",
+) -> WebhookResult:
+    """Verify, store and apply one delivery; no call to Stripe (refunds to send are in the result)."""
+    verified = verify(client, raw_body, signature, settings.webhook_secret, settings.webhook_tolerance)
+    if isinstance(verified, WebhookResult):
+        return verified
+    event = verified
+    event_id, kind = str(event["id"]), str(event["type"])
+    try:
+        with store.transaction(request_id=request_id, method="POST", path="/webhooks/stripe") as tx:
+            created = event.get("created")
+            new = tx.one(
+                "select billing.record_stripe_event(%s, %s, %s::jsonb, to_timestamp(%s))",
+                [event_id, kind, json.dumps(event), created if isinstance(created, int) else None],
+            )
+            if not new:
+                return WebhookResult(200, {"received": True, "id": event_id, "duplicate": True})
+            result = dispatch(tx, event)
+            tx.one(
+                "select billing.finish_stripe_event(%s, %s, %s)",
+                [event_id, result.outcome, result.payment_id],
+            )
+    except (psycopg.Error, PoolTimeout) as exc:
+        error: ApiError = db_error(exc)
+        if isinstance(exc, psycopg.Error) and exc.sqlstate == "PT422":
+            # the inbox refused the event itself (an id that is not evt_...): not Stripe's, not retryable
+            return WebhookResult(400, error.body())
+        log.error("webhook %s (%s) not stored: %s", event_id, kind, str(exc).strip() or type(exc).__name__)
+        return WebhookResult(error.status if error.status >= 500 else 500, error.body())
+    log.info("webhook %s (%s): %s", event_id, kind, result.outcome)
+    body = {"received": True, "id": event_id, "duplicate": False, "outcome": result.outcome}
+    return WebhookResult(200, body, result.refunds)
+
+
+def handle_webhook(
+    store: PaymentStore,
+    client: stripe.StripeClient,
+    settings: PaymentSettings,
+    raw_body: bytes,
+    signature: str | None,
+    *,
+    request_id: str = "",
+) -> tuple[int, dict[str, Any]]:
+    """One delivery, end to end: (HTTP status, JSON body). Refunds created by the transition are sent to
+    Stripe after the commit, never inside the transaction; a failure leaves them pending for reconcile."""
+    result = receive_event(store, client, settings, raw_body, signature, request_id=request_id)
+    if result.refunds:
+        send_refunds(store, client, result.refunds, request_id=request_id)
+    return result.status, result.body

@@ -1,0 +1,125 @@
+"""Settings from the environment: weak or missing secrets are refused outside demo mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from gateway.settings import DEMO_JWT_SECRET, Settings, SettingsError, random_secret
+
+URL = {"DATABASE_URL": "postgresql://authenticator@127.0.0.1/commercecore"}
+
+
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_a_random_secret_is_accepted() -> None:
+    settings = Settings.from_env({**URL, "COMMERCECORE_JWT_SECRET": random_secret()})
+    assert settings.jwt_algorithm == "HS256"
+    assert settings.cookie_secure is True
+    assert settings.body_limit == 1024 * 1024
+    assert "jwt_secret" not in repr(settings)
+    assert "database_url" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("", "not set"),
+        ("short", "at least 32"),
+        ("a" * 64, "not random"),
+        ("12" * 32, "not random"),
+        (DEMO_JWT_SECRET, "public demo secret"),
+    ],
+)
+def test_weak_secrets_are_refused_outside_demo(secret: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({**URL, "COMMERCECORE_JWT_SECRET": secret})
+
+
+def test_demo_mode_uses_the_public_secret_and_plain_cookies() -> None:
+    settings = Settings.from_env({**URL, "COMMERCECORE_DEMO": "1"})
+    assert settings.jwt_secret == DEMO_JWT_SECRET
+    assert settings.cookie_secure is False
+    # even in demo mode a short secret that was set on purpose is refused
+    with pytest.raises(SettingsError):
+        Settings.from_env({**URL, "COMMERCECORE_DEMO": "1", "COMMERCECORE_JWT_SECRET": "short"})
+
+
+def test_database_url_is_required() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        Settings.from_env({"COMMERCECORE_JWT_SECRET": random_secret()})
+
+
+def test_numbers_are_checked() -> None:
+    base = {**URL, "COMMERCECORE_JWT_SECRET": random_secret()}
+    settings = Settings.from_env(
+        {
+            **base,
+            "COMMERCECORE_TOKEN_TTL": "600",
+            "COMMERCECORE_BODY_LIMIT": "65536",
+            "COMMERCECORE_POOL_TIMEOUT": "2.5",
+            "COMMERCECORE_LOGIN_MAX_FAILURES": "3",
+            "COMMERCECORE_JWT_AUDIENCE": "shop",
+        }
+    )
+    assert settings.token_ttl == 600
+    assert settings.body_limit == 65536
+    assert settings.pool_timeout == 2.5
+    assert settings.login_max_failures == 3
+    assert settings.jwt_audience == "shop"
+    for name, value in (
+        ("COMMERCECORE_TOKEN_TTL", "soon"),
+        ("COMMERCECORE_TOKEN_TTL", "5"),
+        ("COMMERCECORE_BODY_LIMIT", "1.5"),
+        ("COMMERCECORE_POOL_MAX", "0"),
+        ("COMMERCECORE_POOL_TIMEOUT", "-1"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({**base, name: value})
+
+
+def test_rs256_and_es256_key_files(tmp_path: Path) -> None:
+    rsa_key = tmp_path / "rsa.pem"
+    rsa_key.write_bytes(_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    settings = Settings.from_env(
+        {**URL, "COMMERCECORE_JWT_ALGORITHM": "RS256", "COMMERCECORE_JWT_PRIVATE_KEY_FILE": str(rsa_key)}
+    )
+    assert settings.verifying_key.startswith("-----BEGIN PUBLIC KEY-----")
+    assert settings.signing_key.startswith("-----BEGIN PRIVATE KEY-----")
+    ec_key = tmp_path / "ec.pem"
+    ec_key.write_bytes(_pem(ec.generate_private_key(ec.SECP256R1())))
+    settings = Settings.from_env(
+        {**URL, "COMMERCECORE_JWT_ALGORITHM": "ES256", "COMMERCECORE_JWT_PRIVATE_KEY_FILE": str(ec_key)}
+    )
+    assert settings.jwt_algorithm == "ES256"
+
+
+def test_bad_key_files_are_refused(tmp_path: Path) -> None:
+    small = tmp_path / "small.pem"
+    small.write_bytes(_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)))  # noqa: S505
+    ec_key = tmp_path / "ec.pem"
+    ec_key.write_bytes(_pem(ec.generate_private_key(ec.SECP256R1())))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key")
+    cases = [
+        ({"COMMERCECORE_JWT_ALGORITHM": "RS256"}, "PRIVATE_KEY_FILE is not set"),
+        ({"COMMERCECORE_JWT_ALGORITHM": "RS256", "COMMERCECORE_JWT_PRIVATE_KEY_FILE": str(small)}, "2048"),
+        ({"COMMERCECORE_JWT_ALGORITHM": "RS256", "COMMERCECORE_JWT_PRIVATE_KEY_FILE": str(ec_key)}, "RSA"),
+        ({"COMMERCECORE_JWT_ALGORITHM": "ES256", "COMMERCECORE_JWT_PRIVATE_KEY_FILE": str(garbage)}, "PEM"),
+        (
+            {"COMMERCECORE_JWT_ALGORITHM": "RS256", "COMMERCECORE_JWT_PRIVATE_KEY_FILE": "/nonexistent"},
+            "read",
+        ),
+        ({"COMMERCECORE_JWT_ALGORITHM": "none"}, "use one of"),
+        ({"COMMERCECORE_JWT_ALGORITHM": "HS512"}, "use one of"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SettingsError, match=message):
+            Settings.from_env({**URL, **extra})
