@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from gateway import embedded, seed
+from gateway.deploy import DeployError
 from gateway.deploy.engine import Deployer
 from gateway.settings import Settings
 
@@ -49,7 +50,10 @@ def prepare() -> DevStack:
     else:
         cluster = embedded.start_default()
         admin_url = cluster.url()
-    Deployer(admin_url, embedded.project_root()).deploy()
+    try:
+        Deployer(admin_url, embedded.project_root()).deploy()
+    except DeployError as exc:
+        raise DevStackError(f"deploying the plan failed: {exc}") from exc
     seed.seed_demo(admin_url)
     if cluster is None:
         gateway_url = os.environ.get("COMMERCECORE_GATEWAY_URL", admin_url)

@@ -172,6 +172,7 @@ def _summary(description: str) -> str:
 
 
 def _function_result(fn: Function, ref: str | None) -> dict[str, Any]:
+    # a function may choose its success status (response.status: 201 Created, 202, 204 ...): any 2XX
     if fn.result == "void":
         return {"204": {"description": "Done"}}
     if fn.result == "rows":
@@ -181,7 +182,7 @@ def _function_result(fn: Function, ref: str | None) -> dict[str, Any]:
         schema = pg_schema(fn.returns)
         if fn.returns_set:
             schema = {"type": "array", "items": schema}
-    return {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}}
+    return {"2XX": {"description": "OK", "content": {"application/json": {"schema": schema}}}}
 
 
 class _Builder:
@@ -386,6 +387,7 @@ def _auth_paths() -> dict[str, Any]:
                     "201": {"description": "Created", "content": user},
                     "409": {"description": "Email already registered", **error},
                     "422": {"description": "Invalid input", **error},
+                    "default": {"description": "Error", **error},
                 },
             }
         },
@@ -400,6 +402,7 @@ def _auth_paths() -> dict[str, Any]:
                     "200": {"description": "Signed in", "content": user},
                     "401": {"description": "Wrong email or password", **error},
                     "429": {"description": "Too many failures (Retry-After)", **error},
+                    "default": {"description": "Error", **error},
                 },
             }
         },
@@ -413,6 +416,7 @@ def _auth_paths() -> dict[str, Any]:
                     "200": {"description": "Token", "content": {"application/json": {"schema": token}}},
                     "401": {"description": "Wrong email or password", **error},
                     "429": {"description": "Too many failures (Retry-After)", **error},
+                    "default": {"description": "Error", **error},
                 },
             }
         },
@@ -421,7 +425,10 @@ def _auth_paths() -> dict[str, Any]:
                 "operationId": "logout",
                 "tags": ["auth"],
                 "summary": "Revoke the session and clear the cookies.",
-                "responses": {"204": {"description": "Signed out"}},
+                "responses": {
+                    "204": {"description": "Signed out"},
+                    "default": {"description": "Error", **error},
+                },
             }
         },
         "/me/password": {
@@ -446,9 +453,14 @@ def _auth_paths() -> dict[str, Any]:
                     },
                 },
                 "responses": {
-                    "200": {"description": "Changed (a new cookie, or a new token for Bearer clients)"},
-                    "403": {"description": "Current password wrong", **error},
+                    "200": {
+                        "description": "Changed (a new cookie, or a new token for Bearer clients)",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "401": {"description": "Not signed in", **error},
+                    "403": {"description": "Current password wrong (or CSRF token missing)", **error},
                     "429": {"description": "Too many failures (Retry-After)", **error},
+                    "default": {"description": "Error", **error},
                 },
             }
         },

@@ -34,7 +34,7 @@ _FTS = {
 _IS = {"null": "null", "not_null": "not null", "true": "true", "false": "false", "unknown": "unknown"}
 _FTS_OP = re.compile(r"^(fts|plfts|phfts|wfts)(?:\(([^()]*)\))?$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_RANGE = re.compile(r"^(?:items=)?\s*(\d{1,18})-(\d{0,18})\s*$")
+_RANGE = re.compile(r"^(?:items=)?\s*(\d{1,18})-(\d{0,18})\s*$", re.IGNORECASE)
 COUNT_METHODS = ("exact", "planned", "estimated")
 OBJECT_MEDIA_TYPE = "application/vnd.pgrst.object+json"
 
@@ -95,6 +95,8 @@ def to_text(value: Any, type_: PgType | None = None) -> str | None:
         return "true" if value else "false"
     if isinstance(value, str):
         return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return str(int(value))  # JSON has one number type: 3.0 is the integer 3
     if isinstance(value, int | float):
         return json.dumps(value)
     if isinstance(value, list) and (type_ is None or type_.is_array):
@@ -410,6 +412,8 @@ def parse_read(
 
     lower, upper = offset, (offset + limit - 1 if limit is not None else None)
     range_header = headers.get("range")
+    if range_header is not None and "=" in range_header and not range_header.lower().startswith("items="):
+        range_header = None  # a range unit other than items (bytes=...): ignored, as RFC 9110 says
     if range_header is not None and headers.get("range-unit", "items").lower() == "items":
         match = _RANGE.match(range_header)
         if not match or (match.group(2) and int(match.group(2)) < int(match.group(1))):

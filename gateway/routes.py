@@ -64,6 +64,8 @@ _FORBIDDEN_HEADERS = frozenset(
     }
 )
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+# visible ASCII, spaces and tabs (RFC 9110 field values without obs-text): nothing the HTTP layer rejects
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]{0,4096}$")
 
 
 @dataclass(frozen=True)
@@ -384,8 +386,7 @@ def response_headers(raw: str | None) -> list[tuple[str, str]]:
             if (
                 not _HEADER_NAME.match(name)
                 or name.lower() in _FORBIDDEN_HEADERS
-                or "\r" in text
-                or "\n" in text
+                or not _HEADER_VALUE.match(text)
             ):
                 log.warning("response.headers: header %.100r ignored", name)
                 continue

@@ -26,7 +26,7 @@ from gateway.http import read_body, read_json_object, request_id_from
 from gateway.payments.refunds import refund_amount
 from gateway.payments.service import AuthContext, PaymentService
 
-__all__ = ["AuthContext", "Anonymous", "payment_routes"]
+__all__ = ["Anonymous", "AuthContext", "payment_routes"]
 
 log = logging.getLogger("commercecore.payments")
 

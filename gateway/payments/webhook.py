@@ -10,7 +10,7 @@ the same transaction (as app_payments), acknowledge; then send the refunds the t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ def bad_request(message: str, code: str) -> WebhookResult:
             "code": "CC400",
             "message": message,
             "details": {"code": code},
-            "hint": "Webhooks must come from Stripe, signed with the endpoint's secret (STRIPE_WEBHOOK_SECRET).",
+            "hint": "Webhooks come from Stripe, signed with the endpoint's secret (STRIPE_WEBHOOK_SECRET).",
         },
     )
 
@@ -103,7 +103,6 @@ def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:
         if payment is None:
             return tr.Transition("unknown_payment")
         payment_id = int(payment["payment_id"])
-        step: Callable[..., tr.Transition]
         if kind == "checkout.session.async_payment_failed":
             return _with_payment(
                 tr.guarded(tx, tr.close, payment_id, "failed", "async_payment_failed"), payment_id
@@ -111,8 +110,7 @@ def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:
         if kind == "checkout.session.expired":
             return _with_payment(tr.guarded(tx, tr.close, payment_id, "expired"), payment_id)
         # completed / async_payment_succeeded: the session says whether the money is there
-        step = tr.apply_session
-        return _with_payment(tr.guarded(tx, step, payment_id, obj), payment_id)
+        return _with_payment(tr.guarded(tx, tr.apply_session, payment_id, obj), payment_id)
     if kind in INTENT_EVENTS:
         payment = tr.find_payment(
             tx,

@@ -17,6 +17,7 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from postgrest import SyncPostgrestClient
+from schemathesis.checks import positive_data_acceptance
 from postgrest.exceptions import APIError
 
 from gateway.app import create_app
@@ -136,6 +137,17 @@ def customer(live: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _fuzz(operation: Any, headers: dict[str, str] | None) -> Any:
+    @given(case=operation.as_strategy())
+    @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    def run(case: Any) -> None:
+        # positive_data_acceptance wants 2xx for every schema-valid request: the database's own rules
+        # (422 for an empty email, 404 for another user's order) rightly refuse many of them
+        case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
+
+    return run
+
+
 def test_generated_requests(live: str, customer: dict[str, str]) -> None:
     """Schemathesis over every documented operation: never a 5xx, and every answer matches the documented
     status codes, content type and response schema.
@@ -149,16 +161,11 @@ def test_generated_requests(live: str, customer: dict[str, str]) -> None:
     for result in api.get_all_operations():
         operation = result.ok()
         operations += 1
-        anonymous = operation.path in ("/auth/logout", "/me/password")  # keep the customer's session
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-        def run(case: Any) -> None:
-            case.call_and_validate(headers=None if anonymous else customer)
-
+        # logout and password changes run anonymously: the customer's session must survive for the others
+        anonymous = operation.path in ("/auth/logout", "/me/password")
         try:
-            run()
-        except Exception as exc:  # collected, so that one report names every failing operation
+            _fuzz(operation, None if anonymous else customer)()
+        except (Exception, BaseExceptionGroup) as exc:  # collected: one report names every failing operation
             failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:1500]}")
     assert operations > 40
     assert not failures, "\n\n".join(failures)
