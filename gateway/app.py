@@ -210,6 +210,8 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = state.get("route") or "unmatched"
+            if route == "unmatched" and request.url.path.startswith("/docs/") and status < 400:
+                route = "/docs/{asset}"  # the static Swagger UI files
             self.gateway.metrics.observe(request.method, route, status, elapsed, state.get("sqlstate"))
             logs.access(
                 request_id=request_id,

@@ -201,7 +201,6 @@ def index_report(conn: psycopg.Connection[Row], limit: int = 50) -> Row:
 
 def bloat(conn: psycopg.Connection[Row], limit: int = 10, thresholds: Mapping[str, float] = THRESHOLDS) -> list[Row]:
     """Approximate bloat (pgstattuple_approx through ops.table_bloat) of the largest tables."""
-    _require(conn, "ops.pgstattuple_approx(regclass)") if False else None  # noqa: B018 - see below
     tables = _rows(
         conn,
         """
@@ -377,8 +376,11 @@ class Health:
 
     @property
     def verdict(self) -> Status:
-        worst = max((_RANK[check.status] for check in self.checks), default=0)
-        return next(status for status, rank in (("ok", 0), ("warn", 1), ("critical", 2)) if rank == worst)  # type: ignore[return-value]
+        worst: Status = "ok"
+        for check in self.checks:
+            if _RANK[check.status] > _RANK[worst]:
+                worst = check.status
+        return worst
 
     @property
     def exit_code(self) -> int:

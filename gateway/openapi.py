@@ -527,7 +527,6 @@ DOCS_HTML = """<!DOCTYPE html>
 <body>
   <div id="swagger-ui"></div>
   <script src="/docs/swagger-ui-bundle.js"></script>
-  <script src="/docs/swagger-ui-standalone-preset.js"></script>
   <script src="/docs/init.js"></script>
 </body>
 </html>
@@ -538,8 +537,8 @@ DOCS_INIT = """window.onload = function () {
     url: "/openapi.json",
     dom_id: "#swagger-ui",
     deepLinking: true,
-    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "StandaloneLayout",
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout",
     withCredentials: true,
     requestInterceptor: function (request) {
       var match = document.cookie.match(/(?:^|; )cc_csrf=([^;]*)/);

@@ -57,7 +57,9 @@ def invalid(message: str, param: str | None = None, code: str | None = "paramete
 
 
 def missing(param: str) -> StripeFailure:
-    return StripeFailure(400, f"Missing required param: {param}.", code="parameter_missing", param=param, saved=False)
+    return StripeFailure(
+        400, f"Missing required param: {param}.", code="parameter_missing", param=param, saved=False
+    )
 
 
 def not_found(kind: str, object_id: str, param: str = "id") -> StripeFailure:
@@ -181,7 +183,11 @@ class StandinState:
             raise missing("success_url")
         lines = params.get("line_items")
         if not lines:
-            raise invalid("You must provide at least one line item in `payment` mode.", "line_items", "parameter_missing")
+            raise invalid(
+                "You must provide at least one line item in `payment` mode.",
+                "line_items",
+                "parameter_missing",
+            )
         if not isinstance(lines, list):
             raise invalid("Invalid array", "line_items")
         currency: str | None = None
@@ -198,7 +204,11 @@ class StandinState:
             line_currency = str(price.get("currency") or "")
             if not line_currency:
                 raise missing(f"{where}[price_data][currency]")
-            if line_currency != line_currency.lower() or len(line_currency) != 3 or not line_currency.isalpha():
+            if (
+                line_currency != line_currency.lower()
+                or len(line_currency) != 3
+                or not line_currency.isalpha()
+            ):
                 raise invalid(f"Invalid currency: {line_currency}.", f"{where}[price_data][currency]")
             if currency is not None and line_currency != currency:
                 raise invalid("All line items must have the same currency.", "line_items")
@@ -280,7 +290,9 @@ class StandinState:
             self._expire(session)
 
     def expire_due(self) -> int:
-        due = [s for s in self.sessions.values() if s["status"] == "open" and self.now() >= int(s["expires_at"])]
+        due = [
+            s for s in self.sessions.values() if s["status"] == "open" and self.now() >= int(s["expires_at"])
+        ]
         for session in due:
             self._expire(session)
         return len(due)
@@ -307,7 +319,9 @@ class StandinState:
     def _open_session(self, session_id: str) -> dict[str, Any]:
         session = self.session(session_id)
         if session["status"] != "open":
-            raise StripeFailure(409, f"This Checkout Session is {session['status']}.", code="session_not_open")
+            raise StripeFailure(
+                409, f"This Checkout Session is {session['status']}.", code="session_not_open"
+            )
         return session
 
     def _intent_for(self, session: dict[str, Any], method: str) -> dict[str, Any]:
@@ -353,7 +367,10 @@ class StandinState:
         charge["refunds"]["url"] = f"/v1/charges/{charge['id']}/refunds"
         self.charges[charge["id"]] = charge
         intent.update(
-            status="succeeded", amount_received=intent["amount"], latest_charge=charge["id"], last_payment_error=None
+            status="succeeded",
+            amount_received=intent["amount"],
+            latest_charge=charge["id"],
+            last_payment_error=None,
         )
         return charge
 
@@ -378,7 +395,9 @@ class StandinState:
         session = self.session(session_id)
         intent = self.intents.get(str(session.get("payment_intent") or ""))
         if session["status"] != "complete" or intent is None or intent["status"] != "processing":
-            raise StripeFailure(409, "This Checkout Session has no delayed payment in progress.", code="not_processing")
+            raise StripeFailure(
+                409, "This Checkout Session has no delayed payment in progress.", code="not_processing"
+            )
         return session, intent
 
     def async_succeed(self, session_id: str) -> dict[str, Any]:
@@ -447,7 +466,9 @@ class StandinState:
         if charge is None:
             raise not_found("charge", str(charge_id), "charge")
         reserved = sum(
-            int(r["amount"]) for r in self.refunds.values() if r["charge"] == charge["id"] and r["status"] == "pending"
+            int(r["amount"])
+            for r in self.refunds.values()
+            if r["charge"] == charge["id"] and r["status"] == "pending"
         )
         remaining = int(charge["amount"]) - int(charge["amount_refunded"]) - reserved
         if remaining <= 0:

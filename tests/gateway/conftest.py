@@ -118,7 +118,7 @@ comment on function api.gw_fail(text) is 'Fails as asked.';
 
 create function api.gw_void() returns void language sql as $$ select $$;
 create function api.gw_setof(n integer) returns table (i integer, label text, even boolean)
-language sql stable as $$ select g, 'n' || g, g % 2 = 0 from generate_series(1, n) as g $$;
+language sql stable as $$ select g, 'n' || g, g % 2 = 0 from generate_series(1, least(n, 1000)) as g $$;
 create function api.gw_scalar(n integer) returns integer language sql immutable as $$ select n * 2 $$;
 create function api.gw_admin_only() returns text language sql stable as $$ select 'staff' $$;
 create function api.gw_over(a integer) returns text language sql stable as $$ select 'int' $$;

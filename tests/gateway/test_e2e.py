@@ -17,8 +17,8 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from postgrest import SyncPostgrestClient
-from schemathesis.checks import positive_data_acceptance
 from postgrest.exceptions import APIError
+from schemathesis.checks import positive_data_acceptance
 
 from gateway.app import create_app
 from gateway.embedded import free_port

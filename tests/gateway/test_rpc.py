@@ -182,6 +182,16 @@ async def test_an_error_rolls_back_everything(fresh_client: httpx.AsyncClient) -
     assert response.json()["code"] == "23505"
 
 
+async def test_repeated_statements_survive_errors_in_between(client: httpx.AsyncClient) -> None:
+    """The same statement many times, failing every other time (no stale prepared statements)."""
+    for index in range(16):
+        bad = index % 2 == 1
+        response = await client.get(f"/rpc/gw_scalar?n={'x' if bad else index}")
+        assert response.status_code == (400 if bad else 200), response.text
+        response = await client.get(f"/gw_things?id=eq.{'x' if bad else 1}")
+        assert response.status_code == (400 if bad else 200), response.text
+
+
 async def test_void_scalar_overloaded_and_variadic_functions(client: httpx.AsyncClient) -> None:
     response = await client.post("/rpc/gw_void")
     assert response.status_code == 204

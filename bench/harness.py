@@ -1,0 +1,346 @@
+"""What every benchmark needs: a dedicated PostgreSQL with the plan and data, the gateway, pgbench and wrk.
+
+Each run starts its own embedded cluster under bench/.work (never the `make run` data), so results do not
+depend on what a developer did to .data/, and records the machine and versions beside the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from gateway import embedded, seed
+from gateway.deploy.engine import Deployer
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+SCRIPTS = BENCH_DIR / "scripts"
+RESULTS = BENCH_DIR / "results"
+WORK = BENCH_DIR / ".work"
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run; the message says why."""
+
+
+def ensure_wrk() -> str:
+    """wrk from Debian's packages, installed on first use when we may (root)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise BenchError("wrk is not installed: sudo apt-get install -y wrk")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "wrk"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    found = shutil.which("wrk")
+    if not found:
+        raise BenchError("apt-get installed wrk but it is not on PATH")
+    return found
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from: cores, memory, kernel, and the versions that matter."""
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class Database:
+    cluster: embedded.Cluster
+    admin_url: str
+    authenticator_url: str
+    authenticator_password: str
+
+
+@contextlib.contextmanager
+def database(products: int, settings: dict[str, str] | None = None) -> Iterator[Database]:
+    """A fresh cluster with the plan deployed, the demo data and `products` generated products."""
+    if WORK.exists():
+        stale = embedded.Cluster(data_dir=WORK / "pg", port=0)
+        with contextlib.suppress(embedded.EmbeddedError):
+            stale.stop(mode="immediate")
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    cluster = embedded.Cluster(data_dir=WORK / "pg", port=embedded.free_port())
+    cluster.init(extra=settings or {})
+    cluster.start()
+    try:
+        cluster.ensure_database()
+        admin = cluster.url()
+        Deployer(admin, ROOT).deploy()
+        seed.seed_demo(admin)
+        if products:
+            seed.generate_products(admin, products)
+        password = os.urandom(16).hex()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("alter role authenticator password {}").format(sql.Literal(password)))
+            conn.execute("vacuum analyze")
+        yield Database(
+            cluster=cluster,
+            admin_url=admin,
+            authenticator_url=cluster.url(user="authenticator", password=password),
+            authenticator_password=password,
+        )
+    finally:
+        cluster.stop(mode="fast")
+
+
+def restock_everything(admin_url: str, units: int) -> None:
+    """Enough stock that the order benchmarks never run out (through the ledger, as always)."""
+    with psycopg.connect(admin_url) as conn:
+        conn.execute(
+            "insert into core.inventory_movements (product_id, delta, reason, note) "
+            "select id, %s, 'restock', 'benchmark' from core.products",
+            [units],
+        )
+
+
+def reset_statistics(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("select ops.pg_stat_statements_reset()")
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def gateway(db: Database, *, workers: int, pool_max: int) -> Iterator[Gateway]:
+    """The gateway under uvicorn, as `commercecore serve` runs it, on a free loopback port."""
+    port = embedded.free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": db.authenticator_url,
+        "COMMERCECORE_JWT_SECRET": os.urandom(32).hex(),
+        "COMMERCECORE_POOL_MIN": str(pool_max),
+        "COMMERCECORE_POOL_MAX": str(pool_max),
+        "COMMERCECORE_COOKIE_SECURE": "false",
+        "COMMERCECORE_LOG_LEVEL": "warning",
+        "COMMERCECORE_ACCESS_LOG": "off",
+    }
+    env.pop("COMMERCECORE_DEMO", None)
+    log = (WORK / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise BenchError(f"the gateway exited: {(WORK / 'gateway.log').read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError("the gateway did not answer /health within 60 s")
+            time.sleep(0.2)
+        yield Gateway(base_url=base, process=process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@dataclass(frozen=True)
+class Customer:
+    user_id: int
+    token: str
+    jti: str
+    claims: str
+
+
+def customer(gw: Gateway, email: str) -> Customer:
+    """Sign up through the API and take a Bearer token, as an API client would."""
+    password = "bench-password-" + os.urandom(4).hex()
+    with httpx.Client(base_url=gw.base_url, timeout=30) as client:
+        signup = client.post(
+            "/auth/signup", json={"email": email, "password": password, "full_name": "Bench"}
+        )
+        if signup.status_code != 201:
+            raise BenchError(f"signup failed: {signup.status_code} {signup.text}")
+        token = client.post("/auth/token", json={"email": email, "password": password})
+        if token.status_code != 200:
+            raise BenchError(f"token failed: {token.status_code} {token.text}")
+    access = token.json()["access_token"]
+    import jwt
+
+    payload = jwt.decode(access, options={"verify_signature": False})
+    claims = {key: payload[key] for key in ("sub", "role", "jti") if key in payload}
+    return Customer(
+        user_id=int(payload["sub"]),
+        token=access,
+        jti=str(payload["jti"]),
+        claims=json.dumps(claims, separators=(",", ":")),
+    )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    tool: str
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 2),
+            "per_second": round(self.per_second, 1),
+            "errors": self.errors,
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+        }
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return (
+        statistics.quantiles(ordered, n=100, method="inclusive")[int(pct) - 1]
+        if len(ordered) > 1
+        else ordered[0]
+    )
+
+
+def pgbench(
+    url: str,
+    script: Path,
+    *,
+    clients: int,
+    seconds: int,
+    variables: dict[str, str] | None = None,
+    mode: str = "extended",
+) -> Measurement:
+    """pgbench with a custom script; latencies from its per-transaction log."""
+    log_dir = WORK / f"pgbench-{script.stem}-{clients}"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    args = [
+        str(embedded.pg_bin("pgbench")),
+        "--no-vacuum",
+        f"--client={clients}",
+        f"--jobs={min(clients, os.cpu_count() or 1)}",
+        f"--time={seconds}",
+        f"--protocol={mode}",
+        "--log",
+        f"--log-prefix={log_dir / 'tx'}",
+        f"--file={script}",
+    ]
+    for name, value in (variables or {}).items():
+        args.append(f"--define={name}={value}")
+    proc = subprocess.run([*args, url], capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 2):  # 2: some transactions failed (counted below)
+        raise BenchError(f"pgbench {script.name} failed: {proc.stderr.strip()[-1500:]}")
+    match = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
+    done = int(match.group(1)) if match else 0
+    latencies: list[float] = []
+    for path in log_dir.iterdir():
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2].isdigit():
+                latencies.append(int(fields[2]) / 1000)
+    return Measurement(
+        tool="pgbench",
+        requests=done,
+        seconds=float(seconds),
+        errors=int(failed.group(1)) if failed else 0,
+        p50_ms=_percentile(latencies, 50),
+        p99_ms=_percentile(latencies, 99),
+    )
+
+
+def wrk(
+    base_url: str, script: Path, *, connections: int, seconds: int, env: dict[str, str] | None = None
+) -> Measurement:
+    """wrk with a Lua script that reports JSON (scripts/report.lua)."""
+    threads = max(1, min(connections, os.cpu_count() or 1))
+    proc = subprocess.run(
+        [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+         base_url],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "BENCH_SCRIPTS": str(SCRIPTS), **(env or {})},
+    )  # fmt: skip
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH-JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise BenchError(f"wrk {script.name} failed: {proc.stderr.strip()[-1500:]} {proc.stdout[-1500:]}")
+    data = json.loads(line.removeprefix("BENCH-JSON "))
+    return Measurement(
+        tool="wrk",
+        requests=int(data["requests"]),
+        seconds=data["duration_us"] / 1e6,
+        errors=int(data["errors"]),
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+    )
+
+
+def server_version(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("show server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

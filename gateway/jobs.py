@@ -1,0 +1,232 @@
+"""`commercecore jobs run`: the periodic maintenance jobs, safe to run on several machines at once.
+
+Jobs: expire unpaid orders (ops.expire_unpaid_orders), refresh the daily sales report
+(ops.refresh_sales_daily, concurrently) and reconcile payments with Stripe (gateway.payments.reconcile,
+when that module is installed).
+
+Ticks are aligned on the wall clock (every `interval` seconds since the epoch), so runners on several
+machines tick together. At each tick a runner releases the job locks it won at the previous tick, then
+takes `pg_try_advisory_lock` per job; a runner that gets the lock runs the job and keeps the lock until its
+next tick, so a runner whose clock is a little late finds it taken and skips: each job runs once per tick
+across all runners. A runner that dies loses its locks with its session, and another takes over at the next
+tick. Every event is one JSON log line on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from gateway.backup import Target
+
+log = logging.getLogger("commercecore.jobs")
+
+# the first key of pg_try_advisory_lock(int, int): this application's namespace of advisory locks
+LOCK_NAMESPACE = int.from_bytes(hashlib.sha256(b"commercecore.jobs").digest()[:4], "big", signed=True)
+RECONCILE_MODULE = "gateway.payments.reconcile"
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+class JobsError(RuntimeError):
+    """The runner could not start; the message says why."""
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[Conn], dict[str, Any]]
+
+    @property
+    def lock_key(self) -> int:
+        return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big", signed=True)
+
+
+def check_ttl(url: str, ttl: str) -> str:
+    """The TTL as PostgreSQL reads it ('30min', '1 hour', '1800'); refused when not a positive interval."""
+    with Target.from_url(url).connect(autocommit=True) as conn:
+        try:
+            row = conn.execute("select %s::interval, %s::interval > interval '0'", [ttl, ttl]).fetchone()
+        except psycopg.DataError:
+            raise JobsError(f"--ttl {ttl!r} is not an interval (e.g. 30min, '1 hour')") from None
+    assert row is not None
+    if not row[1]:
+        raise JobsError(f"--ttl {ttl!r} must be positive")
+    return ttl
+
+
+def expire_unpaid_orders(ttl: str) -> Job:
+    def run(conn: Conn) -> dict[str, Any]:
+        with conn.transaction():
+            row = conn.execute("select ops.expire_unpaid_orders(%s::interval)", [ttl]).fetchone()
+        return {"expired": int(row[0]) if row else 0, "ttl": ttl}
+
+    return Job("expire_unpaid_orders", run)
+
+
+def refresh_sales_daily() -> Job:
+    def run(conn: Conn) -> dict[str, Any]:
+        with conn.transaction():
+            conn.execute("select ops.refresh_sales_daily()")
+        return {"refreshed": "ops.sales_daily"}
+
+    return Job("refresh_sales_daily", run)
+
+
+def reconcile_payments(url: str) -> Job:
+    """Calls gateway.payments.reconcile.reconcile(url) (or (conn) when it takes a connection), if present."""
+
+    def run(conn: Conn) -> dict[str, Any]:
+        try:
+            module = importlib.import_module(RECONCILE_MODULE)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and RECONCILE_MODULE.startswith(exc.name):
+                return {"skipped": f"{RECONCILE_MODULE} is not installed"}
+            raise
+        reconcile = getattr(module, "reconcile", None)
+        if not callable(reconcile):
+            return {"skipped": f"{RECONCILE_MODULE} has no reconcile()"}
+        params = list(inspect.signature(reconcile).parameters)
+        result = reconcile(conn) if params and params[0] in {"conn", "connection"} else reconcile(url)
+        return {"result": result if isinstance(result, int | str | dict | list | None) else repr(result)}
+
+    return Job("reconcile_payments", run)
+
+
+def default_jobs(url: str, ttl: str) -> list[Job]:
+    return [expire_unpaid_orders(ttl), refresh_sales_daily(), reconcile_payments(url)]
+
+
+@dataclass
+class Runner:
+    """Runs the jobs once per tick; holds the advisory locks of the jobs it ran until its next tick."""
+
+    url: str
+    jobs: list[Job]
+    interval: float = 60.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    _conn: Conn | None = None
+    _held: set[int] = field(default_factory=set)
+
+    def _connection(self) -> Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._held.clear()  # a new session holds no advisory lock
+            self._conn = Target.from_url(self.url).connect(autocommit=True, application_name="commercecore-jobs")
+        return self._conn
+
+    def tick(self) -> dict[str, str]:
+        """One round: every job run here, or skipped because another runner holds it. name -> outcome."""
+        outcomes: dict[str, str] = {}
+        try:
+            conn = self._connection()
+            for key in sorted(self._held):
+                conn.execute("select pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
+            self._held.clear()
+        except psycopg.Error as exc:
+            self.close()
+            log.error("database unavailable", extra={"event": "tick_failed", "error": _one_line(exc)})
+            return {job.name: "failed" for job in self.jobs}
+        for job in self.jobs:
+            if self.stop.is_set():
+                break
+            outcomes[job.name] = self._run(conn, job)
+        return outcomes
+
+    def _run(self, conn: Conn, job: Job) -> str:
+        try:
+            row = conn.execute(
+                "select pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, job.lock_key]
+            ).fetchone()
+        except psycopg.Error as exc:
+            log.error("lock failed", extra={"event": "job_failed", "job": job.name, "error": _one_line(exc)})
+            return "failed"
+        if not row or not row[0]:
+            log.info("skipped: another runner has it", extra={"event": "job_skipped", "job": job.name})
+            return "skipped"
+        self._held.add(job.lock_key)
+        started = time.monotonic()
+        try:
+            result = job.run(conn)
+        except Exception as exc:  # one failing job must not stop the others or the runner
+            log.error(
+                "job failed",
+                extra={
+                    "event": "job_failed",
+                    "job": job.name,
+                    "error": _one_line(exc),
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+            if conn.broken:
+                self._held.clear()
+            return "failed"
+        log.info(
+            "job done",
+            extra={
+                "event": "job_done",
+                "job": job.name,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                **result,
+            },
+        )
+        return "done"
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            try:
+                for key in sorted(self._held):
+                    self._conn.execute("select pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
+            except psycopg.Error:
+                pass  # the session's end releases them anyway
+            self._conn.close()
+        self._held.clear()
+        self._conn = None
+
+    def next_tick_in(self, now: float | None = None) -> float:
+        """Seconds until the next multiple of `interval` on the wall clock."""
+        current = time.time() if now is None else now
+        return max(0.0, math.floor(current / self.interval + 1) * self.interval - current)
+
+    def run_forever(self) -> None:
+        log.info("jobs runner started", extra={"event": "started", "interval": self.interval,
+                                               "jobs": [job.name for job in self.jobs]})  # fmt: skip
+        try:
+            while not self.stop.is_set():
+                self.tick()
+                self.stop.wait(self.next_tick_in())
+        finally:
+            self.close()
+            log.info("jobs runner stopped", extra={"event": "stopped"})
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set `stop`: the current job finishes, locks are released, the runner exits 0."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal received, stopping", extra={"event": "signal", "signal": signal.Signals(signum).name})
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
