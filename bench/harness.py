@@ -311,14 +311,14 @@ def wrk(
 ) -> Measurement:
     """wrk with a Lua script that reports JSON (scripts/report.lua)."""
     threads = max(1, min(connections, os.cpu_count() or 1))
+    command = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     proc = subprocess.run(
-        [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
-         base_url],
+        [*command, "-s", str(script), base_url],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "BENCH_SCRIPTS": str(SCRIPTS), **(env or {})},
-    )  # fmt: skip
+    )
     line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH-JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise BenchError(f"wrk {script.name} failed: {proc.stderr.strip()[-1500:]} {proc.stdout[-1500:]}")

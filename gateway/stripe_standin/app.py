@@ -197,9 +197,9 @@ async def _api(
                     400,
                     StripeFailure(
                         400,
-                        "Keys for idempotent requests can only be used with the same parameters they were first "
-                        f"used with. Try using a key other than '{key}' if you meant to execute a different "
-                        "request.",
+                        "Keys for idempotent requests can only be used with the same parameters they were "
+                        f"first used with. Try using a key other than '{key}' if you meant to execute a "
+                        "different request.",
                         type="idempotency_error",
                     ).body(),
                 )

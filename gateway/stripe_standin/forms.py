@@ -35,7 +35,8 @@ def decode(body: str) -> dict[str, Any]:
                 if not isinstance(child, dict):
                     raise FormError(f"Invalid parameter name: {key} (conflicts with a value)")
                 node = child
-    return _listify(root)
+    decoded: dict[str, Any] = _listify(root)
+    return decoded
 
 
 def _listify(node: Any) -> Any:

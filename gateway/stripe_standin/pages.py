@@ -31,7 +31,7 @@ def checkout_page(session: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]
     session_id = html.escape(str(session["id"]))
     currency = str(session.get("currency") or "")
     rows = "".join(
-        f"<tr><td>{html.escape(str(line['description']))} × {int(line['quantity'])}</td>"
+        f"<tr><td>{html.escape(str(line['description']))} &times; {int(line['quantity'])}</td>"
         f'<td class="n">{html.escape(money(int(line["amount_total"]), currency))}</td></tr>'
         for line in lines
     )

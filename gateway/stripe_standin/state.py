@@ -35,7 +35,7 @@ class StripeFailure(Exception):
         status: int,
         message: str,
         *,
-        type: str = "invalid_request_error",  # noqa: A002 - Stripe's field name
+        type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
         saved: bool = True,
@@ -153,8 +153,9 @@ class StandinState:
 
     def emit(self, kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         request = self.current_request or {}
-        event = {
-            "id": new_id("evt"),
+        event_id = new_id("evt")
+        event: dict[str, Any] = {
+            "id": event_id,
             "object": "event",
             "api_version": API_VERSION,
             "created": self.now(),
@@ -164,10 +165,10 @@ class StandinState:
             "request": {"id": request.get("id"), "idempotency_key": request.get("idempotency_key")},
             "type": kind,
         }
-        self.events[event["id"]] = event
-        self.deliveries[event["id"]] = []
+        self.events[event_id] = event
+        self.deliveries[event_id] = []
         if self.on_event is not None:
-            self.on_event(event["id"])
+            self.on_event(event_id)
         return event
 
     # -- checkout sessions -------------------------------------------------------------------------
@@ -218,7 +219,8 @@ class StandinState:
             if not isinstance(product, dict) or not product.get("name"):
                 raise missing(f"{where}[price_data][product_data][name]")
             quantity = _int(line, "quantity", required=True, minimum=1)
-            assert unit_amount is not None and quantity is not None
+            assert unit_amount is not None
+            assert quantity is not None
             stored_lines.append(
                 {
                     "id": new_id("li"),
@@ -310,8 +312,8 @@ class StandinState:
         if session["status"] != "open":
             raise StripeFailure(
                 400,
-                'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout Session has a '
-                f'status of "{session["status"]}".',
+                'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout Session '
+                f'has a status of "{session["status"]}".',
             )
         self._expire(session)
         return session
@@ -480,8 +482,8 @@ class StandinState:
         if amount > remaining:
             raise StripeFailure(
                 400,
-                f"Refund amount ({money(amount, charge['currency'])}) is greater than unrefunded amount on charge "
-                f"({money(remaining, charge['currency'])})",
+                f"Refund amount ({money(amount, charge['currency'])}) is greater than unrefunded amount on "
+                f"charge ({money(remaining, charge['currency'])})",
                 code="amount_too_large",
                 param="amount",
             )
