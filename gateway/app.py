@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -25,8 +27,12 @@ from gateway import auth, catalog, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import client_address, request_id_from
 from gateway.metrics import Metrics, pool_stats
+from gateway.payments.routes import payment_routes
 from gateway.routes import RouteTable, dispatch
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.payments.service import PaymentService
 
 log = logging.getLogger("commercecore.gateway")
 
@@ -227,10 +233,40 @@ class RequestMiddleware:
             )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the gateway; without settings they are read from the environment."""
+def _payment_service(
+    settings: Settings, payments: PaymentService | bool | None, from_env: bool
+) -> PaymentService | None:
+    """The Stripe paths' service: given, built from the environment, or none.
+
+    By default they are on when the settings come from the environment (`commercecore serve`: then a
+    missing STRIPE_SECRET_KEY refuses to start, SPEC §7), in demo mode (the local stand-in), or when
+    STRIPE_SECRET_KEY is set; tests that build settings by hand get none unless they pass one.
+    """
+    if payments is None:
+        payments = from_env or settings.demo or bool(os.environ.get("STRIPE_SECRET_KEY"))
+    if payments is False:
+        return None
+    from gateway.payments.service import PaymentService
+
+    if payments is True:
+        environ = {**os.environ, **({"COMMERCECORE_DEMO": "1"} if settings.demo else {})}
+        return PaymentService.from_env(settings.database_url, environ, pool_timeout=settings.pool_timeout)
+    assert isinstance(payments, PaymentService)
+    return payments
+
+
+def create_app(
+    settings: Settings | None = None, *, payments: PaymentService | bool | None = None
+) -> Starlette:
+    """Build the gateway; without settings they are read from the environment.
+
+    `payments`: a PaymentService for the Stripe routes, True/False to build one from the environment or
+    go without, None for the default (see `_payment_service`).
+    """
+    from_env = settings is None
     settings = settings or Settings.from_env()
     logs.configure()
+    service = _payment_service(settings, payments, from_env)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -264,10 +300,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except Exception as exc:
             log.warning("schema cache not loaded at startup: %s", str(exc).strip() or type(exc).__name__)
         app.state.listener = listener
+        if service is not None:
+            if service.authenticate is None:
+                service.authenticate = gateway.authenticate
+            await anyio.to_thread.run_sync(service.open)
+            app.state.payments = service
         try:
             yield
         finally:
             await listener.stop()
+            if service is not None:
+                await anyio.to_thread.run_sync(service.close)
             await pool.close()
 
     auth_routes = [
@@ -293,6 +336,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
             Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
             *auth_routes,
+            # the Stripe paths (checkout, refund, webhook, return pages) before the catch-all
+            *(payment_routes() if service is not None else []),
             Route("/{path:path}", dispatch, methods=all_methods),
         ],
         exception_handlers={ApiError: api_error, HTTPException: http_error},

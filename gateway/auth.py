@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -58,16 +58,17 @@ class Tokens:
         self.ttl = settings.token_ttl
         self.csrf_key = hashlib.sha256(b"commercecore-csrf\0" + self.signing_key.encode()).digest()
 
-    def issue(self, claims: Mapping[str, Any], *, now: float | None = None) -> tuple[str, str, datetime]:
-        """A signed token for the claims the database gave (sub, role, ...): (token, jti, expires_at)."""
-        issued = int(now if now is not None else time.time())
-        jti = str(uuid.uuid4())
-        payload = dict(claims)
-        payload.update({"iat": issued, "exp": issued + self.ttl, "jti": jti})
+    def new_session(self) -> tuple[str, datetime]:
+        """A fresh token id and the moment a token issued now expires (recorded by auth.create_session)."""
+        return str(uuid.uuid4()), datetime.fromtimestamp(int(time.time()) + self.ttl, UTC)
+
+    def sign(self, claims: Mapping[str, Any], jti: str, expires: datetime) -> str:
+        """A token for the claims the database gave (sub, role, ...) with iat, exp, jti and aud added."""
+        exp = int(expires.timestamp())
+        payload = {**claims, "iat": exp - self.ttl, "exp": exp, "jti": jti}
         if self.audience:
             payload["aud"] = self.audience
-        token = jwt.encode(payload, self.signing_key, algorithm=self.algorithm)
-        return token, jti, datetime.fromtimestamp(issued + self.ttl, UTC)
+        return jwt.encode(payload, self.signing_key, algorithm=self.algorithm)
 
     def decode(self, token: str) -> dict[str, Any]:
         """The verified claims, or ApiError 401 saying why not."""
@@ -450,8 +451,7 @@ class AuthService:
 
         The claims are the database's (auth.user_claims); the gateway adds iat, exp, jti and aud.
         """
-        jti = str(uuid.uuid4())
-        expires = datetime.now(UTC) + timedelta(seconds=self.tokens.ttl)
+        jti, expires = self.tokens.new_session()
         create = db.Statement(
             "select auth.user_claims(%s)::text, auth.create_session(%s, %s::uuid, %s::timestamptz, %s)",
             [user_id, user_id, jti, expires, request.headers.get("user-agent", "")[:500]],
@@ -460,7 +460,7 @@ class AuthService:
         claims_text = result.rows[len(before)][0][0]
         if claims_text is None:
             raise unauthorized("The account no longer exists.", "not_authenticated")
-        return self._sign(json.loads(claims_text), jti, expires), jti, result
+        return self.tokens.sign(json.loads(claims_text), jti, expires), jti, result
 
     def _with_cookies(self, response: Response, token: str, jti: str) -> Response:
         cookies = session_cookies(
@@ -488,8 +488,7 @@ class AuthService:
         register = db.Statement(
             "select auth.register_user(%s, %s, %s)::text", [email, full_name, password_hash]
         )
-        jti = str(uuid.uuid4())
-        expires = datetime.now(UTC) + timedelta(seconds=self.tokens.ttl)
+        jti, expires = self.tokens.new_session()
         session = db.Statement(
             "select auth.user_claims(l.user_id)::text,"
             " auth.create_session(l.user_id, %s::uuid, %s::timestamptz, %s)"
@@ -499,16 +498,10 @@ class AuthService:
         result = await self._run(request, [register, session])
         user_text = result.rows[0][0][0]
         claims = json.loads(result.rows[1][0][0])
-        token = self._sign(claims, jti, expires)
+        request.state.user_id, request.state.role = int(claims["sub"]), claims.get("role")
+        token = self.tokens.sign(claims, jti, expires)
         response = Response(user_text.encode(), status_code=201, media_type="application/json")
         return self._with_cookies(response, token, jti)
-
-    def _sign(self, claims: dict[str, Any], jti: str, expires: datetime) -> str:
-        exp = int(expires.timestamp())
-        claims = {**claims, "iat": exp - self.tokens.ttl, "exp": exp, "jti": jti}
-        if self.tokens.audience:
-            claims["aud"] = self.tokens.audience
-        return jwt.encode(claims, self.tokens.signing_key, algorithm=self.tokens.algorithm)
 
     async def _credentials(self, request: Request) -> tuple[str, str]:
         body = await read_json_object(request, self.settings.body_limit, empty_ok=False)
@@ -525,6 +518,7 @@ class AuthService:
         email, password = await self._credentials(request)
         self._throttle(request)
         user_id, role = await self._check_password(request, email, password)
+        request.state.user_id, request.state.role = user_id, role
         token, jti, result = await self._issue(
             request,
             user_id,
@@ -538,7 +532,8 @@ class AuthService:
     async def token(self, request: Request) -> Response:
         email, password = await self._credentials(request)
         self._throttle(request)
-        user_id, _role = await self._check_password(request, email, password)
+        user_id, role = await self._check_password(request, email, password)
+        request.state.user_id, request.state.role = user_id, role
         token, _jti, _ = await self._issue(
             request, user_id, before=(db.Statement("select auth.record_login_success(%s)", [user_id]),)
         )

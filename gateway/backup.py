@@ -12,11 +12,13 @@ only then replaces the target: a failed restore leaves the existing database as 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import secrets
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,7 +41,9 @@ STAMP_FORMAT = "%Y%m%d_%H%M%S"
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]")
 # statements of a dump that belong to the database itself, not to its contents
-_DB_LEVEL_RE = re.compile(r"\A(?:GRANT|REVOKE|ALTER DATABASE|ALTER ROLE|COMMENT ON DATABASE|SECURITY LABEL)\b")
+_DB_LEVEL_RE = re.compile(
+    r"\A(?:GRANT|REVOKE|ALTER DATABASE|ALTER ROLE|COMMENT ON DATABASE|SECURITY LABEL)\b"
+)
 _DB_NAME_RE = r"\bDATABASE\s+(?:{quoted}|{bare})(?=[\s;]|\Z)"
 
 
@@ -65,14 +69,16 @@ class Target:
         except (psycopg.ProgrammingError, DeployError) as exc:
             raise BackupError(f"not a PostgreSQL URL: {display_url(url)} ({exc})") from None
         password = params.pop("password", None)
-        return cls(make_conninfo(**params), None if password is None else str(password), display_url(url))
+        return cls(make_conninfo("", **params), None if password is None else str(password), display_url(url))
 
     @property
     def dbname(self) -> str:
         return str(conninfo_to_dict(self.conninfo).get("dbname") or "")
 
     def with_dbname(self, dbname: str) -> Target:
-        return Target(make_conninfo(self.conninfo, dbname=dbname), self.password, f"{self.display} [{dbname}]")
+        return Target(
+            make_conninfo(self.conninfo, dbname=dbname), self.password, f"{self.display} [{dbname}]"
+        )
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[tuple[Any, ...]]:
         extra: dict[str, Any] = {"connect_timeout": 10, "application_name": "commercecore-dba", **kwargs}
@@ -82,6 +88,12 @@ class Target:
             return psycopg.connect(self.conninfo, **extra)
         except psycopg.OperationalError as exc:
             raise BackupError(f"cannot connect to {self.display}: {_one_line(str(exc))}") from None
+
+    def conninfo_with_password(self) -> str:
+        """For this process's own connections (never for a command line)."""
+        if self.password is None:
+            return self.conninfo
+        return make_conninfo(self.conninfo, password=self.password)
 
     def env(self) -> dict[str, str]:
         """The environment of a client program: the password never goes on a command line (ps shows it)."""
@@ -114,12 +126,16 @@ def client_program(name: str) -> Path:
 def program_major(path: Path) -> int:
     """The major version of a PostgreSQL program (`pg_dump --version` -> 18)."""
     try:
-        proc = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False, timeout=30)
+        proc = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, check=False, timeout=30
+        )
     except OSError as exc:
         raise BackupError(f"cannot run {path}: {exc.strerror}") from None
     match = _VERSION_RE.search(proc.stdout)
     if proc.returncode != 0 or match is None:
-        raise BackupError(f"{path} --version did not say which PostgreSQL it belongs to: {proc.stdout.strip()}")
+        raise BackupError(
+            f"{path} --version did not say which PostgreSQL it belongs to: {proc.stdout.strip()}"
+        )
     return int(match.group(1))
 
 
@@ -288,7 +304,8 @@ def backup(
             # the plain script is rendered from the dump, so it shows the very same snapshot
             _create_private(partial_sql)
             run_program(
-                [client_program("pg_restore"), f"--file={partial_sql}", str(partial)], what="pg_restore --file"
+                [client_program("pg_restore"), f"--file={partial_sql}", str(partial)],
+                what="pg_restore --file",
             )
             sums[sql_file.name] = sha256_file(partial_sql)
         partial.rename(dump)
@@ -358,8 +375,10 @@ def _split_statements(script: str) -> list[str]:
     statements: list[str] = []
     current: list[str] = []
     in_string = False
-    for line in script.splitlines(keepends=True):
-        if not in_string and not current and (line.startswith("\\") or line.startswith("--")):
+    for raw in script.splitlines(keepends=True):
+        line = raw
+        if not in_string and not "".join(current).strip() and line.startswith("\\"):
+            current = []
             continue
         index = 0
         while index < len(line):
@@ -369,7 +388,8 @@ def _split_statements(script: str) -> list[str]:
             elif char == "'":
                 in_string = True
             elif char == "-" and line.startswith("--", index):
-                break  # a comment up to the end of the line
+                line = line[:index] + "\n"  # a comment up to the end of the line
+                break
             elif char == ";":
                 current.append(line[:index])
                 text = "".join(current).strip()
@@ -400,15 +420,13 @@ def database_level_sql(dump: Path, source: str, target: str) -> tuple[str, list[
         for line in list_proc.stdout.splitlines()
         if re.match(r"\d+; \d+ \d+ (DATABASE|DATABASE PROPERTIES|ACL - DATABASE|COMMENT - DATABASE) ", line)
     ]
-    list_file = dump.parent / f".{dump.name}.{secrets.token_hex(4)}.list"
-    try:
+    with tempfile.TemporaryDirectory(prefix="cc-restore-") as scratch:
+        list_file = Path(scratch) / "database.list"
         list_file.write_text("\n".join(wanted) + "\n")
         script = run_program(
             [client_program("pg_restore"), "--create", f"--use-list={list_file}", "--file=-", str(dump)],
             what="pg_restore --create",
         ).stdout
-    finally:
-        list_file.unlink(missing_ok=True)
     name_re = re.compile(
         _DB_NAME_RE.format(quoted=re.escape(_quote_ident(source)), bare=re.escape(source)), re.IGNORECASE
     )
@@ -424,11 +442,24 @@ def database_level_sql(dump: Path, source: str, target: str) -> tuple[str, list[
     return options, statements
 
 
+def _restore_list(toc: str) -> tuple[str, list[tuple[str, str]]]:
+    """The TOC with materialized view data left out (commented), and those views (schema, name) in order."""
+    lines: list[str] = []
+    matviews: list[tuple[str, str]] = []
+    for line in toc.splitlines():
+        match = re.match(r"\d+; \d+ \d+ MATERIALIZED VIEW DATA (\S+) (\S+) ", line)
+        if match:
+            matviews.append((match.group(1), match.group(2)))
+            lines.append(f";{line}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n", matviews
+
+
 def _missing_owners(conn: psycopg.Connection[tuple[Any, ...]], toc: str) -> list[str]:
+    # `id; catalog oid TYPE schema name owner`; entries without an owner (extensions) end in a blank
     owners = {
-        line.split()[-1]
-        for line in toc.splitlines()
-        if line and not line.startswith(";") and re.match(r"\d+; ", line)
+        line.split()[-1] for line in toc.splitlines() if re.match(r"\d+; ", line) and not line.endswith(" ")
     }
     if not owners:
         return []
@@ -447,9 +478,9 @@ def check_registry(url: str, project_dir: Path | None = None) -> RegistryCheck:
         if exists is None or exists[0] is None:
             return RegistryCheck(plan.project, None, 0, [], [], note="no sqitch registry in the database")
         rows = conn.execute(
-            sql.SQL("select change_id, change from {}.changes where project = %s order by committed_at").format(
-                sql.Identifier(registry)
-            ),
+            sql.SQL(
+                "select change_id, change from {}.changes where project = %s order by committed_at"
+            ).format(sql.Identifier(registry)),
             [plan.project],
         ).fetchall()
     unknown = [f"{name} ({change_id})" for change_id, name in rows if plan.index_of(str(change_id)) is None]
@@ -509,17 +540,22 @@ def restore(
                 "(its sessions are terminated) and restore in its place, or --target-db to restore beside it"
             )
         options, db_statements = database_level_sql(dump, source_db, staging)
-        conn.execute(
-            sql.SQL("create database {} with {}").format(sql.Identifier(staging), sql.SQL(options))  # type: ignore[arg-type]
-        )
+        conn.execute(sql.SQL("create database {} with {}").format(sql.Identifier(staging), sql.SQL(options)))
+        # materialized views are refreshed after the restore, in an ordinary session: pg_restore runs
+        # with row_security = off, under which a view over a FORCE ROW LEVEL SECURITY table cannot refresh
+        entries, matviews = _restore_list(toc)
+        scratch = tempfile.TemporaryDirectory(prefix="cc-restore-")
+        list_file = Path(scratch.name) / "restore.list"
         try:
             staged = maintenance.with_dbname(staging)
+            list_file.write_text(entries)
             run_program(
                 [
                     client_program("pg_restore"),
                     "--no-password",
                     "--exit-on-error",
                     f"--jobs={jobs}",
+                    f"--use-list={list_file}",
                     f"--dbname={staged.conninfo}",
                     str(dump),
                 ],
@@ -529,22 +565,43 @@ def restore(
             for statement in db_statements:
                 conn.execute(statement.encode())
             with staged.connect(autocommit=True) as restored:
+                for schema, name in matviews:
+                    restored.execute(
+                        sql.SQL("refresh materialized view {}.{}").format(
+                            sql.Identifier(schema), sql.Identifier(name)
+                        )
+                    )
                 # statistics are not part of a dump: without them the first queries get bad plans
                 restored.execute("analyze")
                 stats = restored.execute(
-                    "select count(*) filter (where c.relkind in ('r', 'p')), pg_database_size(current_database())"
+                    "select count(*) filter (where c.relkind in ('r', 'p')),"
+                    " pg_database_size(current_database())"
                     " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
-                    " where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'"
+                    " where n.nspname not in ('pg_catalog', 'information_schema')"
+                    " and n.nspname !~ '^pg_toast'"
                 ).fetchone()
             assert stats is not None
             if exists:
                 conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(target)))
-            conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(staging), sql.Identifier(target)))
+            conn.execute(
+                sql.SQL("alter database {} rename to {}").format(
+                    sql.Identifier(staging), sql.Identifier(target)
+                )
+            )
         except BaseException:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(staging)))
+            # the first error is the one to report; a staging database left over is named by its error
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(
+                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(staging))
+                )
             raise
+        finally:
+            scratch.cleanup()
     restored_url = server.with_dbname(target)
-    registry = check_registry(_url_with_password(restored_url), project_dir)
+    try:
+        registry = check_registry(restored_url.conninfo_with_password(), project_dir)
+    except (BackupError, DeployError) as exc:
+        registry = RegistryCheck("", None, 0, [], [], note=f"not checked: {_one_line(str(exc))}")
     return RestoreResult(
         dump=dump,
         database=target,
@@ -557,14 +614,11 @@ def restore(
     )
 
 
-def _url_with_password(target: Target) -> str:
-    return target.conninfo if target.password is None else make_conninfo(target.conninfo, password=target.password)
-
-
 def _sessions(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> int | None:
     """Other sessions on a database; None when it does not exist."""
     row = conn.execute(
-        "select (select count(*) from pg_stat_activity as a where a.datid = d.oid and a.pid <> pg_backend_pid())"
+        "select (select count(*) from pg_stat_activity as a"
+        " where a.datid = d.oid and a.pid <> pg_backend_pid())"
         " from pg_database as d where d.datname = %s",
         [database],
     ).fetchone()

@@ -13,6 +13,8 @@ from rich.console import Console
 
 from gateway import embedded
 from gateway.deploy.cli import db
+from gateway.ops_cli import register as register_dba_commands
+from gateway.payments.cli import payments
 
 console = Console(stderr=True)
 
@@ -29,6 +31,8 @@ def main() -> None:
 
 
 main.add_command(db)
+main.add_command(payments)
+register_dba_commands(main, db)
 
 
 # -- embedded PostgreSQL ---------------------------------------------------------------------------
@@ -133,11 +137,13 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
     import uvicorn
 
     from gateway import logs
+    from gateway.payments.config import PaymentSettings
     from gateway.settings import Settings, SettingsError
 
     # refuse a missing or weak secret here, with one line, before any worker starts
     try:
         Settings.from_env()
+        PaymentSettings.from_env()
     except SettingsError as exc:
         fail(str(exc))
     logs.configure()
@@ -167,10 +173,15 @@ def up(port: int) -> None:
         fail(str(exc))
     # SIGTERM behaves like Ctrl-C, so `kill` also stops PostgreSQL with the gateway
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    error = None
     try:
         devstack.serve(stack, port)
+    except devstack.DevStackError as exc:
+        error = str(exc)
     finally:
         devstack.shutdown(stack)
+    if error:
+        fail(error)
 
 
 if __name__ == "__main__":

@@ -56,8 +56,7 @@ class DbaError(BackupError):
 def connect(url: str) -> psycopg.Connection[Row]:
     target = Target.from_url(url)
     conn: psycopg.Connection[Row] = psycopg.connect(
-        target.conninfo,
-        **({"password": target.password} if target.password is not None else {}),
+        target.conninfo_with_password(),
         autocommit=True,
         row_factory=dict_row,
         connect_timeout=10,
@@ -72,7 +71,9 @@ def open_connection(url: str) -> psycopg.Connection[Row]:
     try:
         return connect(url)
     except psycopg.OperationalError as exc:
-        raise DbaError(f"cannot connect to {Target.from_url(url).display}: {' '.join(str(exc).split())}") from None
+        raise DbaError(
+            f"cannot connect to {Target.from_url(url).display}: {' '.join(str(exc).split())}"
+        ) from None
 
 
 def plain(value: Any) -> Any:
@@ -141,13 +142,15 @@ _DUPLICATES = """
 with idx as (
   select
     i.indexrelid, i.indrelid, n.nspname as schema_name, t.relname as table_name, c.relname as index_name,
-    i.indisprimary, i.indisunique, exists (select from pg_constraint as k where k.conindid = i.indexrelid) as backs_constraint,
+    i.indisprimary, i.indisunique,
+    exists (select from pg_constraint as k where k.conindid = i.indexrelid) as backs_constraint,
     pg_relation_size(i.indexrelid) as size_bytes,
     coalesce(s.idx_scan, 0) as idx_scan,
     -- what makes two indexes the same: access method, key columns, expressions, predicate, opclasses,
     -- collations and options (ASC/DESC, NULLS FIRST)
-    concat_ws(' | ', c.relam::text, i.indkey::text, i.indclass::text, i.indcollation::text, i.indoption::text,
-              coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), coalesce(pg_get_expr(i.indpred, i.indrelid), ''))
+    concat_ws(' | ', c.relam::text, i.indkey::text, i.indclass::text, i.indcollation::text,
+              i.indoption::text, coalesce(pg_get_expr(i.indexprs, i.indrelid), ''),
+              coalesce(pg_get_expr(i.indpred, i.indrelid), ''))
       as signature,
     pg_get_indexdef(i.indexrelid) as definition
   from pg_index as i
@@ -159,10 +162,10 @@ with idx as (
 )
 select
   schema_name, table_name,
-  array_agg(index_name order by indisprimary desc, backs_constraint desc, indisunique desc, idx_scan desc, index_name)
-    as indexes,
-  array_agg(definition order by indisprimary desc, backs_constraint desc, indisunique desc, idx_scan desc, index_name)
-    as definitions,
+  array_agg(index_name order by indisprimary desc, backs_constraint desc, indisunique desc,
+    idx_scan desc, index_name) as indexes,
+  array_agg(definition order by indisprimary desc, backs_constraint desc, indisunique desc,
+    idx_scan desc, index_name) as definitions,
   sum(size_bytes) - max(size_bytes) as wasted_bytes_at_least
 from idx
 group by schema_name, table_name, indrelid, signature
@@ -199,7 +202,9 @@ def index_report(conn: psycopg.Connection[Row], limit: int = 50) -> Row:
 # -- bloat ---------------------------------------------------------------------------------------------
 
 
-def bloat(conn: psycopg.Connection[Row], limit: int = 10, thresholds: Mapping[str, float] = THRESHOLDS) -> list[Row]:
+def bloat(
+    conn: psycopg.Connection[Row], limit: int = 10, thresholds: Mapping[str, float] = THRESHOLDS
+) -> list[Row]:
     """Approximate bloat (pgstattuple_approx through ops.table_bloat) of the largest tables."""
     tables = _rows(
         conn,
@@ -219,7 +224,9 @@ def bloat(conn: psycopg.Connection[Row], limit: int = 10, thresholds: Mapping[st
         [limit],
     )
     if not _function_exists(conn, "ops.table_bloat(regclass)"):
-        raise DbaError("ops.table_bloat does not exist in this database: deploy the plan (procedures/ops) first")
+        raise DbaError(
+            "ops.table_bloat does not exist in this database: deploy the plan (procedures/ops) first"
+        )
     report: list[Row] = []
     for table in tables:
         oid = table.pop("oid")
@@ -244,7 +251,8 @@ def bloat(conn: psycopg.Connection[Row], limit: int = 10, thresholds: Mapping[st
             "scanned_percent": round(m["scanned_percent"] or 0, 1),
         }
         row["bloated"] = (
-            percent >= thresholds["bloat_report_percent"] and table["table_bytes"] >= thresholds["bloat_report_min_bytes"]
+            percent >= thresholds["bloat_report_percent"]
+            and table["table_bytes"] >= thresholds["bloat_report_min_bytes"]
         )
         report.append(row)
     return report
@@ -343,7 +351,8 @@ def io_summary(conn: psycopg.Connection[Row], limit: int = 15) -> list[Row]:
                sum(coalesce(evictions, 0))::bigint as evictions, sum(coalesce(fsyncs, 0))::bigint as fsyncs,
                round(sum(coalesce(read_time, 0))::numeric, 1) as read_ms,
                round(sum(coalesce(write_time, 0))::numeric, 1) as write_ms,
-               round(sum(hits)::numeric / nullif(sum(coalesce(hits, 0) + coalesce(reads, 0)), 0), 4) as hit_ratio
+               round(sum(hits)::numeric / nullif(sum(coalesce(hits, 0) + coalesce(reads, 0)), 0), 4)
+                 as hit_ratio
         from pg_stat_io
         group by backend_type, object, context
         having sum(coalesce(reads, 0) + coalesce(writes, 0) + coalesce(extends, 0) + coalesce(hits, 0)) > 0
@@ -423,12 +432,15 @@ def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None
         )[0]
         share = row["used"] / max(1, row["max"] - row["reserved"])
         status = _grade(share, t["connections_warn"], t["connections_critical"])
-        return Check("connections", status, round(share, 3), f"{row['used']} of {row['max']} connections in use")
+        return Check(
+            "connections", status, round(share, 3), f"{row['used']} of {row['max']} connections in use"
+        )
 
     def cache() -> Check:
         row = _rows(
             conn,
-            "select blks_hit, blks_read, round(blks_hit::numeric / nullif(blks_hit + blks_read, 0), 4) as ratio"
+            "select blks_hit, blks_read,"
+            " round(blks_hit::numeric / nullif(blks_hit + blks_read, 0), 4) as ratio"
             " from pg_stat_database where datname = current_database()",
         )[0]
         if (row["blks_hit"] + row["blks_read"]) < t["cache_hit_min_blocks"]:
@@ -452,7 +464,11 @@ def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None
         )
 
     def idle_in_transaction() -> Check:
-        rows = [r for r in sessions(conn, running_seconds=1e9, idle_seconds=0) if r["kind"] == "idle_in_transaction"]
+        rows = [
+            r
+            for r in sessions(conn, running_seconds=1e9, idle_seconds=0)
+            if r["kind"] == "idle_in_transaction"
+        ]
         longest = max((row["state_seconds"] or 0 for row in rows), default=0.0)
         status = _grade(longest, t["idle_in_transaction_warn"], t["idle_in_transaction_critical"])
         worst = max(rows, key=lambda row: row["state_seconds"] or 0) if rows else None
@@ -469,7 +485,9 @@ def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None
 
     def xid_age() -> Check:
         row = _rows(
-            conn, "select datname, age(datfrozenxid) as age from pg_database order by age(datfrozenxid) desc limit 1"
+            conn,
+            "select datname, age(datfrozenxid) as age from pg_database"
+            " order by age(datfrozenxid) desc limit 1",
         )[0]
         status = _grade(row["age"], t["xid_age_warn"], t["xid_age_critical"])
         return Check("xid_wraparound", status, row["age"], f"oldest unfrozen xid age in {row['datname']}")
@@ -477,10 +495,16 @@ def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None
     def table_bloat() -> Check:
         rows = [r for r in bloat(conn, limit=5, thresholds=t) if "bloat_percent" in r]
         bad = [
-            r for r in rows if r["bloat_percent"] >= t["bloat_warn_percent"] and r["table_bytes"] >= t["bloat_min_bytes"]
+            r
+            for r in rows
+            if r["bloat_percent"] >= t["bloat_warn_percent"] and r["table_bytes"] >= t["bloat_min_bytes"]
         ]
-        worst = max((r["bloat_percent"] for r in rows), default=0.0)
-        detail = ", ".join(f"{r['table_name']} {r['bloat_percent']:.0f}%" for r in bad) or "largest tables are tight"
+        sized = [r["bloat_percent"] for r in rows if r["table_bytes"] >= t["bloat_min_bytes"]]
+        worst = max(sized, default=0.0)
+        detail = ", ".join(f"{r['table_name']} {r['bloat_percent']:.0f}%" for r in bad) or (
+            f"no table of {t['bloat_min_bytes'] / 1048576:.1f} MB or more "
+            f"is {t['bloat_warn_percent']:g}% bloated"
+        )
         return Check("bloat", "warn" if bad else "ok", worst, detail)
 
     def indexes() -> Check:
@@ -505,14 +529,20 @@ def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None
             return Check("wal_archiving", "ok", "off", "archive_mode is off (no point-in-time recovery)")
         if row["failing"]:
             return Check(
-                "wal_archiving", "critical", row["failed_count"], f"archive_command fails on {row['last_failed_wal']}"
+                "wal_archiving",
+                "critical",
+                row["failed_count"],
+                f"archive_command fails on {row['last_failed_wal']}",
             )
-        return Check("wal_archiving", "ok", row["archived_count"], f"last archived {row['last_archived_time']}")
+        return Check(
+            "wal_archiving", "ok", row["archived_count"], f"last archived {row['last_archived_time']}"
+        )
 
     def slots() -> Check:
         rows = _rows(
             conn,
-            "select slot_name, active, wal_status from pg_replication_slots where not active or wal_status = 'lost'",
+            "select slot_name, active, wal_status from pg_replication_slots"
+            " where not active or wal_status = 'lost'",
         )
         if not rows:
             return Check("replication_slots", "ok", 0, "no inactive slot retains WAL")
@@ -584,5 +614,5 @@ def audit_tail(
         where {" and ".join(where)}
         order by at desc, id desc
         limit %s
-    """  # noqa: S608 - the where clauses are fixed texts; values are parameters
+    """  # the where clauses are fixed texts; values are parameters
     return _rows(conn, query, params)

@@ -70,19 +70,41 @@ def serve(stack: DevStack, port: int) -> None:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.stripe_standin import start_demo_standin
 
     settings = Settings.from_env(
         {**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url}
     )
+    gateway_url = f"http://127.0.0.1:{port}"
+    try:
+        # no internet in demo mode: checkout URLs open the local stand-in's Pay / Decline page
+        standin = start_demo_standin(gateway_url)
+    except OSError as exc:
+        raise DevStackError(
+            f"the Stripe stand-in could not listen ({exc}); set STRIPE_API_BASE to a free port"
+        ) from exc
     logins = "\n".join(f"  {email} / {password}" for email, password, _name, _role in seed.DEMO_USERS)
+    stripe_line = f"  Stripe stand-in: {standin.url}\n" if standin is not None else ""
     print(
-        f"\nCommerceCore DBX is up: http://127.0.0.1:{port}\n"
-        f"  API docs: http://127.0.0.1:{port}/docs\n"
+        f"\nCommerceCore DBX is up: {gateway_url}\n"
+        f"  API docs: {gateway_url}/docs\n"
+        f"{stripe_line}"
         f"Demo logins:\n{logins}\n"
         "Ctrl-C stops the gateway and PostgreSQL.\n",
         flush=True,
     )
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_config=None, server_header=False)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,  # the gateway writes its own JSON access log
+            server_header=False,
+        )
+    finally:
+        if standin is not None:
+            standin.stop()
 
 
 def shutdown(stack: DevStack) -> None:

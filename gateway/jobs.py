@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import logging
 import math
 import signal
@@ -25,12 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
+from datetime import timedelta
+from types import FrameType, ModuleType
 from typing import Any
 
 import psycopg
 
-from gateway.backup import Target
+from gateway.backup import BackupError, Target
 
 log = logging.getLogger("commercecore.jobs")
 
@@ -55,17 +55,18 @@ class Job:
         return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big", signed=True)
 
 
-def check_ttl(url: str, ttl: str) -> str:
-    """The TTL as PostgreSQL reads it ('30min', '1 hour', '1800'); refused when not a positive interval."""
+def check_interval(url: str, value: str, option: str) -> timedelta:
+    """A duration as PostgreSQL reads it ('30min', '1 hour', '1800' seconds); refused unless positive."""
     with Target.from_url(url).connect(autocommit=True) as conn:
         try:
-            row = conn.execute("select %s::interval, %s::interval > interval '0'", [ttl, ttl]).fetchone()
+            row = conn.execute("select %s::interval", [value]).fetchone()
         except psycopg.DataError:
-            raise JobsError(f"--ttl {ttl!r} is not an interval (e.g. 30min, '1 hour')") from None
+            raise JobsError(f"{option} {value!r} is not a duration (e.g. 30min, '1 hour', 1800)") from None
     assert row is not None
-    if not row[1]:
-        raise JobsError(f"--ttl {ttl!r} must be positive")
-    return ttl
+    interval: timedelta = row[0]
+    if interval <= timedelta(0):
+        raise JobsError(f"{option} {value!r} must be positive")
+    return interval
 
 
 def expire_unpaid_orders(ttl: str) -> Job:
@@ -86,28 +87,49 @@ def refresh_sales_daily() -> Job:
     return Job("refresh_sales_daily", run)
 
 
-def reconcile_payments(url: str) -> Job:
-    """Calls gateway.payments.reconcile.reconcile(url) (or (conn) when it takes a connection), if present."""
+class JobFailed(RuntimeError):
+    """A job ran but did not finish its work; the message says what is left."""
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    """A module another part of the project provides, or None when it is not there (yet)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return None
+        raise
+
+
+def reconcile_payments(url: str, older_than: timedelta) -> Job:
+    """gateway.payments.reconcile.reconcile(url, stripe client, older_than), when that module is installed
+    and Stripe is configured; skipped with a log line otherwise."""
 
     def run(conn: Conn) -> dict[str, Any]:
+        reconcile_module = _optional_module(RECONCILE_MODULE)
+        client_module = _optional_module("gateway.payments.client")
+        config_module = _optional_module("gateway.payments.config")
+        if reconcile_module is None or client_module is None or config_module is None:
+            return {"skipped": f"{RECONCILE_MODULE} is not installed"}
+        from gateway.settings import SettingsError
+
         try:
-            module = importlib.import_module(RECONCILE_MODULE)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and RECONCILE_MODULE.startswith(exc.name):
-                return {"skipped": f"{RECONCILE_MODULE} is not installed"}
-            raise
-        reconcile = getattr(module, "reconcile", None)
-        if not callable(reconcile):
-            return {"skipped": f"{RECONCILE_MODULE} has no reconcile()"}
-        params = list(inspect.signature(reconcile).parameters)
-        result = reconcile(conn) if params and params[0] in {"conn", "connection"} else reconcile(url)
-        return {"result": result if isinstance(result, int | str | dict | list | None) else repr(result)}
+            settings = config_module.PaymentSettings.from_env()
+        except SettingsError as exc:
+            return {"skipped": f"Stripe is not configured: {exc}"}
+        report = reconcile_module.reconcile(url, client_module.client_from_settings(settings), older_than)
+        summary: dict[str, Any] = report.as_dict() if hasattr(report, "as_dict") else {"report": repr(report)}
+        if summary.get("errors"):
+            raise JobFailed(
+                f"{len(summary['errors'])} payment(s) not reconciled: {'; '.join(summary['errors'][:3])}"
+            )
+        return summary
 
     return Job("reconcile_payments", run)
 
 
-def default_jobs(url: str, ttl: str) -> list[Job]:
-    return [expire_unpaid_orders(ttl), refresh_sales_daily(), reconcile_payments(url)]
+def default_jobs(url: str, ttl: str, reconcile_after: timedelta = timedelta(minutes=15)) -> list[Job]:
+    return [expire_unpaid_orders(ttl), refresh_sales_daily(), reconcile_payments(url, reconcile_after)]
 
 
 @dataclass
@@ -124,7 +146,9 @@ class Runner:
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._held.clear()  # a new session holds no advisory lock
-            self._conn = Target.from_url(self.url).connect(autocommit=True, application_name="commercecore-jobs")
+            self._conn = Target.from_url(self.url).connect(
+                autocommit=True, application_name="commercecore-jobs"
+            )
         return self._conn
 
     def tick(self) -> dict[str, str]:
@@ -135,7 +159,8 @@ class Runner:
             for key in sorted(self._held):
                 conn.execute("select pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
             self._held.clear()
-        except psycopg.Error as exc:
+        except (psycopg.Error, BackupError) as exc:
+            # the runner outlives an outage: the next tick connects again
             self.close()
             log.error("database unavailable", extra={"event": "tick_failed", "error": _one_line(exc)})
             return {job.name: "failed" for job in self.jobs}
@@ -217,7 +242,9 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGTERM and SIGINT set `stop`: the current job finishes, locks are released, the runner exits 0."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal received, stopping", extra={"event": "signal", "signal": signal.Signals(signum).name})
+        log.info(
+            "signal received, stopping", extra={"event": "signal", "signal": signal.Signals(signum).name}
+        )
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}

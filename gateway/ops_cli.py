@@ -73,7 +73,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def _limit_option(default: int) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    return click.option("--limit", default=default, show_default=True, type=click.IntRange(min=1), help="Rows to show.")
+    return click.option(
+        "--limit", default=default, show_default=True, type=click.IntRange(min=1), help="Rows to show."
+    )
 
 
 def _size(num: float) -> str:
@@ -93,7 +95,9 @@ def _table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[s
     for _key, header in columns:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*(escape("" if row.get(key) is None else str(row.get(key))) for key, _header in columns))
+        table.add_row(
+            *(escape("" if row.get(key) is None else str(row.get(key))) for key, _header in columns)
+        )
     if not rows:
         table.add_row(*(["(none)"] + [""] * (len(columns) - 1)))
     out.print(table)
@@ -104,7 +108,10 @@ def _table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[s
 
 @click.command("backup")
 @click.option(
-    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), help="Where to write [db/backups/out]."
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write [db/backups/out].",
 )
 @click.option("--plain", is_flag=True, help="Also write a plain SQL script of the same snapshot.")
 @click.option("--keep", type=click.IntRange(min=1), help="Keep only the newest N backups of this database.")
@@ -127,9 +134,15 @@ def backup_command(directory: Path | None, plain: bool, keep: int | None, db_url
 
 @click.command("restore")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
-@click.option("--target-db", metavar="NAME", help="Restore into this database [the one the dump was taken of].")
-@click.option("--force", is_flag=True, help="Replace an existing target database (its sessions are terminated).")
-@click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel pg_restore jobs.")
+@click.option(
+    "--target-db", metavar="NAME", help="Restore into this database [the one the dump was taken of]."
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an existing target database (its sessions are terminated)."
+)
+@click.option(
+    "--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel pg_restore jobs."
+)
 @db_url_option
 @_expected_errors
 def restore_command(file: Path, target_db: str | None, force: bool, jobs: int, db_url: str | None) -> None:
@@ -139,23 +152,28 @@ def restore_command(file: Path, target_db: str | None, force: bool, jobs: int, d
     action = "replaced" if result.replaced else "created"
     out.print(
         f"restored {escape(result.dump.name)} into {escape(result.database)} ({action}; dumped from "
-        f"{escape(result.source_database)}): {result.tables} tables, {_size(result.size)}, {result.seconds:.1f} s"
+        f"{escape(result.source_database)}): {result.tables} tables, {_size(result.size)}, "
+        f"{result.seconds:.1f} s"
     )
     registry = result.registry
     if registry is None:
         return
     if registry.unknown:
         fail(
-            f"the restored database has changes that sqitch.plan does not know: {', '.join(registry.unknown)} "
-            "(a backup of another project or of newer code)"
+            "the restored database has changes that sqitch.plan does not know: "
+            f"{', '.join(registry.unknown)} (a backup of another project or of newer code)"
         )
     if registry.note:
         out.print(f"sqitch registry: {escape(registry.note)}")
         return
     pending = (
-        f"{len(registry.pending)} change(s) pending: run `commercecore db deploy`" if registry.pending else "up to date"
+        f"{len(registry.pending)} change(s) pending: run `commercecore db deploy`"
+        if registry.pending
+        else "up to date"
     )
-    out.print(f"sqitch registry: {registry.deployed} changes deployed, head {escape(str(registry.head))}; {pending}")
+    out.print(
+        f"sqitch registry: {registry.deployed} changes deployed, head {escape(str(registry.head))}; {pending}"
+    )
 
 
 # -- physical backups and point-in-time recovery ----------------------------------------------------
@@ -163,13 +181,16 @@ def restore_command(file: Path, target_db: str | None, force: bool, jobs: int, d
 
 @click.command("basebackup")
 @click.option(
-    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), help="Parent directory [.data/basebackups]."
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Parent directory [.data/basebackups].",
 )
 @click.option("--format", "fmt", type=click.Choice(pitr.FORMATS), default="tar", show_default=True)
 @click.option(
     "--archive",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Where the server archives WAL, recorded for pitr-restore [the embedded cluster's .data/wal-archive].",
+    help="Where the server archives WAL, recorded for pitr-restore [embedded: .data/wal-archive].",
 )
 @db_url_option
 @_expected_errors
@@ -198,13 +219,25 @@ def basebackup_command(directory: Path | None, fmt: str, archive: Path | None, d
 @click.option("--to", "to_time", metavar="TIMESTAMP", help="Recover to this time (with its UTC offset).")
 @click.option("--to-lsn", metavar="LSN", help="Recover to this WAL location.")
 @click.option(
-    "--from", "source", required=True, type=click.Path(path_type=Path, file_okay=False), help="The base backup."
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The base backup.",
 )
 @click.option(
-    "--into", "into", required=True, type=click.Path(path_type=Path, file_okay=False), help="A new data directory."
+    "--into",
+    "into",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A new data directory.",
 )
 @click.option("--port", type=click.IntRange(1, 65535), help="Port of the restored server [a free one].")
-@click.option("--archive", type=click.Path(path_type=Path, file_okay=False), help="WAL archive [recorded in the backup].")
+@click.option(
+    "--archive",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="WAL archive [recorded in the backup].",
+)
 @click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds to wait for recovery.")
 @click.option("--stop", is_flag=True, help="Stop the restored server after checking it.")
 @_expected_errors
@@ -230,9 +263,13 @@ def pitr_restore_command(
         timeout=timeout,
     )
     cluster = result.cluster
-    out.print(f"recovered ({escape(result.target)}) in {result.seconds:.1f} s and promoted: timeline {result.timeline}")
     out.print(
-        f"last replayed WAL {result.replay_lsn}, last transaction replayed at {escape(str(result.last_transaction_at))}"
+        f"recovered ({escape(result.target)}) in {result.seconds:.1f} s and promoted: "
+        f"timeline {result.timeline}"
+    )
+    out.print(
+        f"last replayed WAL {result.replay_lsn}, "
+        f"last transaction replayed at {escape(str(result.last_transaction_at))}"
     )
     if result.stop_reason:
         out.print(f"server log: {escape(result.stop_reason)}")
@@ -241,9 +278,12 @@ def pitr_restore_command(
         out.print(f"stopped; data kept in {escape(str(cluster.data_dir))}")
         return
     out.print(
-        f"running on 127.0.0.1:{cluster.port} (socket {escape(str(cluster.socket_dir))}), log {escape(str(cluster.log_file))}"
+        f"running on 127.0.0.1:{cluster.port} (socket {escape(str(cluster.socket_dir))}), "
+        f"log {escape(str(cluster.log_file))}"
     )
-    out.print(f"stop it with: {escape(str(embedded.pg_bin('pg_ctl')))} -D {escape(str(cluster.data_dir))} stop")
+    as_user = f"runuser -u {embedded.SYSTEM_USER} -- " if os.geteuid() == 0 else ""
+    pg_ctl = escape(str(embedded.pg_bin("pg_ctl")))
+    out.print(f"stop it with: {as_user}{pg_ctl} -D {escape(str(cluster.data_dir))} stop")
 
 
 # -- dba -------------------------------------------------------------------------------------------
@@ -281,8 +321,8 @@ def dba_top(limit: int, as_json: bool, db_url: str | None) -> None:
         ],
     )
     out.print(
-        f"cache hit ratio: database {cache.get('database_hit_ratio')}, tables {cache.get('table_hit_ratio')}, "
-        f"indexes {cache.get('index_hit_ratio')}"
+        f"cache hit ratio: database {cache.get('database_hit_ratio')}, "
+        f"tables {cache.get('table_hit_ratio')}, indexes {cache.get('index_hit_ratio')}"
     )
 
 
@@ -306,12 +346,21 @@ def dba_indexes(limit: int, as_json: bool, db_url: str | None) -> None:
         ("index_size", "size"),
         ("unused", "unused"),
     ]
-    _table(f"Indexes (largest first; statistics since {report['stats_since']})", report["indexes"], columns)
+    since = report["stats_since"] or "never reset"
+    _table(f"Indexes (largest first; statistics since: {since})", report["indexes"], columns)
     _table("Unused indexes (never scanned, not enforcing uniqueness)", report["unused"], columns)
     _table(
         "Duplicate indexes (keep the first, drop the rest)",
-        [{**g, "indexes": ", ".join(g["indexes"]), "definition": g["definitions"][0]} for g in report["duplicates"]],
-        [("schema_name", "schema"), ("table_name", "table"), ("indexes", "indexes"), ("definition", "definition")],
+        [
+            {**g, "indexes": ", ".join(g["indexes"]), "definition": g["definitions"][0]}
+            for g in report["duplicates"]
+        ],
+        [
+            ("schema_name", "schema"),
+            ("table_name", "table"),
+            ("indexes", "indexes"),
+            ("definition", "definition"),
+        ],
     )
 
 
@@ -327,7 +376,9 @@ def dba_bloat(limit: int, as_json: bool, db_url: str | None) -> None:
     if as_json:
         _echo_json(rows)
         return
-    shown = [{**r, "size": _size(r["table_bytes"]), "bloat_size": _size(r.get("bloat_bytes", 0))} for r in rows]
+    shown = [
+        {**r, "size": _size(r["table_bytes"]), "bloat_size": _size(r.get("bloat_bytes", 0))} for r in rows
+    ]
     _table(
         "Bloat of the largest tables",
         shown,
@@ -347,16 +398,28 @@ def dba_bloat(limit: int, as_json: bool, db_url: str | None) -> None:
 
 @dba.command("locks")
 @_limit_option(50)
-@click.option("--long", "long_seconds", default=60.0, show_default=True, help="Show statements running this long.")
-@click.option("--idle", "idle_seconds", default=10.0, show_default=True, help="Show sessions idle in a transaction this long.")
+@click.option(
+    "--long", "long_seconds", default=60.0, show_default=True, help="Show statements running this long."
+)
+@click.option(
+    "--idle",
+    "idle_seconds",
+    default=10.0,
+    show_default=True,
+    help="Show sessions idle in a transaction this long.",
+)
 @json_option
 @db_url_option
 @_expected_errors
-def dba_locks(limit: int, long_seconds: float, idle_seconds: float, as_json: bool, db_url: str | None) -> None:
+def dba_locks(
+    limit: int, long_seconds: float, idle_seconds: float, as_json: bool, db_url: str | None
+) -> None:
     """Blocking chains (pg_blocking_pids), long-running statements and idle-in-transaction sessions."""
     with reports.open_connection(_url(db_url)) as conn:
         chains = reports.blocking(conn)[:limit]
-        long_sessions = reports.sessions(conn, running_seconds=long_seconds, idle_seconds=idle_seconds)[:limit]
+        long_sessions = reports.sessions(conn, running_seconds=long_seconds, idle_seconds=idle_seconds)[
+            :limit
+        ]
     if as_json:
         _echo_json({"blocking": chains, "sessions": long_sessions})
         return
@@ -468,7 +531,12 @@ def audit() -> None:
 @db_url_option
 @_expected_errors
 def audit_tail(
-    table: str | None, actor: str | None, request_id: str | None, limit: int, as_json: bool, db_url: str | None
+    table: str | None,
+    actor: str | None,
+    request_id: str | None,
+    limit: int,
+    as_json: bool,
+    db_url: str | None,
 ) -> None:
     """The newest audit entries first."""
     with reports.open_connection(_url(db_url)) as conn:
@@ -479,7 +547,9 @@ def audit_tail(
     shown = [
         {
             **row,
-            "actor": f"{row['actor_user_id']} ({row['actor_role']})" if row["actor_user_id"] else row["actor_role"],
+            "actor": f"{row['actor_user_id']} ({row['actor_role']})"
+            if row["actor_user_id"]
+            else row["actor_role"],
             "changed": ", ".join(row["changed"] or []),
         }
         for row in rows
@@ -508,19 +578,31 @@ def jobs_group() -> None:
 
 
 @jobs_group.command("run")
-@click.option("--interval", default=60.0, show_default=True, type=click.FloatRange(min=1), help="Seconds per tick.")
+@click.option(
+    "--interval", default=60.0, show_default=True, type=click.FloatRange(min=1), help="Seconds per tick."
+)
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
-@click.option("--ttl", default=None, help="Unpaid orders older than this expire [$ORDER_PAYMENT_TTL, else 30min].")
+@click.option(
+    "--ttl", default=None, help="Unpaid orders older than this expire [$ORDER_PAYMENT_TTL, else 30min]."
+)
+@click.option(
+    "--reconcile-after",
+    default="15min",
+    show_default=True,
+    help="Payment attempts open this long are looked up at Stripe.",
+)
 @db_url_option
 @_expected_errors
-def jobs_run(interval: float, once: bool, ttl: str | None, db_url: str | None) -> None:
+def jobs_run(interval: float, once: bool, ttl: str | None, reconcile_after: str, db_url: str | None) -> None:
     """Run the jobs every --interval seconds (each job once per tick across all runners); SIGTERM stops."""
     from gateway import logs
 
     logs.configure(logging.INFO)
     url = _url(db_url)
-    ttl = jobs.check_ttl(url, ttl or os.environ.get("ORDER_PAYMENT_TTL") or "30min")
-    runner = jobs.Runner(url, jobs.default_jobs(url, ttl), interval=interval)
+    ttl = ttl or os.environ.get("ORDER_PAYMENT_TTL") or "30min"
+    jobs.check_interval(url, ttl, "--ttl")
+    after = jobs.check_interval(url, reconcile_after, "--reconcile-after")
+    runner = jobs.Runner(url, jobs.default_jobs(url, ttl, after), interval=interval)
     with jobs.stop_on_signals(runner.stop):
         if once:
             try:

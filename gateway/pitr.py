@@ -116,7 +116,7 @@ def backup_format(directory: Path) -> str:
 
 
 def verify_base_backup(directory: Path) -> None:
-    """pg_verifybackup: every file against the manifest, and the WAL the backup needs (tar: via pg_waldump)."""
+    """pg_verifybackup: every file against the manifest, and the WAL the backup needs (tar: pg_waldump)."""
     if not directory.is_dir():
         raise PitrError(f"{directory}: no such backup directory")
     manifest = _manifest(directory)
@@ -124,7 +124,9 @@ def verify_base_backup(directory: Path) -> None:
     if backup_format(directory) == "plain":
         run_program([verify, "--quiet", f"--ignore={METADATA}", str(directory)], what="pg_verifybackup")
         return
-    run_program([verify, "--quiet", "--no-parse-wal", f"--ignore={METADATA}", str(directory)], what="pg_verifybackup")
+    run_program(
+        [verify, "--quiet", "--no-parse-wal", f"--ignore={METADATA}", str(directory)], what="pg_verifybackup"
+    )
     timeline, start, end = _wal_range(manifest)
     wal_tars = list(directory.glob("pg_wal.tar*"))
     if not wal_tars:
@@ -336,10 +338,14 @@ def _log_reason(cluster: embedded.Cluster) -> str:
 
 
 def _stop_line(cluster: embedded.Cluster) -> str | None:
-    for line in reversed(_log_tail(cluster, 200)):
-        if "recovery stopping" in line or "recovery has paused" in line or "last completed transaction" in line:
-            return line.split("LOG:", 1)[-1].strip()
-    return None
+    """What the server logged about where recovery stopped (`recovery stopping before commit of ...`)."""
+    found: list[str] = []
+    for key in ("recovery stopping", "last completed transaction"):
+        for line in reversed(_log_tail(cluster, 200)):
+            if key in line:
+                found.append(line.split("LOG:", 1)[-1].strip())
+                break
+    return "; ".join(found) or None
 
 
 def pitr_restore(

@@ -15,6 +15,8 @@ end;
 $$;
 
 alter function ops.notify_schema_change() owner to app_owner;
+-- made by the deploying superuser, so the owner's default privileges did not apply: nobody calls it directly
+revoke all on function ops.notify_schema_change() from public;
 
 comment on function ops.notify_schema_change() is
 'Event trigger: NOTIFY commercecore_schema after DDL, so gateways reload their schema cache.';

@@ -31,10 +31,14 @@ def wait_for_health(proc: subprocess.Popen[str], url: str, deadline_s: float = 9
     raise AssertionError(f"{url} did not answer within {deadline_s}s")
 
 
-def run_up(data_dir: Path, pg_port: int, http_port: int) -> tuple[int, int]:
+def run_up(data_dir: Path, pg_port: int, http_port: int, standin_port: int) -> tuple[int, int]:
     """Start `commercecore up`, check /health, stop it with Ctrl-C; (system identifier, deploy events)."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "COMMERCECORE_GATEWAY_URL"}}
-    env |= {"COMMERCECORE_DATA_DIR": str(data_dir), "COMMERCECORE_PG_PORT": str(pg_port)}
+    env |= {
+        "COMMERCECORE_DATA_DIR": str(data_dir),
+        "COMMERCECORE_PG_PORT": str(pg_port),
+        "STRIPE_API_BASE": f"http://127.0.0.1:{standin_port}",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "up", "--port", str(http_port)],
         cwd=ROOT,
@@ -68,8 +72,8 @@ def run_up(data_dir: Path, pg_port: int, http_port: int) -> tuple[int, int]:
 
 
 def test_up_serves_health_and_a_rerun_reuses_the_data(tmp_path: Path) -> None:
-    pg_port, http_port = embedded.free_port(), embedded.free_port()
-    first = run_up(tmp_path, pg_port, http_port)
-    second = run_up(tmp_path, pg_port, http_port)
+    ports = embedded.free_port(), embedded.free_port(), embedded.free_port()
+    first = run_up(tmp_path, *ports)
+    second = run_up(tmp_path, *ports)
     # same cluster (no second initdb) and nothing deployed twice
     assert second == first

@@ -156,6 +156,11 @@ def close_previous(
             refunds.extend(result.refunds)
         except (psycopg.Error, PoolTimeout) as exc:
             log.error("payment %s not closed: %s", payment_id, exc)
+            continue
+        if session_id is None and result.checkout_session_id is not None:
+            # a concurrent checkout attached its session between begin_payment and the cancel: the
+            # attempt is closed now, so its session must not stay payable
+            _expire_quietly(client, result.checkout_session_id)
     return refunds
 
 

@@ -14,7 +14,7 @@ import stripe
 from psycopg_pool import PoolTimeout
 
 from gateway.payments import transitions as tr
-from gateway.payments.common import log, stripe_reason, text
+from gateway.payments.common import log, object_id, stripe_reason, text
 from gateway.payments.refunds import send_refund
 from gateway.payments.store import PaymentStore
 
@@ -67,14 +67,27 @@ def reconcile_with(
         report.checked += 1
         try:
             session: dict[str, Any] | None = None
+            intent_status: str | None = None
             if session_id is not None:
                 try:
                     session = client.v1.checkout.sessions.retrieve(session_id).to_dict()
                 except stripe.InvalidRequestError as exc:
                     if exc.http_status != 404:
                         raise
+                intent_id = object_id(session.get("payment_intent")) if session else None
+                # complete but unpaid: a delayed payment still processing, or one that failed (the session
+                # looks the same; its payment intent tells)
+                if (
+                    session
+                    and intent_id
+                    and session.get("status") == "complete"
+                    and session.get("payment_status") not in tr.PAID_STATUSES
+                ):
+                    intent_status = client.v1.payment_intents.retrieve(intent_id).status
             with store.transaction(request_id=request_id) as tx:
-                if session is not None:
+                if intent_status in ("requires_payment_method", "canceled"):
+                    result = tr.guarded(tx, tr.close, payment_id, "failed", "async_payment_failed")
+                elif session is not None:
                     result = tr.guarded(tx, tr.apply_session, payment_id, session)
                 elif session_id is None:
                     # begun but never given a session (Stripe refused, or the process died): nobody can pay it

@@ -24,6 +24,7 @@ class Transition:
     payment_id: int | None = None
     refunds: list[dict[str, Any]] = field(default_factory=list)
     changed: bool = False
+    checkout_session_id: str | None = None
 
 
 def find_payment(
@@ -92,7 +93,12 @@ def close(tx: Tx, payment_id: int, status: str, reason: str | None = None) -> Tr
         result = tx.one("select billing.mark_payment_canceled(%s, %s)", [payment_id, reason])
     else:
         raise ValueError(f"not a closing status: {status!r}")
-    return Transition(str(result["outcome"]), payment_id, changed=bool(result.get("changed")))
+    return Transition(
+        str(result["outcome"]),
+        payment_id,
+        changed=bool(result.get("changed")),
+        checkout_session_id=text(result.get("checkout_session_id")),
+    )
 
 
 def apply_session(tx: Tx, payment_id: int, session: Mapping[str, Any]) -> Transition:

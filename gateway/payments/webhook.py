@@ -65,7 +65,9 @@ def verify(
 ) -> dict[str, Any] | WebhookResult:
     """The verified event as a dict, or the 400 to answer."""
     try:
-        event = client.construct_event(raw_body, signature, secret, tolerance)
+        client.construct_event(raw_body, signature, secret, tolerance)
+        # the verified bytes themselves, not the SDK's objects (which hold Decimals for decimal strings)
+        payload = json.loads(raw_body)
     except stripe.SignatureVerificationError as exc:
         stale = "tolerance" in str(exc)
         return bad_request(
@@ -76,16 +78,18 @@ def verify(
         )
     except ValueError:
         return bad_request("The body is not a Stripe event.", "invalid_payload")
-    payload = event.to_dict()
-    data = payload.get("data")
+    if not isinstance(payload, dict):
+        return bad_request("The body is not a Stripe event.", "invalid_payload")
+    event: dict[str, Any] = payload
+    data = event.get("data")
     if (
-        not isinstance(payload.get("id"), str)
-        or not isinstance(payload.get("type"), str)
-        or not isinstance(data, Mapping)
+        not isinstance(data, Mapping)
+        or not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
         or not isinstance(data.get("object"), Mapping)
     ):
         return bad_request("The body is not a Stripe event.", "invalid_payload")
-    return payload
+    return event
 
 
 def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:

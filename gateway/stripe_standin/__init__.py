@@ -6,6 +6,9 @@ never an imitation of Stripe's security: it runs on 127.0.0.1 with test keys onl
         --webhook-secret whsec_...
 """
 
+import os
+from urllib.parse import urlsplit
+
 from gateway.stripe_standin.app import create_app
 from gateway.stripe_standin.server import BackgroundServer
 from gateway.stripe_standin.state import StandinState
@@ -28,4 +31,28 @@ def start_standin(
     return server, state
 
 
-__all__ = ["BackgroundServer", "StandinState", "create_app", "start_standin"]
+def start_demo_standin(gateway_url: str, environ: dict[str, str] | None = None) -> BackgroundServer | None:
+    """The stand-in of demo mode (`make run`): listening where the demo STRIPE_API_BASE points
+    (http://127.0.0.1:12111 unless set), delivering to `{gateway_url}/webhooks/stripe`, signed with the demo
+    STRIPE_WEBHOOK_SECRET (or the one set). None when STRIPE_API_BASE points at Stripe itself. Raises
+    OSError when the port is taken. Stop it with `.stop()`."""
+    from gateway.payments.config import PaymentSettings
+
+    settings = PaymentSettings.from_env(
+        {**(os.environ if environ is None else environ), "COMMERCECORE_DEMO": "1"}
+    )
+    if settings.api_base is None:
+        return None
+    parts = urlsplit(settings.api_base)
+    if parts.scheme != "http" or parts.hostname is None or parts.port is None:
+        return None
+    server, _ = start_standin(
+        webhook_secret=settings.webhook_secret,
+        webhook_url=f"{gateway_url.rstrip('/')}/webhooks/stripe",
+        host=parts.hostname,
+        port=parts.port,
+    )
+    return server
+
+
+__all__ = ["BackgroundServer", "StandinState", "create_app", "start_demo_standin", "start_standin"]

@@ -4,6 +4,7 @@ hosted checkout page, signed webhook delivery, and test controls under /_standin
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import json
@@ -22,10 +23,12 @@ from starlette.routing import Route
 from gateway.stripe_standin import forms, pages
 from gateway.stripe_standin.state import (
     API_VERSION,
+    Endpoint,
     Failure,
     IdempotentResult,
     StandinState,
     StripeFailure,
+    account_of,
     new_id,
 )
 
@@ -58,7 +61,8 @@ class Deliverer:
             await self.client.aclose()
 
     def enqueue(self, event_id: str) -> None:
-        if self.queue is not None and self.state.delivery_enabled and self.state.webhook_url:
+        endpoint = self.state.endpoint(self.state.event_account(self.state.events[event_id]))
+        if self.queue is not None and endpoint.enabled and endpoint.url:
             self.queue.put_nowait(event_id)
 
     async def _run(self) -> None:
@@ -96,8 +100,8 @@ class Deliverer:
     async def deliver(self, event_id: str, url: str | None = None) -> dict[str, Any]:
         """One signed POST of the event (a fresh signature and timestamp each time, as Stripe does)."""
         assert self.client is not None
-        target = url or self.state.webhook_url
         event = self.state.events[event_id]
+        target = url or self.state.endpoint(self.state.event_account(event)).url
         record: dict[str, Any] = {"event": event_id, "at": time.time(), "url": target}
         if not target:
             record.update(ok=False, status=None, error="no webhook url")
@@ -131,6 +135,19 @@ def _deliverer(request: Request) -> Deliverer:
     return deliverer
 
 
+def _api_key(authorization: str) -> str:
+    """The secret key of `Authorization: Bearer sk_...` (the SDK) or Basic (curl -u sk_...:)."""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credentials.strip(), validate=True).decode().partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
 def _valid_key(state: StandinState, key: str) -> bool:
     if state.api_key is not None:
         return key == state.api_key
@@ -146,8 +163,10 @@ async def _api(
     method, path = request.method, request.url.path
     request_id = new_id("req")
     key = request.headers.get("idempotency-key") if method == "POST" else None
+    api_key = _api_key(request.headers.get("authorization", ""))
     entry: dict[str, Any] = {
         "id": request_id,
+        "account": account_of(api_key),
         "method": method,
         "path": path,
         "idempotency_key": key,
@@ -173,8 +192,6 @@ async def _api(
         scripted = StripeFailure(failure.status, failure.message, type=failure.type, code=failure.code)
         return answer(failure.status, scripted.body())
 
-    authorization = request.headers.get("authorization", "")
-    api_key = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
     if not _valid_key(state, api_key):
         shown = (api_key[:8] + "*" * 4 + api_key[-4:]) if len(api_key) > 12 else "(none)"
         return answer(
@@ -209,7 +226,7 @@ async def _api(
                 stored.body,
                 {"Idempotent-Replayed": "true", "Original-Request": stored.request_id},
             )
-    state.current_request = {"id": request_id, "idempotency_key": key}
+    state.current_request = {"id": request_id, "idempotency_key": key, "account": entry["account"]}
     saved = True
     try:
         body: Mapping[str, Any] = action(state, params)
@@ -374,14 +391,30 @@ def _session_action(kind: str) -> Callable[[StandinState, Request, dict[str, Any
 
 
 def _sessions(state: StandinState, request: Request, body: dict[str, Any]) -> Any:
+    """Sessions, filtered by ?client_reference_id= and ?account=."""
     reference = request.query_params.get("client_reference_id")
+    account = request.query_params.get("account")
     found = [
-        s for s in state.sessions.values() if reference is None or s.get("client_reference_id") == reference
+        s
+        for s in state.sessions.values()
+        if (reference is None or s.get("client_reference_id") == reference)
+        and (account is None or state.owners.get(s["id"]) == account)
     ]
     return {"data": found}
 
 
 def _delivery(state: StandinState, request: Request, body: dict[str, Any]) -> Any:
+    """{enabled?, url?, account?}: the account's own endpoint (created on first use), else the default."""
+    account = body.get("account")
+    if account:
+        endpoint = state.endpoints.setdefault(
+            str(account), Endpoint(state.webhook_url, state.delivery_enabled)
+        )
+        if "enabled" in body:
+            endpoint.enabled = bool(body["enabled"])
+        if "url" in body:
+            endpoint.url = str(body["url"]) if body["url"] else None
+        return {"account": account, "enabled": endpoint.enabled, "url": endpoint.url}
     if "enabled" in body:
         state.delivery_enabled = bool(body["enabled"])
     if "url" in body:
@@ -408,12 +441,17 @@ def _related(event: Mapping[str, Any]) -> set[str]:
 
 
 def _events(state: StandinState, request: Request, body: dict[str, Any]) -> Any:
+    """Every event, oldest first, with its deliveries; filtered by ?related= (object ids), ?type=,
+    ?account=."""
     related = set(request.query_params.getlist("related"))
     kind = request.query_params.get("type")
+    account = request.query_params.get("account")
     found = [
         {**event, "deliveries": state.deliveries.get(event["id"], [])}
         for event in state.events.values()
-        if (not related or related & _related(event)) and (kind is None or event["type"] == kind)
+        if (not related or related & _related(event))
+        and (kind is None or event["type"] == kind)
+        and (account is None or state.event_account(event) == account)
     ]
     return {"data": found}
 
@@ -454,8 +492,16 @@ def _flush(state: StandinState, request: Request, body: dict[str, Any]) -> Any:
 
 
 def _requests(state: StandinState, request: Request, body: dict[str, Any]) -> Any:
+    """The API request log, filtered by ?path= and ?account= (account_of(api key))."""
     path = request.query_params.get("path")
-    return {"data": [r for r in state.requests if path is None or r["path"] == path]}
+    account = request.query_params.get("account")
+    return {
+        "data": [
+            r
+            for r in state.requests
+            if (path is None or r["path"] == path) and (account is None or r["account"] == account)
+        ]
+    }
 
 
 def _refund_mode(state: StandinState, request: Request, body: dict[str, Any]) -> Any:

@@ -22,6 +22,11 @@ MAX_SESSION_TTL = 24 * 60 * 60
 DEFAULT_SESSION_TTL = MAX_SESSION_TTL
 
 
+def account_of(api_key: str) -> str:
+    """How logs name the account of an API key (never the key itself)."""
+    return "acct_" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -120,12 +125,24 @@ class Failure:
 
 
 @dataclass
+class Endpoint:
+    """A webhook endpoint: where an account's events go, and whether delivery is on."""
+
+    url: str | None
+    enabled: bool = True
+
+
+@dataclass
 class StandinState:
-    """All objects, by id, plus the event log and the request log."""
+    """All objects, by id, plus the event log and the request log.
+
+    Webhook endpoints belong to accounts, as at Stripe: `endpoints[account]`, and `webhook_url` (the
+    command line's --webhook-url) for every account without its own."""
 
     webhook_secret: str
     webhook_url: str | None = None
     delivery_enabled: bool = True
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
     api_key: str | None = None  # None: any test key (sk_test_... / rk_test_...)
     base_url: str = "http://127.0.0.1"
     refund_mode: str = "succeed"  # succeed | pending
@@ -139,6 +156,8 @@ class StandinState:
     deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], IdempotentResult] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # the account (account_of(api key)) each object belongs to: another account's object is a 404
+    owners: dict[str, str] = field(default_factory=dict)
     failure: Failure | None = None
     # called with each new event id (the app queues it for delivery)
     on_event: Callable[[str], None] | None = None
@@ -149,11 +168,31 @@ class StandinState:
     def now(self) -> int:
         return int(self.clock())
 
+    def endpoint(self, account: str | None) -> Endpoint:
+        """The endpoint of an account's events (its own, else the default one)."""
+        own = self.endpoints.get(account or "")
+        return own if own is not None else Endpoint(self.webhook_url, self.delivery_enabled)
+
+    def event_account(self, event: Mapping[str, Any]) -> str | None:
+        obj = event["data"]["object"]
+        return self.owners.get(str(obj.get("id")))
+
+    def _own(self, object_id: str) -> None:
+        account = (self.current_request or {}).get("account")
+        if account:
+            self.owners[object_id] = account
+
+    def _visible(self, object_id: str) -> bool:
+        """API calls see their own account's objects; the controls and the pay page see all."""
+        account = (self.current_request or {}).get("account")
+        return not account or self.owners.get(object_id, account) == account
+
     # -- events ------------------------------------------------------------------------------------
 
     def emit(self, kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         request = self.current_request or {}
         event_id = new_id("evt")
+        endpoint = self.endpoint(self.owners.get(str(obj.get("id"))))
         event: dict[str, Any] = {
             "id": event_id,
             "object": "event",
@@ -161,7 +200,7 @@ class StandinState:
             "created": self.now(),
             "data": {"object": copy.deepcopy(dict(obj))},
             "livemode": False,
-            "pending_webhooks": 1 if self.delivery_enabled and self.webhook_url else 0,
+            "pending_webhooks": 1 if endpoint.enabled and endpoint.url else 0,
             "request": {"id": request.get("id"), "idempotency_key": request.get("idempotency_key")},
             "type": kind,
         }
@@ -276,13 +315,14 @@ class StandinState:
             "url": f"{self.base_url}/pay/{session_id}",
         }
         self.sessions[session_id] = session
+        self._own(session_id)
         self.session_lines[session_id] = stored_lines
         self.session_intent_metadata[session_id] = _metadata(intent_data)
         return session
 
     def session(self, session_id: str) -> dict[str, Any]:
         found = self.sessions.get(session_id)
-        if found is None:
+        if found is None or not self._visible(session_id):
             raise not_found("checkout.session", session_id, "session")
         self.expire_if_due(found)
         return found
@@ -344,6 +384,7 @@ class StandinState:
                 "status": "requires_payment_method",
             }
             self.intents[intent["id"]] = intent
+            self.owners[intent["id"]] = self.owners.get(session["id"], "")
             session["payment_intent"] = intent["id"]
         intent["payment_method_types"] = [method]
         return intent
@@ -368,6 +409,7 @@ class StandinState:
         }
         charge["refunds"]["url"] = f"/v1/charges/{charge['id']}/refunds"
         self.charges[charge["id"]] = charge
+        self.owners[charge["id"]] = self.owners.get(intent["id"], "")
         intent.update(
             status="succeeded",
             amount_received=intent["amount"],
@@ -454,7 +496,7 @@ class StandinState:
             raise invalid("One of `charge` or `payment_intent` is required.", None, "parameter_missing")
         if intent_id:
             intent = self.intents.get(str(intent_id))
-            if intent is None:
+            if intent is None or not self._visible(str(intent_id)):
                 raise not_found("payment_intent", str(intent_id), "payment_intent")
             if not intent.get("latest_charge") or intent["status"] != "succeeded":
                 raise StripeFailure(
@@ -465,7 +507,7 @@ class StandinState:
                 )
             charge_id = intent["latest_charge"]
         charge = self.charges.get(str(charge_id))
-        if charge is None:
+        if charge is None or not self._visible(str(charge_id)):
             raise not_found("charge", str(charge_id), "charge")
         reserved = sum(
             int(r["amount"])
@@ -505,6 +547,7 @@ class StandinState:
             "status": "pending",
         }
         self.refunds[refund["id"]] = refund
+        self._own(refund["id"])
         if self.refund_mode == "pending":
             self.emit("refund.created", refund)
             return refund
@@ -512,7 +555,7 @@ class StandinState:
 
     def refund(self, refund_id: str) -> dict[str, Any]:
         found = self.refunds.get(refund_id)
-        if found is None:
+        if found is None or not self._visible(refund_id):
             raise not_found("refund", refund_id, "refund")
         return found
 
@@ -539,13 +582,13 @@ class StandinState:
 
     def payment_intent(self, intent_id: str) -> dict[str, Any]:
         found = self.intents.get(intent_id)
-        if found is None:
+        if found is None or not self._visible(intent_id):
             raise not_found("payment_intent", intent_id, "intent")
         return found
 
     def charge(self, charge_id: str) -> dict[str, Any]:
         found = self.charges.get(charge_id)
-        if found is None:
+        if found is None or not self._visible(charge_id):
             raise not_found("charge", charge_id, "charge")
         return found
 

@@ -167,3 +167,15 @@ async def test_a_bad_route_declaration_is_skipped_not_fatal(gw_fresh: GatewayDb)
         assert "declares it too" in warnings
         assert (await client.get("/gw/bad/1")).status_code == 404  # both declarations were refused
         assert (await client.post("/rpc/gw_bad", json={"x": 3})).json() == 3
+
+
+async def test_demo_mode_mounts_the_stripe_paths(gw_db: GatewayDb) -> None:
+    async with serve(create_app(settings_for(gw_db, demo=True))) as client:
+        assert client._transport.app.state.payments is not None  # type: ignore[attr-defined]
+        response = await client.post(
+            "/webhooks/stripe", content=b"{}", headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400  # no signature: refused, but the route is there
+        assert response.headers["x-request-id"]
+    async with serve(create_app(settings_for(gw_db))) as client:
+        assert (await client.post("/webhooks/stripe", content=b"{}")).status_code == 404
