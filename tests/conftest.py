@@ -124,7 +124,9 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         return
     cluster = embedded.Cluster(data_dir=tmp_path_factory.mktemp("pg") / "data", port=embedded.free_port())
     # durability is not under test here: the crash drills that need it start their own cluster
-    cluster.init(extra={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    cluster.init(
+        extra={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "archive_mode": "off"}
+    )
     cluster.start()
     try:
         yield PgServer(base_url=cluster.url("postgres"), bin_dir=embedded.bin_dir(), cluster=cluster)
