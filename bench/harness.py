@@ -157,6 +157,11 @@ def gateway(db: Database, *, workers: int, pool_max: int) -> Iterator[Gateway]:
         "COMMERCECORE_COOKIE_SECURE": "false",
         "COMMERCECORE_LOG_LEVEL": "warning",
         "COMMERCECORE_ACCESS_LOG": "off",
+        # `commercecore serve` refuses to start without Stripe settings; the benchmarks never reach Stripe
+        # (the stand-in's address, nothing listens there)
+        "STRIPE_SECRET_KEY": "sk_test_bench_" + os.urandom(8).hex(),
+        "STRIPE_WEBHOOK_SECRET": "whsec_bench_" + os.urandom(8).hex(),
+        "STRIPE_API_BASE": "http://127.0.0.1:12111",
     }
     env.pop("COMMERCECORE_DEMO", None)
     log = (WORK / "gateway.log").open("wb")

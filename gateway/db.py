@@ -4,14 +4,16 @@ SET ROLE does not load a role's own settings (ALTER ROLE ... SET applies at logi
 per-role statement_timeout is read from the catalog once and applied per transaction, as PostgREST does.
 
 A request is one transaction, sent in pipeline mode: `BEGIN [READ ONLY]`, the context statement, the
-request's statements, the read of `response.status` / `response.headers`, `COMMIT`: one round trip. A
-signed-in request checks its session (`auth.session_active`) as the authenticator first, in the same
-transaction, and waits for the answer before anything runs under the request role: two round trips.
+request's statements, the read of `response.status` / `response.headers`, `COMMIT` and a sync go out in
+one write, and the results come back in one read: one round trip, with libpq driven directly (no cursor
+per statement). A signed-in request checks its session (`auth.session_active`) as the authenticator
+first, in the same transaction, and waits for the answer before anything runs under the request role:
+two round trips.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -19,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.adapt import Buffer, Loader
-from psycopg.pq import TransactionStatus
+import psycopg.errors
+from psycopg import pq, sql
+from psycopg.abc import PQGen
+from psycopg.adapt import Buffer, Loader, PyFormat, Transformer
+from psycopg.waiting import Ready, Wait
 from psycopg_pool import AsyncConnectionPool
 
 # The roles a request may run as; app_payments is selected by the gateway itself, never by a JWT claim.
@@ -43,6 +47,8 @@ order by s.setdatabase  -- database-specific settings come last and win
 
 SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint)"
 RESPONSE_GUCS = "select current_setting('response.status', true), current_setting('response.headers', true)"
+_SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint)"
+_RESPONSE_GUCS = RESPONSE_GUCS.encode()
 _PARAMETER_CONTEXT = re.compile(r"portal parameter \$(\d+)")
 
 
@@ -143,6 +149,11 @@ class Identity:
     def authenticated(self) -> bool:
         return self.jti is not None
 
+    @functools.cached_property
+    def claims_json(self) -> str:
+        """The claims as `request.jwt.claims` holds them (compact JSON)."""
+        return json.dumps(dict(self.claims), separators=(",", ":"))
+
 
 ANONYMOUS = Identity(role="app_readonly", claims={"role": "app_readonly"})
 
@@ -154,6 +165,191 @@ class StatementError(Exception):
         super().__init__(str(error))
         self.error = error
         self.statement = statement
+
+
+# -- the exchange: a whole transaction in one write, its results in one read ------------------------------
+
+_BEGIN_READ_ONLY = b"begin isolation level read committed read only"
+_BEGIN_READ_WRITE = b"begin isolation level read committed"
+_COMMIT = b"commit"
+_PLACEHOLDER = re.compile(r"%(.)", re.DOTALL)
+_CONVERTED: dict[str, bytes] = {}
+_CONVERTED_MAX = 4096
+_CONTEXT_SQL: dict[int, bytes] = {}
+_TEXT_OIDS = frozenset({25, 114, 1043, 3802})  # text, json, varchar, jsonb: as the bytes PostgreSQL sent
+_INT_OIDS = frozenset({20, 21, 23})  # int8, int2, int4
+
+_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_PIPELINE_ABORTED = pq.ExecStatus.PIPELINE_ABORTED
+
+
+def to_postgres(query: str) -> bytes:
+    """`%s` placeholders -> `$1, $2, ...` (and `%%` -> `%`), as psycopg does; cached per query text."""
+    converted = _CONVERTED.get(query)
+    if converted is not None:
+        return converted
+    counter = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal counter
+        if match.group(1) == "%":
+            return "%"
+        if match.group(1) != "s":
+            raise psycopg.ProgrammingError(f"only '%s' and '%%' placeholders are allowed: {query[:200]!r}")
+        counter += 1
+        return f"${counter}"
+
+    converted = _PLACEHOLDER.sub(replace, query).encode()
+    if len(_CONVERTED) >= _CONVERTED_MAX:
+        _CONVERTED.clear()  # query shapes are few; a client that makes many only resets the cache
+    _CONVERTED[query] = converted
+    return converted
+
+
+def _context_sql(pairs: int) -> bytes:
+    """`select set_config($1, $2, true), ...` for a number of (name, value) pairs."""
+    cached = _CONTEXT_SQL.get(pairs)
+    if cached is None:
+        calls = ", ".join(f"set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(pairs))
+        cached = _CONTEXT_SQL[pairs] = f"select {calls}".encode()
+    return cached
+
+
+def _context_params(
+    identity: Identity | None,
+    role_settings: Mapping[str, Mapping[str, str]],
+    as_service: bool,
+    request_id: str,
+    method: str,
+    path: str,
+) -> list[str]:
+    if identity is None or as_service:
+        return ["request.id", request_id, "request.method", method, "request.path", path]
+    role = identity.role
+    if role not in REQUEST_ROLES:
+        raise ValueError(f"{role!r} is not a request role")
+    params = [
+        "role",
+        role,
+        "request.jwt.claims",
+        identity.claims_json,
+        "request.id",
+        request_id,
+        "request.method",
+        method,
+        "request.path",
+        path,
+    ]
+    for name, value in sorted(role_settings.get(role, {}).items()):
+        params.append(name)
+        params.append(value)
+    return params
+
+
+@dataclass
+class _Command:
+    """One statement of the batch: its text ($n placeholders) and its dumped parameters."""
+
+    query: bytes
+    params: Sequence[Buffer | None] | None = None
+    types: Sequence[int] | None = None
+    formats: Sequence[pq.Format] | None = None
+
+
+def _command(query: bytes, params: Sequence[str] | None = None) -> _Command:
+    """A command whose parameters are text (sent as `unknown`, typed by the statement)."""
+    if not params:
+        return _Command(query)
+    dumped: list[Buffer | None] = []
+    for value in params:
+        if "\x00" in value:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        dumped.append(value.encode())
+    return _Command(query, dumped)
+
+
+def _statement_command(statement: Statement, conn: psycopg.AsyncConnection[Any]) -> _Command:
+    query = statement.query
+    text = query if isinstance(query, str) else query.as_string(conn)
+    command = to_postgres(text)
+    if not statement.params:
+        return _Command(command)
+    # psycopg's own adaptation (types, binary formats, NUL checks), as a cursor would do it
+    transformer = Transformer(conn)
+    params = transformer.dump_sequence(statement.params, [PyFormat.AUTO] * len(statement.params))
+    return _Command(command, params, transformer.types, transformer.formats)
+
+
+def _exchange(pgconn: pq.abc.PGconn, expected: int) -> PQGen[list[pq.abc.PGresult | None]]:
+    """Flushes the queued commands and collects one result per command, up to the pipeline sync."""
+    while pgconn.flush() != 0:
+        ready = yield Wait.RW
+        if ready & Ready.R:
+            pgconn.consume_input()
+    results: list[pq.abc.PGresult | None] = []
+    current: pq.abc.PGresult | None = None
+    while True:
+        while pgconn.is_busy():
+            ready = yield Wait.R
+            if ready:
+                pgconn.consume_input()
+        while notify := pgconn.notifies():
+            if pgconn.notify_handler:
+                pgconn.notify_handler(notify)
+        result = pgconn.get_result()
+        if result is None:
+            results.append(current)
+            current = None
+        elif result.status == _PIPELINE_SYNC:
+            if len(results) != expected:
+                raise psycopg.InternalError(f"{len(results)} results for {expected} commands")
+            return results
+        else:
+            current = result
+
+
+async def _send(conn: psycopg.AsyncConnection[Any], commands: Sequence[_Command]) -> list[Any]:
+    """The commands and a sync in pipeline mode: one write, then the results (one per command)."""
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    for command in commands:
+        pgconn.send_query_params(command.query, command.params, command.types, command.formats)
+    pgconn.pipeline_sync()
+    results = await conn.wait(_exchange(pgconn, len(commands)))
+    pgconn.exit_pipeline_mode()
+    return results
+
+
+def _first_error(results: Sequence[pq.abc.PGresult | None]) -> int | None:
+    for index, result in enumerate(results):
+        if result is not None and result.status == _FATAL_ERROR:
+            return index
+    return None
+
+
+def _rows(
+    result: pq.abc.PGresult | None, raw_text: bool, conn: psycopg.AsyncConnection[Any]
+) -> list[tuple[Any, ...]]:
+    if result is None or result.ntuples == 0:
+        return []
+    if raw_text:
+        oids = [result.ftype(column) for column in range(result.nfields)]
+        if all(oid in _TEXT_OIDS or oid in _INT_OIDS for oid in oids):
+            rows: list[tuple[Any, ...]] = []
+            for row in range(result.ntuples):
+                values: list[Any] = []
+                for column, oid in enumerate(oids):
+                    value = result.get_value(row, column)
+                    if value is None:
+                        values.append(None)
+                    else:
+                        values.append(bytes(value) if oid in _TEXT_OIDS else int(bytes(value)))
+                rows.append(tuple(values))
+            return rows
+    transformer = Transformer(conn)
+    transformer.set_pgresult(result)
+    return transformer.load_rows(0, result.ntuples, tuple)
 
 
 async def run(
@@ -174,69 +370,68 @@ async def run(
     With `as_service` the statements run as the authenticator (the auth functions) after the identity's
     session check.
 
+    The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
+    sync): one write to the server and one read of the results. A signed-in request sends its session
+    check first, in the same transaction, and the rest only once the database said the session is active.
+
     Raises StatementError (a database error, with the statement that failed), SessionInactive,
     psycopg_pool.PoolTimeout and psycopg.OperationalError (connection lost).
     """
+    context = _command(
+        _context_sql(3 if identity is None or as_service else 5 + len(role_settings.get(identity.role, {}))),
+        _context_params(identity, role_settings, as_service, request_id, method, path),
+    )
     async with pool.connection(timeout=timeout) as conn:
-        error: psycopg.Error | None = None
-        cursors: list[psycopg.AsyncCursor[Any]] = []
-        gucs: psycopg.AsyncCursor[Any] | None = None
-        session_ok = True
+        # request statements are dumped with the connection's adapters (its encoding, its types)
+        commands = [_statement_command(statement, conn) for statement in statements]
+        begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
+        clean = False
         try:
-            async with conn.pipeline() as pipeline:
-                try:
-                    await conn.execute(
-                        "begin isolation level read committed" + (" read only" if read_only else "")
-                    )
-                    if identity is None or as_service:
-                        query, params = service_context(request_id=request_id, method=method, path=path)
-                    else:
-                        query, params = request_context(
-                            identity.role,
-                            identity.claims,
-                            role_settings,
-                            request_id=request_id,
-                            method=method,
-                            path=path,
-                        )
-                    if identity is not None and identity.jti is not None:
-                        # as the authenticator, before the role switch; nothing runs as the user until
-                        # the database said the session is active
-                        check = await conn.execute(SESSION_CHECK, [identity.jti, identity.user_id])
-                        await pipeline.sync()
-                        row = await check.fetchone()
-                        session_ok = bool(row and row[0] is True)
-                    if session_ok:
-                        await conn.execute(query, params)
-                        for statement in statements:
-                            cursor = conn.cursor()
-                            if statement.raw_text:
-                                cursor.adapters.register_loader("text", RawText)
-                            await cursor.execute(statement.query, list(statement.params))
-                            cursors.append(cursor)
-                        gucs = await conn.execute(RESPONSE_GUCS)
-                        await conn.execute("commit")
-                        await pipeline.sync()
-                except psycopg.Error as exc:
-                    error = exc
-                    # drain the aborted pipeline here, so that leaving the block does not log about it
-                    with contextlib.suppress(psycopg.Error):
-                        await pipeline.sync()
+            if identity is not None and identity.jti is not None:
+                # as the authenticator, before the role switch; nothing runs as the user until the
+                # database said the session is active
+                check = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id)])
+                results = await _send(conn, [begin, check])
+                failed = _first_error(results)
+                if failed is None:
+                    value = results[1].get_value(0, 0) if results[1] is not None else None
+                    if value != b"t":
+                        await conn.execute("rollback")
+                        clean = True
+                        raise SessionInactive()
+                    batch = [context, *commands, _Command(_RESPONSE_GUCS), _Command(_COMMIT)]
+                    offset = 1  # commands[i] is batch[i + 1]
+                else:
+                    batch = []
+                    offset = -1
+            else:
+                batch = [begin, context, *commands, _Command(_RESPONSE_GUCS), _Command(_COMMIT)]
+                offset = 2
+                results = []
+                failed = None
+            if batch:
+                results = await _send(conn, batch)
+                failed = _first_error(results)
+            if failed is not None:
+                error = psycopg.errors.error_from_result(results[failed], encoding=conn.info.encoding)
+                await conn.execute("rollback")
+                clean = True
+                index = failed - offset
+                raise StatementError(error, statements[index] if 0 <= index < len(statements) else None)
+            clean = True
         finally:
-            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.execute("rollback")
-        if error is not None:
-            if isinstance(error, psycopg.OperationalError) and conn.broken:
-                raise error
-            # in pipeline mode an error can surface while a later statement is queued; the first
-            # statement holds every value of the request, so a value PostgreSQL cannot parse fails there
-            raise StatementError(error, statements[0] if statements else None)
-        if not session_ok:
-            raise SessionInactive()
-        result = Result(rows=[await cursor.fetchall() for cursor in cursors])
-        if gucs is not None:
-            guc_row = await gucs.fetchone()
-            if guc_row is not None:
-                result.status, result.headers = guc_row
+            if not clean and not conn.closed:
+                # interrupted between the write and the last result: the connection's state is unknown
+                await conn.close()
+        result = Result(
+            rows=[
+                _rows(results[offset + index], statement.raw_text, conn)
+                for index, statement in enumerate(statements)
+            ]
+        )
+        gucs = results[offset + len(statements)]
+        if gucs is not None and gucs.ntuples:
+            status, headers = gucs.get_value(0, 0), gucs.get_value(0, 1)
+            result.status = bytes(status).decode() if status is not None else None
+            result.headers = bytes(headers).decode() if headers is not None else None
         return result
