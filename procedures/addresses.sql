@@ -1,5 +1,6 @@
 -- Deploy commercecore:procedures/addresses to pg
 -- requires: schema/users
+-- requires: schema/errors
 -- The signed-in user's addresses: GET|POST /me/addresses, PATCH|DELETE /me/addresses/{id}.
 -- At most one default address per kind: making one default clears the previous default in the same
 -- transaction, under a lock on the user's row, so concurrent requests queue instead of colliding on the
@@ -44,23 +45,18 @@ begin
     return null;  -- absent: the caller decides (create: required fields are coalesced to '' first)
   end if;
   if address_field.required and trimmed = '' then
-    raise exception using
-      errcode = 'PT422',
-      message = pg_catalog.format('The address field %s is required.', address_field.field),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', address_field.field, 'reason', 'missing'
-      )::text,
-      hint = pg_catalog.format('Send a non-empty %s.', address_field.field);
+    perform core.raise_invalid(
+      address_field.field, pg_catalog.format('The address field %s is required.', address_field.field),
+      pg_catalog.jsonb_build_object('reason', 'missing'),
+      pg_catalog.format('Send a non-empty %s.', address_field.field)
+    );
   end if;
   if pg_catalog.length(trimmed) > address_field.max_length then
-    raise exception using
-      errcode = 'PT422',
-      message = pg_catalog.format('The address field %s is too long.', address_field.field),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', address_field.field, 'reason', 'too_long',
-        'max_length', address_field.max_length
-      )::text,
-      hint = pg_catalog.format('Send at most %s characters.', address_field.max_length);
+    perform core.raise_invalid(
+      address_field.field, pg_catalog.format('The address field %s is too long.', address_field.field),
+      pg_catalog.jsonb_build_object('reason', 'too_long', 'max_length', address_field.max_length),
+      pg_catalog.format('Send at most %s characters.', address_field.max_length)
+    );
   end if;
   return trimmed;
 end;
@@ -80,13 +76,11 @@ declare
   normalized text := pg_catalog.lower(pg_catalog.btrim(address_kind.kind));
 begin
   if normalized is null or normalized not in ('shipping', 'billing') then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The address kind must be shipping or billing.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', 'kind', 'allowed', pg_catalog.jsonb_build_array('shipping', 'billing')
-      )::text,
-      hint = 'Send kind "shipping" or "billing".';
+    perform core.raise_invalid(
+      'kind', 'The address kind must be shipping or billing.',
+      pg_catalog.jsonb_build_object('allowed', pg_catalog.jsonb_build_array('shipping', 'billing')),
+      'Send kind "shipping" or "billing".'
+    );
   end if;
   return normalized;
 end;
@@ -107,13 +101,11 @@ begin
     return null;  -- absent: unchanged for an update; create sends '' instead
   end if;
   if not core.is_country_code(normalized) then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The country is not an ISO 3166-1 alpha-2 code.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', 'country', 'value', address_country.country
-      )::text,
-      hint = 'Send a two-letter country code such as DE, FR or US.';
+    perform core.raise_invalid(
+      'country', 'The country is not an ISO 3166-1 alpha-2 code.',
+      pg_catalog.jsonb_build_object('value', address_country.country),
+      'Send a two-letter country code such as DE, FR or US.'
+    );
   end if;
   return normalized;
 end;
@@ -154,11 +146,10 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
   -- the same error for a missing address and for another user's: existence is never revealed
-  raise exception using
-    errcode = 'PT404',
-    message = 'Address not found.',
-    detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'address', 'id', address_not_found.id)::text,
-    hint = 'List your addresses with GET /me/addresses.';
+  perform core.raise_not_found(
+    'address', address_not_found.id, 'List your addresses with GET /me/addresses.',
+    message => 'Address not found.'
+  );
 end;
 $$;
 
@@ -175,11 +166,10 @@ begin
   -- block foreign-key checks of new orders that reference the user
   select u.id into owner_id from core.users as u where u.id = core.current_user_id() for no key update;
   if owner_id is null then
-    raise exception using
-      errcode = 'PT401',
-      message = 'You are not signed in.',
-      detail = pg_catalog.jsonb_build_object('code', 'not_authenticated')::text,
-      hint = 'Sign in, then send the session cookie or an Authorization: Bearer token.';
+    perform core.raise_error(
+      '401', 'not_authenticated', 'You are not signed in.',
+      hint => 'Sign in, then send the session cookie or an Authorization: Bearer token.'
+    );
   end if;
   return owner_id;
 end;

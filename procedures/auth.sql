@@ -2,11 +2,12 @@
 -- requires: schema/auth
 -- requires: schema/login_failures
 -- requires: procedures/me
+-- requires: schema/errors
 -- The gateway's auth internals: signup, login lookup and lockout, sessions (JWT ids) and password changes.
 -- Only the gateway's login (authenticator) may execute them, before it switches to a request role: there
 -- core.request_role() is 'none', which row-level security treats as a service. The database never sees a
--- password: the gateway hashes it with argon2id; register_user and change_password refuse anything but a
--- complete argon2id hash (PHC string), as the check constraint on auth.credentials does for its prefix.
+-- password: the gateway hashes it with argon2id, and the check constraint on auth.credentials refuses
+-- anything but a complete argon2id hash (PHC string) — in one transaction with the rest of a signup.
 begin;
 
 set local role app_owner;
@@ -21,35 +22,21 @@ declare
   new_full_name text := coalesce(pg_catalog.btrim(register_user.full_name), '');
   created core.users;
 begin
-  -- credentials_password_hash_check checks the argon2id prefix; the whole PHC string is checked here, so
-  -- that nothing but a complete hash (salt and digest in base64) is ever stored
-  if register_user.password_hash is null
-    or register_user.password_hash !~ '^\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}$' then
-    raise exception using
-      errcode = '23514',
-      constraint = 'credentials_password_hash_check',
-      message = 'password_hash is not an argon2id hash in PHC string format.',
-      hint = 'Hash the password in the gateway (argon2id); the database never takes a password.';
-  end if;
   if pg_catalog.length(new_full_name) > 200 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The full name is too long.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', 'full_name', 'reason', 'too_long', 'max_length', 200
-      )::text,
-      hint = 'Send at most 200 characters.';
+    perform core.raise_invalid(
+      'full_name', 'The full name is too long.',
+      pg_catalog.jsonb_build_object('reason', 'too_long', 'max_length', 200), 'Send at most 200 characters.'
+    );
   end if;
   begin
     insert into core.users as u (email, full_name, role)
     values (new_email, new_full_name, 'app_readwrite')
     returning * into created;
   exception when unique_violation then
-    raise exception using
-      errcode = 'PT409',
-      message = 'This email address is already registered.',
-      detail = pg_catalog.jsonb_build_object('code', 'email_taken', 'field', 'email')::text,
-      hint = 'Sign in instead, or use another email address.';
+    perform core.raise_error(
+      '409', 'email_taken', 'This email address is already registered.',
+      pg_catalog.jsonb_build_object('field', 'email'), 'Sign in instead, or use another email address.'
+    );
   end;
   insert into auth.credentials (user_id, password_hash) values (created.id, register_user.password_hash);
   -- failures counted while the address had no account do not follow it into the new one
@@ -257,16 +244,6 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  -- credentials_password_hash_check checks the argon2id prefix; the whole PHC string is checked here, so
-  -- that nothing but a complete hash (salt and digest in base64) is ever stored
-  if change_password.password_hash is null
-    or change_password.password_hash !~ '^\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}$' then
-    raise exception using
-      errcode = '23514',
-      constraint = 'credentials_password_hash_check',
-      message = 'password_hash is not an argon2id hash in PHC string format.',
-      hint = 'Hash the password in the gateway (argon2id); the database never takes a password.';
-  end if;
   insert into auth.credentials as c (user_id, password_hash)
   values (change_password.user_id, change_password.password_hash)
   on conflict on constraint credentials_pkey do update
@@ -336,34 +313,25 @@ declare
   updated core.users;
 begin
   if not core.is_admin() then
-    raise exception using
-      errcode = 'PT403',
-      message = 'Only staff may change roles.',
-      detail = pg_catalog.jsonb_build_object('code', 'forbidden')::text;
+    perform core.raise_error('403', 'forbidden', 'Only staff may change roles.');
   end if;
   if set_user_role.role is null or set_user_role.role not in ('app_readwrite', 'app_admin') then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The role must be app_readwrite or app_admin.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', 'role', 'allowed', pg_catalog.jsonb_build_array('app_readwrite', 'app_admin')
-      )::text,
-      hint = 'Send role "app_readwrite" (customer) or "app_admin" (staff).';
+    perform core.raise_invalid(
+      'role', 'The role must be app_readwrite or app_admin.',
+      pg_catalog.jsonb_build_object('allowed', pg_catalog.jsonb_build_array('app_readwrite', 'app_admin')),
+      'Send role "app_readwrite" (customer) or "app_admin" (staff).'
+    );
   end if;
   if set_user_role.user_id = core.current_user_id() then
-    raise exception using
-      errcode = 'PT409',
-      message = 'You cannot change your own role.',
-      detail = pg_catalog.jsonb_build_object('code', 'own_role', 'user_id', set_user_role.user_id)::text,
-      hint = 'Ask another member of staff.';
+    perform core.raise_error(
+      '409', 'own_role', 'You cannot change your own role.',
+      pg_catalog.jsonb_build_object('user_id', set_user_role.user_id), 'Ask another member of staff.'
+    );
   end if;
 
   select u.role into old_role from core.users as u where u.id = set_user_role.user_id for update;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = 'User not found.',
-      detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'user', 'id', set_user_role.user_id)::text;
+    perform core.raise_not_found('user', set_user_role.user_id, message => 'User not found.');
   end if;
   update core.users as u set role = set_user_role.role
   where u.id = set_user_role.user_id

@@ -1,6 +1,7 @@
 -- Deploy commercecore:procedures/billing to pg
 -- requires: schema/payments
 -- requires: schema/audit
+-- requires: schema/errors
 -- The payment state machine (SPEC §4) and the Stripe inbox, for the gateway's Stripe paths (role
 -- app_payments), plus the two api functions staff and customers reach it by (refund, payment list).
 --
@@ -117,11 +118,10 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  raise exception using
-    errcode = 'PT404',
-    message = pg_catalog.format('Payment %s does not exist.', payment_id),
-    detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'payment', 'id', payment_id)::text,
-    hint = 'Look the payment up with billing.find_payment.';
+  perform core.raise_not_found(
+    'payment', payment_id, 'Look the payment up with billing.find_payment.',
+    message => pg_catalog.format('Payment %s does not exist.', payment_id)
+  );
 end;
 $$;
 
@@ -153,18 +153,16 @@ begin
       and ord.user_id <> core.current_user_id()
     )
   then
-    raise exception using
-      errcode = 'PT404',
-      message = pg_catalog.format('Order %s does not exist.', begin_payment.order_id),
-      detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'order', 'id', begin_payment.order_id)::text,
-      hint = 'Check the order id.';
+    perform core.raise_not_found(
+      'order', begin_payment.order_id, 'Check the order id.',
+      message => pg_catalog.format('Order %s does not exist.', begin_payment.order_id)
+    );
   end if;
   if ord.status <> 'pending' then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Order %s is %s and cannot be paid.', ord.id, ord.status),
-      detail = pg_catalog.jsonb_build_object('code', 'order_not_payable', 'order_id', ord.id, 'status', ord.status)::text,
-      hint = 'Only pending orders can be paid.';
+    perform core.raise_error(
+      '409', 'order_not_payable', pg_catalog.format('Order %s is %s and cannot be paid.', ord.id, ord.status),
+      pg_catalog.jsonb_build_object('order_id', ord.id, 'status', ord.status), 'Only pending orders can be paid.'
+    );
   end if;
 
   select
@@ -179,13 +177,11 @@ begin
   where i.order_id = ord.id;
 
   if items is null or ord.total_minor <= 0 then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Order %s has nothing to pay.', ord.id),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'order_empty', 'order_id', ord.id, 'total_minor', ord.total_minor
-      )::text,
-      hint = 'Add items to the order before checking out.';
+    perform core.raise_error(
+      '409', 'order_empty', pg_catalog.format('Order %s has nothing to pay.', ord.id),
+      pg_catalog.jsonb_build_object('order_id', ord.id, 'total_minor', ord.total_minor),
+      'Add items to the order before checking out.'
+    );
   end if;
 
   select
@@ -239,11 +235,10 @@ declare
   payment core.payments;
 begin
   if coalesce(attach_checkout_session.checkout_session_id, '') = '' then
-    raise exception using
-      errcode = 'PT422',
-      message = 'A checkout session id is required.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'checkout_session_id')::text,
-      hint = 'Pass the id of the Stripe Checkout Session (cs_...).';
+    perform core.raise_invalid(
+      'checkout_session_id', 'A checkout session id is required.',
+      hint => 'Pass the id of the Stripe Checkout Session (cs_...).'
+    );
   end if;
   select p.* into payment from core.payments as p where p.id = attach_checkout_session.payment_id for update;
   if not found then
@@ -254,20 +249,20 @@ begin
     return billing.payment_json(payment) || '{"changed": false}'::jsonb;  -- a retry: same session, nothing to do
   end if;
   if payment.checkout_session_id is not null then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Payment %s already has another checkout session.', payment.id),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'checkout_session_conflict', 'payment_id', payment.id, 'status', payment.status
-      )::text,
-      hint = 'Start a new attempt with billing.begin_payment and expire the extra session at Stripe.';
+    perform core.raise_error(
+      '409', 'checkout_session_conflict',
+      pg_catalog.format('Payment %s already has another checkout session.', payment.id),
+      pg_catalog.jsonb_build_object('payment_id', payment.id, 'status', payment.status),
+      'Start a new attempt with billing.begin_payment and expire the extra session at Stripe.'
+    );
   end if;
   if payment.status <> 'created' then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Payment %s is %s; a checkout session can no longer be attached.', payment.id, payment.status),
-      detail = pg_catalog.jsonb_build_object('code', 'payment_not_open', 'payment_id', payment.id, 'status', payment.status)::text,
-      hint = 'Expire the new session at Stripe; start a new attempt if the order is still pending.';
+    perform core.raise_error(
+      '409', 'payment_not_open',
+      pg_catalog.format('Payment %s is %s; a checkout session can no longer be attached.', payment.id, payment.status),
+      pg_catalog.jsonb_build_object('payment_id', payment.id, 'status', payment.status),
+      'Expire the new session at Stripe; start a new attempt if the order is still pending.'
+    );
   end if;
 
   begin
@@ -280,14 +275,13 @@ begin
     where p.id = payment.id
     returning * into payment;
   exception when unique_violation then
-    raise exception using
-      errcode = 'PT409',
-      message = 'This checkout session belongs to another payment.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'checkout_session_conflict', 'payment_id', payment.id,
-        'checkout_session_id', attach_checkout_session.checkout_session_id
-      )::text,
-      hint = 'Each payment attempt has its own checkout session.';
+    perform core.raise_error(
+      '409', 'checkout_session_conflict', 'This checkout session belongs to another payment.',
+      pg_catalog.jsonb_build_object(
+        'payment_id', payment.id, 'checkout_session_id', attach_checkout_session.checkout_session_id
+      ),
+      'Each payment attempt has its own checkout session.'
+    );
   end;
   return billing.payment_json(payment) || '{"changed": true}'::jsonb;
 end;
@@ -322,20 +316,17 @@ declare
   will_apply boolean;
 begin
   if mark_payment_completed.amount_minor is null or mark_payment_completed.amount_minor < 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'amount_minor must be a non-negative amount in minor units.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', 'amount_minor', 'value', mark_payment_completed.amount_minor
-      )::text,
-      hint = 'Pass the amount Stripe reports (amount_total).';
+    perform core.raise_invalid(
+      'amount_minor', 'amount_minor must be a non-negative amount in minor units.',
+      pg_catalog.jsonb_build_object('value', mark_payment_completed.amount_minor),
+      'Pass the amount Stripe reports (amount_total).'
+    );
   end if;
   if charged_currency is null or charged_currency !~ '^[A-Z]{3}$' then
-    raise exception using
-      errcode = 'PT422',
-      message = 'currency must be a 3-letter ISO 4217 code.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'currency', 'value', mark_payment_completed.currency)::text,
-      hint = 'Pass the currency Stripe reports.';
+    perform core.raise_invalid(
+      'currency', 'currency must be a 3-letter ISO 4217 code.',
+      pg_catalog.jsonb_build_object('value', mark_payment_completed.currency), 'Pass the currency Stripe reports.'
+    );
   end if;
 
   -- lock order: payment, then order
@@ -344,24 +335,23 @@ begin
     perform billing.raise_payment_not_found(mark_payment_completed.payment_id);
   end if;
   if payment.checkout_session_id <> mark_payment_completed.checkout_session_id then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Payment %s belongs to another checkout session.', payment.id),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'checkout_session_mismatch', 'payment_id', payment.id,
-        'checkout_session_id', mark_payment_completed.checkout_session_id
-      )::text,
-      hint = 'Look the payment up by its checkout session with billing.find_payment.';
+    perform core.raise_error(
+      '409', 'checkout_session_mismatch',
+      pg_catalog.format('Payment %s belongs to another checkout session.', payment.id),
+      pg_catalog.jsonb_build_object(
+        'payment_id', payment.id, 'checkout_session_id', mark_payment_completed.checkout_session_id
+      ),
+      'Look the payment up by its checkout session with billing.find_payment.'
+    );
   end if;
   if payment.payment_intent_id <> mark_payment_completed.payment_intent_id then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Payment %s belongs to another payment intent.', payment.id),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'payment_intent_mismatch', 'payment_id', payment.id,
-        'payment_intent_id', mark_payment_completed.payment_intent_id
-      )::text,
-      hint = 'Look the payment up by its payment intent with billing.find_payment.';
+    perform core.raise_error(
+      '409', 'payment_intent_mismatch', pg_catalog.format('Payment %s belongs to another payment intent.', payment.id),
+      pg_catalog.jsonb_build_object(
+        'payment_id', payment.id, 'payment_intent_id', mark_payment_completed.payment_intent_id
+      ),
+      'Look the payment up by its payment intent with billing.find_payment.'
+    );
   end if;
   select o.* into strict ord from core.orders as o where o.id = payment.order_id for update;
 
@@ -522,11 +512,10 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
   if record_stripe_event.id is null or record_stripe_event.id !~ '^evt_[A-Za-z0-9_]+$' then
-    raise exception using
-      errcode = 'PT422',
-      message = 'A Stripe event id (evt_...) is required.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'id', 'value', record_stripe_event.id)::text,
-      hint = 'Pass the id of the verified Stripe event.';
+    perform core.raise_invalid(
+      'id', 'A Stripe event id (evt_...) is required.',
+      pg_catalog.jsonb_build_object('value', record_stripe_event.id), 'Pass the id of the verified Stripe event.'
+    );
   end if;
   -- a concurrent delivery of the same id waits here for the first one's transaction, then does nothing
   insert into core.stripe_events (id, type, payload, livemode, stripe_created_at)
@@ -563,11 +552,10 @@ begin
     payment_id = coalesce(finish_stripe_event.payment_id, e.payment_id)
   where e.id = finish_stripe_event.id;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = pg_catalog.format('Stripe event %s is not in the inbox.', finish_stripe_event.id),
-      detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'stripe_event', 'id', finish_stripe_event.id)::text,
-      hint = 'Record the event with billing.record_stripe_event first.';
+    perform core.raise_not_found(
+      'stripe_event', finish_stripe_event.id, 'Record the event with billing.record_stripe_event first.',
+      message => pg_catalog.format('Stripe event %s is not in the inbox.', finish_stripe_event.id)
+    );
   end if;
 end;
 $$;
@@ -649,40 +637,39 @@ begin
   if request_refund.reason is null
     or request_refund.reason not in ('superseded', 'amount_mismatch', 'currency_mismatch', 'order_not_pending', 'staff')
   then
-    raise exception using
-      errcode = 'PT422',
-      message = 'Unknown refund reason.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'reason', 'value', request_refund.reason)::text,
-      hint = 'Use staff, or the refund_reason of the payment.';
+    perform core.raise_invalid(
+      'reason', 'Unknown refund reason.',
+      pg_catalog.jsonb_build_object('value', request_refund.reason), 'Use staff, or the refund_reason of the payment.'
+    );
   end if;
   if request_refund.amount_minor is not null and request_refund.amount_minor <= 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'A refund amount must be positive.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'amount', 'value', request_refund.amount_minor)::text,
-      hint = 'Leave the amount out to refund everything that is left.';
+    perform core.raise_invalid(
+      'amount', 'A refund amount must be positive.',
+      pg_catalog.jsonb_build_object('value', request_refund.amount_minor),
+      'Leave the amount out to refund everything that is left.'
+    );
   end if;
   select p.* into payment from core.payments as p where p.id = request_refund.payment_id for update;
   if not found then
     perform billing.raise_payment_not_found(request_refund.payment_id);
   end if;
   if payment.status not in ('succeeded', 'refunded') then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Payment %s is %s: there is nothing to refund.', payment.id, payment.status),
-      detail = pg_catalog.jsonb_build_object('code', 'payment_not_refundable', 'payment_id', payment.id, 'status', payment.status)::text,
-      hint = 'Only succeeded payments can be refunded.';
+    perform core.raise_error(
+      '409', 'payment_not_refundable',
+      pg_catalog.format('Payment %s is %s: there is nothing to refund.', payment.id, payment.status),
+      pg_catalog.jsonb_build_object('payment_id', payment.id, 'status', payment.status),
+      'Only succeeded payments can be refunded.'
+    );
   end if;
   refundable := billing.refundable_minor(payment);
   wanted := coalesce(request_refund.amount_minor, refundable);
   if wanted <= 0 or wanted > refundable then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('A refund of %s exceeds what is left to refund on payment %s (%s).', wanted, payment.id, refundable),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'refund_exceeds_balance', 'payment_id', payment.id, 'requested', wanted, 'refundable', refundable
-      )::text,
-      hint = 'Refund at most the refundable amount (amount - refunded - pending refunds).';
+    perform core.raise_error(
+      '409', 'refund_exceeds_balance',
+      pg_catalog.format('A refund of %s exceeds what is left to refund on payment %s (%s).', wanted, payment.id, refundable),
+      pg_catalog.jsonb_build_object('payment_id', payment.id, 'requested', wanted, 'refundable', refundable),
+      'Refund at most the refundable amount (amount - refunded - pending refunds).'
+    );
   end if;
   refund := billing.create_refund(payment, wanted, request_refund.reason, request_refund.requested_by);
   return billing.refund_json(refund) || pg_catalog.jsonb_build_object(
@@ -768,36 +755,31 @@ declare
 begin
   select r.* into refund from core.refunds as r where r.id = attach_refund.refund_id for update;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = pg_catalog.format('Refund %s does not exist.', attach_refund.refund_id),
-      detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'refund', 'id', attach_refund.refund_id)::text,
-      hint = 'List the refunds to send with billing.pending_refunds.';
+    perform core.raise_not_found(
+      'refund', attach_refund.refund_id, 'List the refunds to send with billing.pending_refunds.',
+      message => pg_catalog.format('Refund %s does not exist.', attach_refund.refund_id)
+    );
   end if;
   if refund.stripe_refund_id = attach_refund.stripe_refund_id then
     return billing.refund_json(refund) || '{"changed": false}'::jsonb;
   end if;
   if refund.stripe_refund_id is not null then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Refund %s is already attached to another Stripe refund.', refund.id),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'refund_conflict', 'refund_id', refund.id, 'stripe_refund_id', attach_refund.stripe_refund_id
-      )::text,
-      hint = 'Send each refund to Stripe with its idempotency_key, so a retry returns the same Stripe refund.';
+    perform core.raise_error(
+      '409', 'refund_conflict', pg_catalog.format('Refund %s is already attached to another Stripe refund.', refund.id),
+      pg_catalog.jsonb_build_object('refund_id', refund.id, 'stripe_refund_id', attach_refund.stripe_refund_id),
+      'Send each refund to Stripe with its idempotency_key, so a retry returns the same Stripe refund.'
+    );
   end if;
   begin
     update core.refunds as r set stripe_refund_id = attach_refund.stripe_refund_id
     where r.id = refund.id
     returning * into refund;
   exception when unique_violation then
-    raise exception using
-      errcode = 'PT409',
-      message = 'This Stripe refund is attached to another refund.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'refund_conflict', 'refund_id', refund.id, 'stripe_refund_id', attach_refund.stripe_refund_id
-      )::text,
-      hint = 'Each refund has its own Stripe refund.';
+    perform core.raise_error(
+      '409', 'refund_conflict', 'This Stripe refund is attached to another refund.',
+      pg_catalog.jsonb_build_object('refund_id', refund.id, 'stripe_refund_id', attach_refund.stripe_refund_id),
+      'Each refund has its own Stripe refund.'
+    );
   end;
   return billing.refund_json(refund) || '{"changed": true}'::jsonb;
 end;
@@ -816,14 +798,14 @@ declare
 begin
   -- the caller holds the payment and order row locks (in that order)
   if payment.refunded_minor + apply_refunded_amount.amount_minor > payment.amount_minor then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Refunds of payment %s would exceed its amount.', payment.id),
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'refund_exceeds_balance', 'payment_id', payment.id,
-        'requested', apply_refunded_amount.amount_minor, 'refundable', payment.amount_minor - payment.refunded_minor
-      )::text,
-      hint = 'Check the refunds of this payment at Stripe.';
+    perform core.raise_error(
+      '409', 'refund_exceeds_balance', pg_catalog.format('Refunds of payment %s would exceed its amount.', payment.id),
+      pg_catalog.jsonb_build_object(
+        'payment_id', payment.id, 'requested', apply_refunded_amount.amount_minor,
+        'refundable', payment.amount_minor - payment.refunded_minor
+      ),
+      'Check the refunds of this payment at Stripe.'
+    );
   end if;
   update core.payments as p
   set
@@ -862,13 +844,11 @@ declare
   previous_status text;
 begin
   if mark_refund_succeeded.amount_minor is not null and mark_refund_succeeded.amount_minor <= 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'A refunded amount must be positive.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', 'amount_minor', 'value', mark_refund_succeeded.amount_minor
-      )::text,
-      hint = 'Pass the amount of the Stripe refund.';
+    perform core.raise_invalid(
+      'amount_minor', 'A refunded amount must be positive.',
+      pg_catalog.jsonb_build_object('value', mark_refund_succeeded.amount_minor),
+      'Pass the amount of the Stripe refund.'
+    );
   end if;
   select r.payment_id into found_payment_id from core.refunds as r where r.stripe_refund_id = mark_refund_succeeded.stripe_refund_id;
   if not found then
@@ -878,13 +858,11 @@ begin
     order by p.id desc limit 1;
   end if;
   if found_payment_id is null then
-    raise exception using
-      errcode = 'PT404',
-      message = 'No refund or payment matches this Stripe refund.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'not_found', 'resource', 'refund', 'id', mark_refund_succeeded.stripe_refund_id
-      )::text,
-      hint = 'Pass the payment intent id for a refund made outside the gateway.';
+    perform core.raise_not_found(
+      'refund', mark_refund_succeeded.stripe_refund_id,
+      'Pass the payment intent id for a refund made outside the gateway.',
+      message => 'No refund or payment matches this Stripe refund.'
+    );
   end if;
 
   -- lock order: payment, then order, then refund
@@ -901,11 +879,10 @@ begin
 
   confirmed := coalesce(mark_refund_succeeded.amount_minor, refund.amount_minor);
   if confirmed is null then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The amount of a refund made outside the gateway is required.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'amount_minor')::text,
-      hint = 'Pass the amount of the Stripe refund.';
+    perform core.raise_invalid(
+      'amount_minor', 'The amount of a refund made outside the gateway is required.',
+      hint => 'Pass the amount of the Stripe refund.'
+    );
   end if;
   if refund.id is null then
     -- a refund made outside the gateway (Stripe dashboard): recorded so the books match Stripe
@@ -955,14 +932,11 @@ begin
   order by (r.stripe_refund_id = mark_refund_failed.stripe_refund_id) is not true
   limit 1;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = 'No refund matches.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'not_found', 'resource', 'refund',
-        'id', coalesce(mark_refund_failed.stripe_refund_id, mark_refund_failed.refund_id::text)
-      )::text,
-      hint = 'Pass the Stripe refund id, or the refund id when Stripe refused to create it.';
+    perform core.raise_not_found(
+      'refund', coalesce(mark_refund_failed.stripe_refund_id, mark_refund_failed.refund_id::text),
+      'Pass the Stripe refund id, or the refund id when Stripe refused to create it.',
+      message => 'No refund matches.'
+    );
   end if;
   perform from core.payments as p where p.id = found_payment_id for update;
   select r.* into strict refund
@@ -1007,19 +981,18 @@ declare
 begin
   select o.* into ord from core.orders as o where o.id = refund_order.order_id;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = pg_catalog.format('Order %s does not exist.', refund_order.order_id),
-      detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'order', 'id', refund_order.order_id)::text,
-      hint = 'Check the order id.';
+    perform core.raise_not_found(
+      'order', refund_order.order_id, 'Check the order id.',
+      message => pg_catalog.format('Order %s does not exist.', refund_order.order_id)
+    );
   end if;
   select p.id into applied_payment_id from core.payments as p where p.order_id = ord.id and p.applied;
   if applied_payment_id is null then
-    raise exception using
-      errcode = 'PT409',
-      message = pg_catalog.format('Order %s is %s: it has no payment to refund.', ord.id, ord.status),
-      detail = pg_catalog.jsonb_build_object('code', 'order_not_refundable', 'order_id', ord.id, 'status', ord.status)::text,
-      hint = 'Only paid orders can be refunded.';
+    perform core.raise_error(
+      '409', 'order_not_refundable',
+      pg_catalog.format('Order %s is %s: it has no payment to refund.', ord.id, ord.status),
+      pg_catalog.jsonb_build_object('order_id', ord.id, 'status', ord.status), 'Only paid orders can be refunded.'
+    );
   end if;
   refund := billing.request_refund(applied_payment_id, refund_order.amount, 'staff', core.current_user_id());
   perform pg_catalog.set_config('response.status', '202', true);
@@ -1045,11 +1018,10 @@ as $$
 begin
   -- row-level security: a customer finds only their own order; another's is exactly as missing
   if not exists (select from core.orders as o where o.id = order_payments.order_id) then
-    raise exception using
-      errcode = 'PT404',
-      message = pg_catalog.format('Order %s does not exist.', order_payments.order_id),
-      detail = pg_catalog.jsonb_build_object('code', 'not_found', 'resource', 'order', 'id', order_payments.order_id)::text,
-      hint = 'Check the order id.';
+    perform core.raise_not_found(
+      'order', order_payments.order_id, 'Check the order id.',
+      message => pg_catalog.format('Order %s does not exist.', order_payments.order_id)
+    );
   end if;
   return (
     select

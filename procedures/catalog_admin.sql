@@ -1,5 +1,6 @@
 -- Deploy commercecore:procedures/catalog_admin to pg
 -- requires: views/products
+-- requires: schema/errors
 -- Staff's catalog maintenance: create and change products, and move stock through the ledger.
 begin;
 
@@ -44,11 +45,7 @@ begin
     complaint := 'There is no category with this id.';
   end if;
   if bad is not null then
-    raise exception using
-      errcode = 'PT422',
-      message = complaint,
-      detail = jsonb_build_object('code', 'invalid_input', 'field', bad)::text,
-      hint = 'Correct the field and send the request again.';
+    perform core.raise_invalid(bad, complaint, hint => 'Correct the field and send the request again.');
   end if;
 end;
 $$;
@@ -64,11 +61,10 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
   if not core.is_admin() then
-    raise exception using
-      errcode = 'PT403',
-      message = 'Only staff may change the catalog.',
-      detail = jsonb_build_object('code', 'forbidden')::text,
-      hint = 'Sign in with a staff account.';
+    perform core.raise_error(
+      '403', 'forbidden', 'Only staff may change the catalog.',
+      hint => 'Sign in with a staff account.'
+    );
   end if;
 end;
 $$;
@@ -106,22 +102,17 @@ begin
     when create_product.active is null then 'active'
   end;
   if missing is not null then
-    raise exception using
-      errcode = 'PT422',
-      message = format('%s is required.', missing),
-      detail = jsonb_build_object('code', 'invalid_input', 'field', missing)::text,
-      hint = 'Send the field with a value.';
+    perform core.raise_invalid(missing, format('%s is required.', missing), hint => 'Send the field with a value.');
   end if;
   perform core.check_product_fields(
     create_product.sku, create_product.name, create_product.description, create_product.price_minor,
     create_product.currency, create_product.category_id, create_product.cost_minor
   );
   if create_product.stock < 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'stock must not be negative.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'stock', 'min', 0)::text,
-      hint = 'Give the units on hand, zero or more.';
+    perform core.raise_invalid(
+      'stock', 'stock must not be negative.',
+      jsonb_build_object('min', 0), 'Give the units on hand, zero or more.'
+    );
   end if;
 
   begin
@@ -133,11 +124,11 @@ begin
     )
     returning core.products.id into new_id;
   exception when unique_violation then
-    raise exception using
-      errcode = 'PT409',
-      message = 'Another product already has this sku.',
-      detail = jsonb_build_object('code', 'duplicate_sku', 'field', 'sku', 'sku', create_product.sku)::text,
-      hint = 'Choose another sku, or change the existing product with PATCH /products/{id}.';
+    perform core.raise_error(
+      '409', 'duplicate_sku', 'Another product already has this sku.',
+      jsonb_build_object('field', 'sku', 'sku', create_product.sku),
+      'Choose another sku, or change the existing product with PATCH /products/{id}.'
+    );
   end;
 
   -- the initial stock is the product's first ledger row
@@ -191,19 +182,17 @@ begin
   where u.field is null or u.field not in ('category_id', 'cost_minor')
   limit 1;
   if found then
-    raise exception using
-      errcode = 'PT422',
-      message = 'unset may only name category_id and cost_minor.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'unset', 'value', unknown)::text,
-      hint = 'The other fields cannot be null; give them a value instead.';
+    perform core.raise_invalid(
+      'unset', 'unset may only name category_id and cost_minor.',
+      jsonb_build_object('value', unknown), 'The other fields cannot be null; give them a value instead.'
+    );
   end if;
   if (update_product.category_id is not null and 'category_id' = any(update_product.unset))
     or (update_product.cost_minor is not null and 'cost_minor' = any(update_product.unset)) then
-    raise exception using
-      errcode = 'PT422',
-      message = 'A field cannot be both given and unset.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'unset')::text,
-      hint = 'Either give the field a value or name it in unset.';
+    perform core.raise_invalid(
+      'unset', 'A field cannot be both given and unset.',
+      hint => 'Either give the field a value or name it in unset.'
+    );
   end if;
   perform core.check_product_fields(
     update_product.sku, update_product.name, update_product.description, update_product.price_minor,
@@ -212,11 +201,7 @@ begin
 
   perform from core.products as p where p.id = update_product.id for update;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = 'There is no product with this id.',
-      detail = jsonb_build_object('code', 'not_found', 'resource', 'product', 'id', update_product.id)::text,
-      hint = 'List the catalog with GET /products.';
+    perform core.raise_not_found('product', update_product.id, 'List the catalog with GET /products.');
   end if;
 
   begin
@@ -237,11 +222,10 @@ begin
       end
     where p.id = update_product.id;
   exception when unique_violation then
-    raise exception using
-      errcode = 'PT409',
-      message = 'Another product already has this sku.',
-      detail = jsonb_build_object('code', 'duplicate_sku', 'field', 'sku', 'sku', update_product.sku)::text,
-      hint = 'Choose another sku.';
+    perform core.raise_error(
+      '409', 'duplicate_sku', 'Another product already has this sku.',
+      jsonb_build_object('field', 'sku', 'sku', update_product.sku), 'Choose another sku.'
+    );
   end;
   return core.product_document(update_product.id, true);
 end;
@@ -269,53 +253,41 @@ declare
 begin
   perform core.require_staff();
   if adjust_stock.delta is null or adjust_stock.delta = 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'delta must be a non-zero number of units.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'delta')::text,
-      hint = 'Positive adds units, negative takes them away.';
+    perform core.raise_invalid(
+      'delta', 'delta must be a non-zero number of units.',
+      hint => 'Positive adds units, negative takes them away.'
+    );
   end if;
   if adjust_stock.reason is null or adjust_stock.reason not in ('restock', 'adjustment', 'correction') then
-    raise exception using
-      errcode = 'PT422',
-      message = 'reason must be restock, adjustment or correction.',
-      detail = jsonb_build_object(
-        'code', 'invalid_input', 'field', 'reason', 'allowed', jsonb_build_array('restock', 'adjustment', 'correction')
-      )::text,
-      hint = 'Order movements are recorded by the order functions themselves.';
+    perform core.raise_invalid(
+      'reason', 'reason must be restock, adjustment or correction.',
+      jsonb_build_object('allowed', jsonb_build_array('restock', 'adjustment', 'correction')),
+      'Order movements are recorded by the order functions themselves.'
+    );
   end if;
   if length(adjust_stock.note) > 500 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'note must be at most 500 characters.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'note', 'max_length', 500)::text,
-      hint = 'Shorten the note.';
+    perform core.raise_invalid(
+      'note', 'note must be at most 500 characters.',
+      jsonb_build_object('max_length', 500), 'Shorten the note.'
+    );
   end if;
 
   select p.stock into on_hand from core.products as p where p.id = adjust_stock.id for update;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = 'There is no product with this id.',
-      detail = jsonb_build_object('code', 'not_found', 'resource', 'product', 'id', adjust_stock.id)::text,
-      hint = 'List the catalog with GET /products.';
+    perform core.raise_not_found('product', adjust_stock.id, 'List the catalog with GET /products.');
   end if;
   if on_hand::bigint + adjust_stock.delta < 0 then
-    raise exception using
-      errcode = 'PT409',
-      message = 'Not enough stock to take these units away.',
-      detail = jsonb_build_object(
-        'code', 'insufficient_stock', 'product_id', adjust_stock.id, 'requested', -adjust_stock.delta::bigint,
-        'available', on_hand
-      )::text,
-      hint = 'Take at most the available units.';
+    perform core.raise_error(
+      '409', 'insufficient_stock', 'Not enough stock to take these units away.',
+      jsonb_build_object('product_id', adjust_stock.id, 'requested', -adjust_stock.delta::bigint, 'available', on_hand),
+      'Take at most the available units.'
+    );
   end if;
   if on_hand::bigint + adjust_stock.delta > 2147483647 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The resulting stock would be too large.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'delta', 'available', on_hand)::text,
-      hint = 'Stock is at most 2147483647 units.';
+    perform core.raise_invalid(
+      'delta', 'The resulting stock would be too large.',
+      jsonb_build_object('available', on_hand), 'Stock is at most 2147483647 units.'
+    );
   end if;
 
   insert into core.inventory_movements (product_id, delta, reason, actor_user_id, note)

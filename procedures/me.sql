@@ -1,5 +1,6 @@
 -- Deploy commercecore:procedures/me to pg
 -- requires: schema/users
+-- requires: schema/errors
 -- The signed-in user's own profile: GET /me and PATCH /me, and the one place that builds the user shape.
 begin;
 
@@ -34,18 +35,17 @@ declare
   normalized text := pg_catalog.lower(pg_catalog.btrim(normalize_email.email));
 begin
   if normalized is null or normalized = '' then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The email address is missing.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'email', 'reason', 'missing')::text,
-      hint = 'Send an email address such as name@example.com.';
+    perform core.raise_invalid(
+      'email', 'The email address is missing.',
+      pg_catalog.jsonb_build_object('reason', 'missing'), 'Send an email address such as name@example.com.'
+    );
   end if;
   if pg_catalog.length(normalized) > 254 or normalized !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The email address is not valid.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'email', 'reason', 'format')::text,
-      hint = 'Send an email address such as name@example.com (at most 254 characters).';
+    perform core.raise_invalid(
+      'email', 'The email address is not valid.',
+      pg_catalog.jsonb_build_object('reason', 'format'),
+      'Send an email address such as name@example.com (at most 254 characters).'
+    );
   end if;
   return normalized;
 end;
@@ -67,11 +67,10 @@ begin
   -- RLS on core.users keys on the JWT sub as well; the explicit filter keeps staff to their own row
   select * into found_user from core.users as u where u.id = core.current_user_id();
   if not found then
-    raise exception using
-      errcode = 'PT401',
-      message = 'You are not signed in.',
-      detail = pg_catalog.jsonb_build_object('code', 'not_authenticated')::text,
-      hint = 'Sign in, then send the session cookie or an Authorization: Bearer token.';
+    perform core.raise_error(
+      '401', 'not_authenticated', 'You are not signed in.',
+      hint => 'Sign in, then send the session cookie or an Authorization: Bearer token.'
+    );
   end if;
   return core.user_json(found_user);
 end;
@@ -95,20 +94,16 @@ declare
   updated core.users;
 begin
   if core.current_user_id() is null then
-    raise exception using
-      errcode = 'PT401',
-      message = 'You are not signed in.',
-      detail = pg_catalog.jsonb_build_object('code', 'not_authenticated')::text,
-      hint = 'Sign in, then send the session cookie or an Authorization: Bearer token.';
+    perform core.raise_error(
+      '401', 'not_authenticated', 'You are not signed in.',
+      hint => 'Sign in, then send the session cookie or an Authorization: Bearer token.'
+    );
   end if;
   if new_full_name is not null and pg_catalog.length(new_full_name) > 200 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The full name is too long.',
-      detail = pg_catalog.jsonb_build_object(
-        'code', 'invalid_input', 'field', 'full_name', 'reason', 'too_long', 'max_length', 200
-      )::text,
-      hint = 'Send at most 200 characters.';
+    perform core.raise_invalid(
+      'full_name', 'The full name is too long.',
+      pg_catalog.jsonb_build_object('reason', 'too_long', 'max_length', 200), 'Send at most 200 characters.'
+    );
   end if;
   if update_me.email is not null then
     new_email := core.normalize_email(update_me.email);
@@ -121,18 +116,16 @@ begin
     where u.id = core.current_user_id()
     returning * into updated;
   exception when unique_violation then
-    raise exception using
-      errcode = 'PT409',
-      message = 'This email address is already registered.',
-      detail = pg_catalog.jsonb_build_object('code', 'email_taken', 'field', 'email')::text,
-      hint = 'Use another email address.';
+    perform core.raise_error(
+      '409', 'email_taken', 'This email address is already registered.',
+      pg_catalog.jsonb_build_object('field', 'email'), 'Use another email address.'
+    );
   end;
   if updated.id is null then
-    raise exception using
-      errcode = 'PT401',
-      message = 'You are not signed in.',
-      detail = pg_catalog.jsonb_build_object('code', 'not_authenticated')::text,
-      hint = 'Sign in again: this account no longer exists.';
+    perform core.raise_error(
+      '401', 'not_authenticated', 'You are not signed in.',
+      hint => 'Sign in again: this account no longer exists.'
+    );
   end if;
   return core.user_json(updated);
 end;

@@ -2,6 +2,7 @@
 -- requires: schema/extensions
 -- requires: schema/orders
 -- requires: schema/payments
+-- requires: schema/errors
 -- Operations: the expiry of unpaid orders, the daily sales report, and the monitoring views a DBA reads
 -- (app_dba, member of pg_monitor). Reports are readable by staff too.
 begin;
@@ -32,11 +33,10 @@ declare
   expired integer := 0;
 begin
   if expire_unpaid_orders.ttl is null or expire_unpaid_orders.ttl <= interval '0' then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The time to live of unpaid orders must be positive.',
-      detail = pg_catalog.jsonb_build_object('code', 'invalid_input', 'field', 'ttl', 'value', expire_unpaid_orders.ttl)::text,
-      hint = 'For example ''30 minutes''.';
+    perform core.raise_invalid(
+      'ttl', 'The time to live of unpaid orders must be positive.',
+      pg_catalog.jsonb_build_object('value', expire_unpaid_orders.ttl), 'For example ''30 minutes''.'
+    );
   end if;
 
   for candidate in

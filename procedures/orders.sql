@@ -2,6 +2,7 @@
 -- requires: schema/orders
 -- requires: schema/idempotency
 -- requires: views/products
+-- requires: schema/errors
 -- Placing and changing orders. Every function locks the order row first (when there is one) and then the
 -- product rows it touches in product id order, so concurrent orders queue instead of deadlocking; stock
 -- moves only through ledger rows, and the order total follows its items by trigger.
@@ -70,11 +71,7 @@ declare
   uid bigint := core.current_user_id();
 begin
   if uid is null or not exists (select from core.users as u where u.id = uid) then
-    raise exception using
-      errcode = 'PT401',
-      message = 'Sign in to order.',
-      detail = jsonb_build_object('code', 'unauthenticated')::text,
-      hint = 'Send a valid access token.';
+    perform core.raise_error('401', 'unauthenticated', 'Sign in to order.', hint => 'Send a valid access token.');
   end if;
   return uid;
 end;
@@ -94,20 +91,14 @@ begin
   -- row-level security hides other customers' orders: theirs and missing ones get the same 404
   select o.* into target from core.orders as o where o.id = lock_pending_order.order_id for update;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = 'There is no order with this id.',
-      detail = jsonb_build_object('code', 'not_found', 'resource', 'order', 'id', lock_pending_order.order_id)::text,
-      hint = 'List your orders with GET /orders.';
+    perform core.raise_not_found('order', lock_pending_order.order_id, 'List your orders with GET /orders.');
   end if;
   if target.status <> 'pending' then
-    raise exception using
-      errcode = 'PT409',
-      message = format('The order is %s and can no longer be changed.', target.status),
-      detail = jsonb_build_object(
-        'code', 'order_not_editable', 'order_id', target.id, 'status', target.status
-      )::text,
-      hint = 'Only pending orders can be changed or cancelled.';
+    perform core.raise_error(
+      '409', 'order_not_editable', format('The order is %s and can no longer be changed.', target.status),
+      jsonb_build_object('order_id', target.id, 'status', target.status),
+      'Only pending orders can be changed or cancelled.'
+    );
   end if;
   return target;
 end;
@@ -123,16 +114,14 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  raise exception using
-    errcode = 'PT409',
-    message = 'Not enough stock for this product.',
-    detail = jsonb_build_object(
-      'code', 'insufficient_stock',
-      'product_id', raise_insufficient_stock.product_id,
-      'requested', raise_insufficient_stock.requested,
+  perform core.raise_error(
+    '409', 'insufficient_stock', 'Not enough stock for this product.',
+    jsonb_build_object(
+      'product_id', raise_insufficient_stock.product_id, 'requested', raise_insufficient_stock.requested,
       'available', raise_insufficient_stock.available
-    )::text,
-    hint = 'Order at most the available quantity.';
+    ),
+    'Order at most the available quantity.'
+  );
 end;
 $$;
 
@@ -188,11 +177,10 @@ declare
 begin
   if create_order.idempotency_key is not null then
     if length(create_order.idempotency_key) not between 1 and 255 then
-      raise exception using
-        errcode = 'PT422',
-        message = 'The idempotency key must be 1 to 255 characters.',
-        detail = jsonb_build_object('code', 'invalid_input', 'field', 'idempotency_key')::text,
-        hint = 'Send a fresh random key (a UUID) per order in the Idempotency-Key header.';
+      perform core.raise_invalid(
+        'idempotency_key', 'The idempotency key must be 1 to 255 characters.',
+        hint => 'Send a fresh random key (a UUID) per order in the Idempotency-Key header.'
+      );
     end if;
     body_hash := encode(
       sha256(convert_to(
@@ -211,11 +199,11 @@ begin
       delete from core.idempotency_keys as k
       where k.user_id = uid and k.endpoint = this_endpoint and k.key = create_order.idempotency_key;
     elsif found and stored.request_hash <> body_hash then
-      raise exception using
-        errcode = 'PT422',
-        message = 'This idempotency key was already used for another request.',
-        detail = jsonb_build_object('code', 'idempotency_key_reused', 'field', 'idempotency_key')::text,
-        hint = 'Use a new key for a new order; retry with the same key only with the same body.';
+      perform core.raise_error(
+        '422', 'idempotency_key_reused', 'This idempotency key was already used for another request.',
+        jsonb_build_object('field', 'idempotency_key'),
+        'Use a new key for a new order; retry with the same key only with the same body.'
+      );
     elsif found then
       perform set_config('response.status', stored.status_code::text, true);
       perform set_config(
@@ -233,21 +221,17 @@ begin
   -- the items: an array of 1..100 {product_id, quantity}; no other key is accepted (prices come from the
   -- catalog, never from the request); lines of the same product are merged
   if jsonb_typeof(create_order.items) is distinct from 'array' then
-    raise exception using
-      errcode = 'PT422',
-      message = 'items must be an array of {product_id, quantity}.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'items')::text,
-      hint = 'Send for example {"items": [{"product_id": 1, "quantity": 2}]}.';
+    perform core.raise_invalid(
+      'items', 'items must be an array of {product_id, quantity}.',
+      hint => 'Send for example {"items": [{"product_id": 1, "quantity": 2}]}.'
+    );
   end if;
   if jsonb_array_length(create_order.items) not between 1 and 100 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'An order has 1 to 100 lines.',
-      detail = jsonb_build_object(
-        'code', 'invalid_input', 'field', 'items', 'min', 1, 'max', 100,
-        'count', jsonb_array_length(create_order.items)
-      )::text,
-      hint = 'Split a larger order in several.';
+    perform core.raise_invalid(
+      'items', 'An order has 1 to 100 lines.',
+      jsonb_build_object('min', 1, 'max', 100, 'count', jsonb_array_length(create_order.items)),
+      'Split a larger order in several.'
+    );
   end if;
   for line in
     select e.value, e.ordinality - 1 as position
@@ -273,11 +257,10 @@ begin
       end if;
     end if;
     if bad_field is not null then
-      raise exception using
-        errcode = 'PT422',
-        message = format('%s %s.', bad_field, bad_reason),
-        detail = jsonb_build_object('code', 'invalid_input', 'field', bad_field)::text,
-        hint = 'Each item is {"product_id": <id>, "quantity": <1..10000>}.';
+      perform core.raise_invalid(
+        bad_field, format('%s %s.', bad_field, bad_reason),
+        hint => 'Each item is {"product_id": <id>, "quantity": <1..10000>}.'
+      );
     end if;
   end loop;
 
@@ -296,11 +279,10 @@ begin
   order by u.product_id
   limit 1;
   if found then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The lines of one product add up to more than 10000 units.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'items', 'product_id', line.product_id)::text,
-      hint = 'Order at most 10000 units of a product.';
+    perform core.raise_invalid(
+      'items', 'The lines of one product add up to more than 10000 units.',
+      jsonb_build_object('product_id', line.product_id), 'Order at most 10000 units of a product.'
+    );
   end if;
 
   -- the shipping address: the caller's own (staff included), snapshotted; by default the default one
@@ -309,13 +291,10 @@ begin
     from core.addresses as a
     where a.id = create_order.shipping_address_id and a.user_id = uid and a.kind = 'shipping';
     if not found then
-      raise exception using
-        errcode = 'PT404',
-        message = 'There is no shipping address with this id.',
-        detail = jsonb_build_object(
-          'code', 'not_found', 'resource', 'address', 'id', create_order.shipping_address_id
-        )::text,
-        hint = 'List your addresses with GET /me/addresses.';
+      perform core.raise_not_found(
+        'address', create_order.shipping_address_id, 'List your addresses with GET /me/addresses.',
+        message => 'There is no shipping address with this id.'
+      );
     end if;
   else
     select a.* into address
@@ -332,25 +311,21 @@ begin
   order by u.product_id
   limit 1;
   if found then
-    raise exception using
-      errcode = 'PT422',
-      message = 'A product of the order does not exist or is not for sale.',
-      detail = jsonb_build_object(
-        'code', 'invalid_input', 'field', 'items', 'reason', 'product_unavailable', 'product_id', line.product_id
-      )::text,
-      hint = 'Remove the product from the order.';
+    perform core.raise_invalid(
+      'items', 'A product of the order does not exist or is not for sale.',
+      jsonb_build_object('reason', 'product_unavailable', 'product_id', line.product_id),
+      'Remove the product from the order.'
+    );
   end if;
   select array_agg(distinct p.currency order by p.currency) into currencies
   from core.products as p
   where p.id = any(product_ids);
   if cardinality(currencies) > 1 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'The products of one order must have the same currency.',
-      detail = jsonb_build_object(
-        'code', 'invalid_input', 'field', 'items', 'reason', 'mixed_currencies', 'currencies', to_jsonb(currencies)
-      )::text,
-      hint = 'Place one order per currency.';
+    perform core.raise_invalid(
+      'items', 'The products of one order must have the same currency.',
+      jsonb_build_object('reason', 'mixed_currencies', 'currencies', to_jsonb(currencies)),
+      'Place one order per currency.'
+    );
   end if;
   select u.product_id, u.quantity, p.stock into short
   from unnest(product_ids, quantities) as u (product_id, quantity)
@@ -402,11 +377,10 @@ begin
     get diagnostics stored_rows = row_count;
     if stored_rows = 0 then
       -- only when the key's row appeared after our look-up (a REPEATABLE READ caller): refuse, never doubled
-      raise exception using
-        errcode = 'PT409',
-        message = 'Another request with this idempotency key is being processed.',
-        detail = jsonb_build_object('code', 'idempotency_key_in_use', 'field', 'idempotency_key')::text,
-        hint = 'Retry the request: it will return the stored response.';
+      perform core.raise_error(
+        '409', 'idempotency_key_in_use', 'Another request with this idempotency key is being processed.',
+        jsonb_build_object('field', 'idempotency_key'), 'Retry the request: it will return the stored response.'
+      );
     end if;
   end if;
 
@@ -450,17 +424,15 @@ declare
   line_count integer;
 begin
   if modify_order.quantity is null or modify_order.quantity not between 0 and 10000 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'quantity must be a whole number from 1 to 10000.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'quantity', 'min', 1, 'max', 10000)::text,
-      hint = 'Give the line''s new quantity.';
+    perform core.raise_invalid(
+      'quantity', 'quantity must be a whole number from 1 to 10000.',
+      jsonb_build_object('min', 1, 'max', 10000), 'Give the line''s new quantity.'
+    );
   elsif modify_order.quantity = 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'quantity must be at least 1; to remove the line, delete it.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'quantity', 'min', 1, 'max', 10000)::text,
-      hint = 'DELETE /orders/{order_id}/items/{product_id} removes a line.';
+    perform core.raise_invalid(
+      'quantity', 'quantity must be at least 1; to remove the line, delete it.',
+      jsonb_build_object('min', 1, 'max', 10000), 'DELETE /orders/{order_id}/items/{product_id} removes a line.'
+    );
   end if;
 
   target := core.lock_pending_order(modify_order.order_id);
@@ -472,32 +444,28 @@ begin
   if item.product_id is null then
     -- a new line, at the product's current price
     if product.id is null or not product.active then
-      raise exception using
-        errcode = 'PT422',
-        message = 'This product does not exist or is not for sale.',
-        detail = jsonb_build_object(
-          'code', 'invalid_input', 'field', 'product_id', 'reason', 'product_unavailable',
-          'product_id', modify_order.product_id
-        )::text,
-        hint = 'Choose a product of the catalog.';
+      perform core.raise_invalid(
+        'product_id', 'This product does not exist or is not for sale.',
+        jsonb_build_object('reason', 'product_unavailable', 'product_id', modify_order.product_id),
+        'Choose a product of the catalog.'
+      );
     end if;
     if product.currency <> target.currency then
-      raise exception using
-        errcode = 'PT422',
-        message = format('This product is priced in %s and the order in %s.', product.currency, target.currency),
-        detail = jsonb_build_object(
-          'code', 'invalid_input', 'field', 'product_id', 'reason', 'currency_mismatch',
-          'product_id', product.id, 'currency', product.currency, 'order_currency', target.currency
-        )::text,
-        hint = 'Place a separate order for products in another currency.';
+      perform core.raise_invalid(
+        'product_id', format('This product is priced in %s and the order in %s.', product.currency, target.currency),
+        jsonb_build_object(
+          'reason', 'currency_mismatch', 'product_id', product.id, 'currency', product.currency,
+          'order_currency', target.currency
+        ),
+        'Place a separate order for products in another currency.'
+      );
     end if;
     select count(*) into line_count from core.order_items as i where i.order_id = target.id;
     if line_count >= 100 then
-      raise exception using
-        errcode = 'PT422',
-        message = 'An order has at most 100 lines.',
-        detail = jsonb_build_object('code', 'invalid_input', 'field', 'product_id', 'reason', 'too_many_lines', 'max', 100)::text,
-        hint = 'Place another order.';
+      perform core.raise_invalid(
+        'product_id', 'An order has at most 100 lines.',
+        jsonb_build_object('reason', 'too_many_lines', 'max', 100), 'Place another order.'
+      );
     end if;
     if product.stock < modify_order.quantity then
       perform core.raise_insufficient_stock(product.id, modify_order.quantity, product.stock);
@@ -510,13 +478,11 @@ begin
     -- an existing line keeps its price; only the quantity and the stock move
     change := modify_order.quantity - item.quantity;
     if change > 0 and not product.active then
-      raise exception using
-        errcode = 'PT422',
-        message = 'This product is no longer for sale: its quantity can only go down.',
-        detail = jsonb_build_object(
-          'code', 'invalid_input', 'field', 'quantity', 'reason', 'product_unavailable', 'product_id', product.id
-        )::text,
-        hint = 'Lower the quantity or delete the line.';
+      perform core.raise_invalid(
+        'quantity', 'This product is no longer for sale: its quantity can only go down.',
+        jsonb_build_object('reason', 'product_unavailable', 'product_id', product.id),
+        'Lower the quantity or delete the line.'
+      );
     end if;
     if change > 0 and product.stock < change then
       perform core.raise_insufficient_stock(product.id, change, product.stock);
@@ -560,14 +526,13 @@ begin
   from core.order_items as i
   where i.order_id = target.id and i.product_id = delete_product_in_order.product_id;
   if not found then
-    raise exception using
-      errcode = 'PT404',
-      message = 'This product is not in the order.',
-      detail = jsonb_build_object(
-        'code', 'not_found', 'resource', 'order_item', 'order_id', target.id,
-        'product_id', delete_product_in_order.product_id
-      )::text,
-      hint = 'GET /orders/{order_id} lists the order''s items.';
+    perform core.raise_error(
+      '404', 'not_found', 'This product is not in the order.',
+      jsonb_build_object(
+        'resource', 'order_item', 'order_id', target.id, 'product_id', delete_product_in_order.product_id
+      ),
+      'GET /orders/{order_id} lists the order''s items.'
+    );
   end if;
   perform from core.products as p where p.id = item.product_id for update;
   delete from core.order_items as i where i.order_id = target.id and i.product_id = item.product_id;

@@ -1,5 +1,6 @@
 -- Deploy commercecore:procedures/search_products to pg
 -- requires: views/products
+-- requires: schema/errors
 -- Ranked full-text search over the active catalog, with the storefront's filters.
 begin;
 
@@ -41,48 +42,41 @@ declare
   statement text;
 begin
   if words is not null and length(words) > 256 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'q is too long.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'q', 'max_length', 256)::text,
-      hint = 'Search with at most 256 characters.';
+    perform core.raise_invalid(
+      'q', 'q is too long.',
+      jsonb_build_object('max_length', 256), 'Search with at most 256 characters.'
+    );
   end if;
   if search_products."limit" is null or search_products."limit" not between 1 and max_limit then
-    raise exception using
-      errcode = 'PT422',
-      message = format('limit must be between 1 and %s.', max_limit),
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'limit', 'min', 1, 'max', max_limit)::text,
-      hint = 'Page through longer result lists with offset.';
+    perform core.raise_invalid(
+      'limit', format('limit must be between 1 and %s.', max_limit),
+      jsonb_build_object('min', 1, 'max', max_limit), 'Page through longer result lists with offset.'
+    );
   end if;
   if search_products."offset" is null or search_products."offset" not between 0 and max_offset then
-    raise exception using
-      errcode = 'PT422',
-      message = format('offset must be between 0 and %s.', max_offset),
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'offset', 'min', 0, 'max', max_offset)::text,
-      hint = 'Narrow the search with q or the filters instead of paging deeper.';
+    perform core.raise_invalid(
+      'offset', format('offset must be between 0 and %s.', max_offset),
+      jsonb_build_object('min', 0, 'max', max_offset),
+      'Narrow the search with q or the filters instead of paging deeper.'
+    );
   end if;
   if search_products.min_price < 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'min_price must not be negative.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'min_price', 'min', 0)::text,
-      hint = 'Prices are in minor units (cents), zero or more.';
+    perform core.raise_invalid(
+      'min_price', 'min_price must not be negative.',
+      jsonb_build_object('min', 0), 'Prices are in minor units (cents), zero or more.'
+    );
   end if;
   if search_products.max_price < 0 then
-    raise exception using
-      errcode = 'PT422',
-      message = 'max_price must not be negative.',
-      detail = jsonb_build_object('code', 'invalid_input', 'field', 'max_price', 'min', 0)::text,
-      hint = 'Prices are in minor units (cents), zero or more.';
+    perform core.raise_invalid(
+      'max_price', 'max_price must not be negative.',
+      jsonb_build_object('min', 0), 'Prices are in minor units (cents), zero or more.'
+    );
   end if;
   if search_products.max_price < search_products.min_price then
-    raise exception using
-      errcode = 'PT422',
-      message = 'max_price must not be less than min_price.',
-      detail = jsonb_build_object(
-        'code', 'invalid_input', 'field', 'max_price', 'min_price', search_products.min_price
-      )::text,
-      hint = 'Swap the bounds.';
+    perform core.raise_invalid(
+      'max_price', 'max_price must not be less than min_price.',
+      jsonb_build_object('min_price', search_products.min_price), 'Swap the bounds.'
+    );
   end if;
 
   if words is not null then

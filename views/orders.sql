@@ -1,5 +1,6 @@
 -- Deploy commercecore:views/orders to pg
 -- requires: procedures/orders
+-- requires: schema/errors
 -- The caller's orders and order lines (staff: everyone's), and one order by id.
 -- The views read through security definer functions: the row-level security policies of core.orders and
 -- core.order_items call core.current_user_id(), core.is_admin() and core.is_service(), and a policy's
@@ -22,11 +23,7 @@ declare
 begin
   -- row-level security: another customer's order is as missing as one that does not exist
   if document is null then
-    raise exception using
-      errcode = 'PT404',
-      message = 'There is no order with this id.',
-      detail = jsonb_build_object('code', 'not_found', 'resource', 'order', 'id', get_order.order_id)::text,
-      hint = 'List your orders with GET /orders.';
+    perform core.raise_not_found('order', get_order.order_id, 'List your orders with GET /orders.');
   end if;
   return document;
 end;

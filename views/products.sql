@@ -1,5 +1,6 @@
 -- Deploy commercecore:views/products to pg
 -- requires: schema/catalog
+-- requires: schema/errors
 -- The public catalog: active products without internal fields, and one product by id. The view keeps the
 -- column filters PostgREST clients send (id, category_id, price_minor, sku, created_at) on the partial
 -- indexes of core.products: its only own condition is `active`, which every one of those indexes carries.
@@ -105,11 +106,7 @@ begin
   if not exists (
     select from core.products as p where p.id = get_product.id and (p.active or staff)
   ) then
-    raise exception using
-      errcode = 'PT404',
-      message = 'There is no product with this id.',
-      detail = jsonb_build_object('code', 'not_found', 'resource', 'product', 'id', get_product.id)::text,
-      hint = 'List the catalog with GET /products.';
+    perform core.raise_not_found('product', get_product.id, 'List the catalog with GET /products.');
   end if;
   return core.product_document(get_product.id, staff);
 end;
