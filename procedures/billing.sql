@@ -372,9 +372,10 @@ begin
 
   previous_status := payment.status;
   -- the invariant: only a success on the live attempt of a pending order, for exactly its total, pays it
+  -- a newer attempt is tested first, so the reason does not depend on which success arrives first
   reason := case
-    when ord.status <> 'pending' then 'order_not_pending'
     when exists (select from core.payments as p where p.order_id = ord.id and p.attempt > payment.attempt) then 'superseded'
+    when ord.status <> 'pending' then 'order_not_pending'
     -- the attempt had been closed (failed, expired, canceled): the money moved, but nothing is applied
     when previous_status not in ('created', 'open') then 'superseded'
     when charged_currency <> ord.currency then 'currency_mismatch'

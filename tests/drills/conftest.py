@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import requests
+import stripe
 from psycopg import sql
 
 from gateway.app import create_app
@@ -90,8 +92,10 @@ def error_body(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body: dict[str, Any] = response.json()
     assert set(body) == ERROR_KEYS, body
-    assert isinstance(body["code"], str) and body["code"], body
-    assert isinstance(body["message"], str) and body["message"], body
+    assert isinstance(body["code"], str), body
+    assert body["code"], body
+    assert isinstance(body["message"], str), body
+    assert body["message"], body
     assert response.headers.get("x-request-id"), response.headers
     return body
 
@@ -100,8 +104,26 @@ def unavailable_body(response: httpx.Response) -> dict[str, Any]:
     """A 503 as clients and load balancers need it: the error shape and a Retry-After in seconds."""
     body = error_body(response, 503)
     retry_after = response.headers.get("retry-after", "")
-    assert retry_after.isdigit() and int(retry_after) >= 1, response.headers
+    assert retry_after.isdigit(), response.headers
+    assert int(retry_after) >= 1, response.headers
     return body
+
+
+@contextlib.contextmanager
+def stripe_client(api_key: str, api_base: str, *, retries: int = 0) -> Iterator[stripe.StripeClient]:
+    """A client as gateway.payments.client.make_client builds it, on one requests session that the drill
+    closes afterwards: by default the SDK opens a session per thread (the gateway's worker threads), whose
+    sockets would outlive the drill."""
+    session = requests.Session()
+    try:
+        yield stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            max_network_retries=retries,
+            http_client=stripe.RequestsClient(timeout=(5.0, 10.0), session=session),
+        )
+    finally:
+        session.close()
 
 
 # -- the database --------------------------------------------------------------------------------------
@@ -134,7 +156,9 @@ def gateway_password(pg: PgServer, template_db: str) -> Iterator[str]:
     afterwards. Roles are cluster-wide and other suites' session fixtures keep the password they set, so a
     drill must leave it as it found it."""
     with psycopg.connect(pg.url(), autocommit=True) as conn:
-        row = conn.execute("select rolpassword from pg_catalog.pg_authid where rolname = 'authenticator'").fetchone()
+        row = conn.execute(
+            "select rolpassword from pg_catalog.pg_authid where rolname = 'authenticator'"
+        ).fetchone()
         assert row is not None, "the plan creates the authenticator role"
         previous: str | None = row[0]
         password = secrets.token_urlsafe(24)
@@ -181,6 +205,16 @@ def new_customer(http: httpx.Client, prefix: str = "drill") -> Customer:
     return Customer(
         int(signup.json()["id"]), email, {"Authorization": f"Bearer {token.json()['access_token']}"}
     )
+
+
+def new_staff(http: httpx.Client, admin_url: str) -> Customer:
+    """A customer promoted to staff (app_admin) in the database, signed in again: the role is in the token."""
+    person = new_customer(http, "staff")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("update core.users set role = 'app_admin' where id = %s", [person.id])
+    token = http.post("/auth/token", json={"email": person.email, "password": PASSWORD})
+    assert token.status_code == 200, token.text
+    return Customer(person.id, person.email, {"Authorization": f"Bearer {token.json()['access_token']}"})
 
 
 # -- invariants ------------------------------------------------------------------------------------------
