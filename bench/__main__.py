@@ -1,145 +1,146 @@
-"""`make bench`: the gateway beside pgbench on the same SQL, as the same roles, in the same run.
+"""`make bench`: the gateway and the database against their own limits, in the same run.
 
-    python -m bench [--seconds 10] [--connections 16] [--products 10000] [--workers 2]
+    python -m bench [--only gateway,hot_sku,scale] [--seconds 10] [--connections 16] [--products 10000]
+                    [--workers 2] [--pool 4] [--hot-clients 8,32,64] [--sizes 10000,100000,1000000]
 
-Writes bench/results/gateway.json and bench/results/README.md (a markdown table).
+Each benchmark starts its own PostgreSQL under bench/.work and writes bench/results/<name>.json (the machine,
+the versions, the exact command and the numbers); bench/results/README.md gets one table per benchmark from
+the latest JSON files, and the "Benchmarks" section of the project README the same tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shlex
 import sys
-from importlib import metadata
+import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-from bench import harness
+from bench import harness, hot_sku, pairs, scale
+
+BENCHMARKS: dict[str, ModuleType] = {"gateway": pairs, "hot_sku": hot_sku, "scale": scale}
+TITLES = {
+    "gateway": "gateway vs pgbench: catalog reads and order creation",
+    "hot_sku": "hot SKU: concurrent buyers of one product",
+    "scale": "scale: filtered keyset pages at growing catalog sizes",
+}
+README_START = "<!-- bench:start (written by `make bench`) -->"
+README_END = "<!-- bench:end -->"
 
 
-def workload_pairs(args: argparse.Namespace) -> dict[str, Any]:
-    """Catalog reads and order creation, through the gateway (wrk) and straight into PostgreSQL (pgbench)."""
-    results: dict[str, Any] = {}
-    with harness.database(args.products) as db:
-        harness.restock_everything(db.admin_url, 10_000_000)
-        with harness.gateway(db, workers=args.workers, pool_max=args.connections) as gw:
-            buyer = harness.customer(gw, "bench-buyer@bench.example")
-            products = str(args.products or 48)
-            runs = {
-                "catalog_read": (
-                    lambda: harness.pgbench(
-                        db.authenticator_url,
-                        harness.SCRIPTS / "catalog.sql",
-                        clients=args.connections,
-                        seconds=args.seconds,
-                    ),
-                    lambda: harness.wrk(
-                        gw.base_url,
-                        harness.SCRIPTS / "catalog.lua",
-                        connections=args.connections,
-                        seconds=args.seconds,
-                    ),
-                    "GET /products?limit=20 (anonymous)",
-                ),
-                "order_create": (
-                    lambda: harness.pgbench(
-                        db.authenticator_url,
-                        harness.SCRIPTS / "orders.sql",
-                        clients=args.connections,
-                        seconds=args.seconds,
-                        variables={
-                            "products": products,
-                            "jti": buyer.jti,
-                            "user_id": str(buyer.user_id),
-                            "claims": buyer.claims,
-                        },
-                    ),
-                    lambda: harness.wrk(
-                        gw.base_url,
-                        harness.SCRIPTS / "orders.lua",
-                        connections=args.connections,
-                        seconds=args.seconds,
-                        env={"BENCH_PRODUCTS": products, "BENCH_TOKEN": buyer.token},
-                    ),
-                    "POST /orders, one line (customer, Bearer)",
-                ),
-            }
-            for name, (run_pgbench, run_wrk, what) in runs.items():
-                print(f"{name}: pgbench ...", file=sys.stderr, flush=True)
-                database_side = run_pgbench()
-                print(f"{name}: gateway ...", file=sys.stderr, flush=True)
-                gateway_side = run_wrk()
-                results[name] = {
-                    "what": what,
-                    "connections": args.connections,
-                    "pgbench": database_side.as_dict(),
-                    "gateway": gateway_side.as_dict(),
-                    "ratio": round(gateway_side.per_second / database_side.per_second, 3)
-                    if database_side.per_second
-                    else None,
-                }
-        results["_server_version"] = harness.server_version(db.admin_url)
-    return results
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
-def markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = [
-        f"Measured {result['finished_at']} on {m['cores']} cores, {m['memory_gib']} GiB ({m['cpu']}), "
-        f"PostgreSQL {result['versions']['postgresql']}, {result['connections']} connections, "
-        f"{result['seconds']} s per run: `{result['command']}`",
-        "",
-        "| workload | pgbench tx/s | gateway req/s | ratio | pgbench p50 / p99 ms | gateway p50 / p99 ms |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, row in result["workloads"].items():
-        pg, gw = row["pgbench"], row["gateway"]
-        lines.append(
-            f"| {name} | {pg['per_second']:.0f} | {gw['per_second']:.0f} | {row['ratio']} | "
-            f"{pg['p50_ms']:.1f} / {pg['p99_ms']:.1f} | {gw['p50_ms']:.1f} / {gw['p99_ms']:.1f} |"
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma-separated, of: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each run")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent clients (gateway bench)")
+    parser.add_argument("--products", type=int, default=10_000, help="generated catalog size (gateway bench)")
+    parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    parser.add_argument("--pool", type=int, default=4, help="database connections per gateway worker")
+    parser.add_argument("--hot-clients", type=_ints, default=[8, 32, 64], help="buyers of the hot product")
+    parser.add_argument("--sizes", type=_ints, default=[10_000, 100_000, 1_000_000], help="catalog sizes")
+    parser.add_argument("--scale-connections", type=int, default=8, help="concurrent clients (scale bench)")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in args.only if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    return args
+
+
+def run_one(name: str, args: argparse.Namespace, command: str) -> dict[str, Any]:
+    module = BENCHMARKS[name]
+    started = dt.datetime.now(dt.UTC)
+    clock = time.monotonic()
+    body: dict[str, Any] = module.run(args)
+    result = {
+        "name": name,
+        "command": command,
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - clock, 1),
+        "machine": harness.machine(),
+        **body,
+    }
+    path = harness.write_result(name, result)
+    print(f"results: {path}", file=sys.stderr)
+    return result
+
+
+def tables() -> str:
+    """The latest result of every benchmark, as markdown (one section each)."""
+    sections: list[str] = []
+    for name, module in BENCHMARKS.items():
+        path = harness.RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        render: Callable[[dict[str, Any]], str] = module.markdown
+        try:
+            table = render(result)
+        except (KeyError, TypeError):  # a result written by an older version of the benchmark
+            continue
+        m = result["machine"]
+        sections.append(
+            f"### {TITLES[name]}\n\n"
+            f"Measured {result['finished_at']} on {m['cores']} cores, {m['memory_gib']} GiB ({m['cpu']}), "
+            f"PostgreSQL {result['versions']['postgresql']}, Python {m['python']}: `{result['command']}`\n\n"
+            + table
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(sections)
+
+
+def write_readmes() -> None:
+    text = tables()
+    (harness.RESULTS / "README.md").write_text(
+        "# Latest benchmark results\n\nWritten by `make bench` (`python -m bench`) from the JSON files "
+        "beside this one.\n\n" + text
+    )
+    readme = harness.ROOT / "README.md"
+    current = readme.read_text()
+    block = f"{README_START}\n{text}{README_END}"
+    if README_START in current and README_END in current:
+        head, _, rest = current.partition(README_START)
+        _, _, tail = rest.partition(README_END)
+        updated = head + block + tail
+    else:
+        updated = current.rstrip("\n") + "\n\n## Benchmarks\n\n" + _README_INTRO + "\n\n" + block + "\n"
+    if updated != current:
+        readme.write_text(updated)
+
+
+_README_INTRO = """\
+`make bench` (`python -m bench`, or `--only gateway|hot_sku|scale`) measures the gateway against the
+database's own limit on the same machine, in the same run: pgbench running the gateway's SQL as the same
+roles beside wrk through HTTP. Each benchmark starts its own PostgreSQL under `bench/.work`, writes
+`bench/results/<name>.json` (machine, versions, exact commands, numbers) and refreshes the tables below and
+`bench/results/README.md`. The whole run takes about 8 minutes on 2 cores; wrk, pgbench, PostgreSQL and the
+gateway share the CPUs, as they would on a small single-host deployment."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each run")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent clients, the same for both")
-    parser.add_argument("--products", type=int, default=10_000, help="generated catalog size")
-    parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
-    args = parser.parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
+    args = parse(argv)
+    command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
         harness.ensure_wrk()
-        workloads = workload_pairs(args)
+        for name in args.only:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            run_one(name, args, command.rstrip())
     except harness.BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    server = workloads.pop("_server_version")
-    result = {
-        "name": "gateway",
-        "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": harness.machine(),
-        "versions": {
-            "postgresql": server,
-            "commercecore-dbx": metadata.version("commercecore-dbx"),
-            "psycopg": metadata.version("psycopg"),
-            "starlette": metadata.version("starlette"),
-            "uvicorn": metadata.version("uvicorn"),
-        },
-        "connections": args.connections,
-        "seconds": args.seconds,
-        "products": args.products,
-        "gateway_workers": args.workers,
-        "workloads": workloads,
-    }
-    path = harness.write_result("gateway", result)
-    table = markdown(result)
-    (harness.RESULTS / "README.md").write_text("# Latest benchmark results\n\n" + table)
-    print(table)
-    print(f"results: {path}", file=sys.stderr)
+    finally:
+        write_readmes()
+    print(tables())
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -145,26 +146,26 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway(db: Database, *, workers: int, pool_max: int) -> Iterator[Gateway]:
-    """The gateway under uvicorn, as `commercecore serve` runs it, on a free loopback port."""
+def gateway(db: Database, *, workers: int, pool: int) -> Iterator[Gateway]:
+    """The gateway as `commercecore serve` runs it (uvicorn, its production settings: access log on,
+    prepared statements on), on a free loopback port; `pool` connections per worker process."""
     port = embedded.free_port()
     env = {
         **os.environ,
         "DATABASE_URL": db.authenticator_url,
         "COMMERCECORE_JWT_SECRET": os.urandom(32).hex(),
-        "COMMERCECORE_POOL_MIN": str(pool_max),
-        "COMMERCECORE_POOL_MAX": str(pool_max),
+        "COMMERCECORE_POOL_MIN": str(pool),
+        "COMMERCECORE_POOL_MAX": str(pool),
         "COMMERCECORE_COOKIE_SECURE": "false",
-        "COMMERCECORE_LOG_LEVEL": "warning",
-        "COMMERCECORE_ACCESS_LOG": "off",
         # `commercecore serve` refuses to start without Stripe settings; the benchmarks never reach Stripe
         # (the stand-in's address, nothing listens there)
         "STRIPE_SECRET_KEY": "sk_test_bench_" + os.urandom(8).hex(),
         "STRIPE_WEBHOOK_SECRET": "whsec_bench_" + os.urandom(8).hex(),
         "STRIPE_API_BASE": "http://127.0.0.1:12111",
     }
-    env.pop("COMMERCECORE_DEMO", None)
-    log = (WORK / "gateway.log").open("wb")
+    for name in ("COMMERCECORE_DEMO", "COMMERCECORE_ACCESS_LOG", "COMMERCECORE_PREPARED_STATEMENTS"):
+        env.pop(name, None)
+    log = (WORK / "gateway.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
@@ -235,6 +236,8 @@ class Measurement:
     errors: int
     p50_ms: float
     p99_ms: float
+    non_2xx: int = 0
+    command: str = ""
 
     @property
     def per_second(self) -> float:
@@ -249,6 +252,8 @@ class Measurement:
             "errors": self.errors,
             "p50_ms": round(self.p50_ms, 2),
             "p99_ms": round(self.p99_ms, 2),
+            "non_2xx": self.non_2xx,
+            "command": self.command,
         }
 
 
@@ -273,7 +278,7 @@ def pgbench(
     mode: str = "extended",
 ) -> Measurement:
     """pgbench with a custom script; latencies from its per-transaction log."""
-    log_dir = WORK / f"pgbench-{script.stem}-{clients}"
+    log_dir = WORK / f"pgbench-{script.stem}-{mode}-{clients}"
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
     args = [
@@ -292,6 +297,9 @@ def pgbench(
     proc = subprocess.run([*args, url], capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 2):  # 2: some transactions failed (counted below)
         raise BenchError(f"pgbench {script.name} failed: {proc.stderr.strip()[-1500:]}")
+    if "aborted" in proc.stderr:
+        # a client that hits an error stops for the rest of the run: the result would be for fewer clients
+        raise BenchError(f"pgbench {script.name}: clients aborted: {proc.stderr.strip()[-1500:]}")
     match = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
     done = int(match.group(1)) if match else 0
@@ -308,6 +316,7 @@ def pgbench(
         errors=int(failed.group(1)) if failed else 0,
         p50_ms=_percentile(latencies, 50),
         p99_ms=_percentile(latencies, 99),
+        command=shlex.join([*args, "<url>"]),
     )
 
 
@@ -335,6 +344,8 @@ def wrk(
         errors=int(data["errors"]),
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
+        non_2xx=int(data["non_2xx"]),
+        command=shlex.join([*command, "-s", f"bench/scripts/{script.name}", base_url]),
     )
 
 
@@ -349,3 +360,29 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def product_ids(admin_url: str) -> tuple[int, int]:
+    """The first and last id of the active products (the catalog's ids are contiguous after the demo's)."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("select min(id), max(id) from core.products where active").fetchone()
+    if row is None or row[0] is None:
+        raise BenchError("no active products")
+    return int(row[0]), int(row[1])
+
+
+def versions(server: str) -> dict[str, str]:
+    from importlib import metadata
+
+    return {
+        "postgresql": server,
+        **{name: metadata.version(name) for name in ("commercecore-dbx", "psycopg", "starlette", "uvicorn")},
+        "wrk": _tool_version([ensure_wrk(), "-v"]),
+        "pgbench": _tool_version([str(embedded.pg_bin("pgbench")), "--version"]),
+    }
+
+
+def _tool_version(command: list[str]) -> str:
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    text = (proc.stdout or proc.stderr).strip().splitlines()
+    return text[0] if text else "?"

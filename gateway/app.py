@@ -7,25 +7,28 @@ import contextlib
 import json
 import logging
 import os
+import select
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import psycopg
+from psycopg import pq, sql
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import auth, catalog, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
-from gateway.http import client_address, request_id_from
+from gateway.http import header, request_id_from, url_path
 from gateway.metrics import Metrics, pool_stats
 from gateway.payments.routes import payment_routes
 from gateway.routes import RouteTable, dispatch
@@ -35,6 +38,13 @@ if TYPE_CHECKING:
     from gateway.payments.service import PaymentService
 
 log = logging.getLogger("commercecore.gateway")
+
+# Where the schema listener connects (default: the gateway's own URL). LISTEN needs a session of its own,
+# which a transaction-pooling proxy (PgBouncer, pool_mode = transaction) cannot give: behind one, point this
+# at PostgreSQL itself.
+LISTEN_URL_ENV = "COMMERCECORE_LISTEN_URL"
+# how often the schema cache is reloaded when NOTIFY does not reach the listener (see watch_notifications)
+SCHEMA_POLL_INTERVAL = 30.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,81 @@ class Gateway:
             except Exception as exc:
                 log.warning("schema cache not loaded: %s", str(exc).strip() or type(exc).__name__)
         raise unavailable("The schema cache is not loaded yet: the database is unreachable.", retry_after=2)
+
+
+# -- the pool and the schema listener ---------------------------------------------------------------------
+
+
+def server_closed(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server closed this idle pooled connection (a restart, a crash, pg_terminate_backend):
+    EOF, or the FATAL error sent before it, waits on the socket. No round trip: a poll of the socket and,
+    only when something arrived, libpq reading it."""
+    if conn.closed:
+        return True
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK:
+        return True
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    try:
+        # an idle connection is sent nothing but notifications; a server going away sends its FATAL error,
+        # then EOF, which a second read finds (libpq marks the connection bad only then)
+        for _ in range(3):
+            if not poller.poll(0):
+                break
+            pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return pgconn.status != pq.ConnStatus.OK
+
+
+async def notifications_arrive(listen_url: str, pool: AsyncConnectionPool[Any], wait: float) -> bool:
+    """Whether a NOTIFY sent on a pooled connection reaches a LISTEN on `listen_url` (on a channel of its
+    own: no gateway reloads for it). Through a transaction-pooling PgBouncer it never does: the LISTEN stays
+    behind on a server connection that the proxy hands to other clients between transactions."""
+    channel = f"commercecore_probe_{uuid.uuid4().hex}"
+    async with await psycopg.AsyncConnection.connect(
+        listen_url, autocommit=True, application_name="commercecore-gateway-probe"
+    ) as conn:
+        await conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+        async with pool.connection(timeout=wait) as sender:
+            await sender.execute("select pg_catalog.pg_notify(%s, 'probe')", [channel])
+        # closed before the connection is: a suspended notifies() holds the connection's lock
+        async with contextlib.aclosing(conn.notifies(timeout=wait, stop_after=1)) as notifies:
+            async for _notify in notifies:
+                return True
+    return False
+
+
+async def watch_notifications(
+    gateway: Gateway, listener: catalog.SchemaListener, listen_url: str, wait: float
+) -> None:
+    """Checks once (when the listener first listens) that NOTIFY reaches it. When it does not, says what to
+    set and reloads the schema cache every SCHEMA_POLL_INTERVAL seconds instead, so a deployment still
+    reaches this gateway, late rather than never."""
+    await listener.listening.wait()
+    pool = gateway.pool
+    if pool is None:
+        return
+    try:
+        if await notifications_arrive(listen_url, pool, wait):
+            return
+    except Exception as exc:  # the database went away meanwhile: the listener reconnects on its own
+        log.warning("schema listener: NOTIFY check failed: %s", str(exc).strip() or type(exc).__name__)
+        return
+    log.warning(
+        "schema listener: NOTIFY does not reach it (a transaction-pooling proxy such as PgBouncer between "
+        "the gateway and PostgreSQL drops it); set %s to a URL of PostgreSQL itself. Until then the schema "
+        "cache is reloaded every %g s",
+        LISTEN_URL_ENV,
+        SCHEMA_POLL_INTERVAL,
+    )
+    while True:
+        await asyncio.sleep(SCHEMA_POLL_INTERVAL)
+        try:
+            await gateway.reload()
+        except Exception as exc:
+            log.warning("schema cache reload failed: %s", str(exc).strip() or type(exc).__name__)
 
 
 # -- endpoints the gateway serves itself ---------------------------------------------------------------
@@ -186,9 +271,10 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # read straight from the scope: no Request, Headers or URL objects on the path of every request
         started = time.perf_counter()
-        request = Request(scope)
-        request_id = request_id_from(request.headers.get("x-request-id"))
+        request_id = request_id_from(header(scope, b"x-request-id"))
+        request_id_header = (b"x-request-id", request_id.encode())
         state = scope.setdefault("state", {})
         state.update(
             {"request_id": request_id, "route": "unmatched", "role": None, "user_id": None, "sqlstate": None}
@@ -201,8 +287,8 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode()))
+                headers = [item for item in message.get("headers", []) if item[0].lower() != b"x-request-id"]
+                headers.append(request_id_header)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -211,26 +297,62 @@ class RequestMiddleware:
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if not response_started:
-                response = internal(request_id).response(head=request.method == "HEAD")
+                response = internal(request_id).response(head=scope["method"] == "HEAD")
                 await response(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
+            method = scope["method"]
+            path = url_path(scope)
             route = state.get("route") or "unmatched"
-            if route == "unmatched" and request.url.path.startswith("/docs/") and status < 400:
+            if route == "unmatched" and path.startswith("/docs/") and status < 400:
                 route = "/docs/{asset}"  # the static Swagger UI files
-            self.gateway.metrics.observe(request.method, route, status, elapsed, state.get("sqlstate"))
-            logs.access(
-                request_id=request_id,
-                method=request.method,
-                path=request.url.path,
-                route=route,
-                status=status,
-                duration_ms=elapsed * 1000,
-                role=state.get("role"),
-                user_id=state.get("user_id"),
-                client=client_address(request),
-                sqlstate=state.get("sqlstate"),
-            )
+            self.gateway.metrics.observe(method, route, status, elapsed, state.get("sqlstate"))
+            if self.gateway.settings.access_log:
+                logs.access(
+                    request_id=request_id,
+                    method=method,
+                    path=path,
+                    route=route,
+                    status=status,
+                    duration_ms=elapsed * 1000,
+                    role=state.get("role"),
+                    user_id=state.get("user_id"),
+                    client=scope["client"][0] if scope.get("client") else "unknown",
+                    sqlstate=state.get("sqlstate"),
+                )
+
+
+class CatchAll(Route):
+    """The catch-all route (`/{path:path}` -> dispatch), tried first but matching only paths whose first
+    segment no route of the gateway's own has: the API paths skip trying those one by one. The paths it
+    leaves reach the gateway's routes and, failing them, the ordinary catch-all at the end."""
+
+    def __init__(self, endpoint: Any, methods: list[str], *, reserved: frozenset[str] | None) -> None:
+        super().__init__("/{path:path}", endpoint, methods=methods)
+        self.reserved = reserved
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        # (behind a root_path the ordinary routing decides)
+        if self.reserved is not None and scope["type"] == "http" and not scope.get("root_path"):
+            first = scope["path"][1:].partition("/")[0]
+            if first not in self.reserved:
+                return super().matches(scope)
+        return Match.NONE, {}
+
+
+def first_segments(routes: list[BaseRoute]) -> frozenset[str] | None:
+    """The first path segments of routes (None when one starts with a parameter: then any path may be
+    theirs)."""
+    segments: set[str] = set()
+    for route in routes:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            return None
+        first = path[1:].partition("/")[0]
+        if not first or "{" in first:
+            return None
+        segments.add(first)
+    return frozenset(segments)
 
 
 def _payment_service(
@@ -256,26 +378,47 @@ def _payment_service(
 
 
 def create_app(
-    settings: Settings | None = None, *, payments: PaymentService | bool | None = None
+    settings: Settings | None = None,
+    *,
+    payments: PaymentService | bool | None = None,
+    listen_url: str | None = None,
 ) -> Starlette:
     """Build the gateway; without settings they are read from the environment.
 
     `payments`: a PaymentService for the Stripe routes, True/False to build one from the environment or
     go without, None for the default (see `_payment_service`).
+    `listen_url`: where the schema listener connects; default COMMERCECORE_LISTEN_URL, else the
+    gateway's own database URL.
     """
     from_env = settings is None
     settings = settings or Settings.from_env()
+    listen_url = listen_url or os.environ.get(LISTEN_URL_ENV) or settings.database_url
     logs.configure()
     service = _payment_service(settings, payments, from_env)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        drained_at = 0.0
+
+        async def check(conn: psycopg.AsyncConnection[Any]) -> None:
+            """Refuses a connection the server closed while it sat in the pool; the pool hands out
+            another. A database restart closes all of them: they are replaced at once (drain), so the
+            first requests after a restart succeed instead of failing with 503, one per dead connection."""
+            nonlocal drained_at
+            if not server_closed(conn):
+                return
+            if time.monotonic() - drained_at > 1.0:
+                drained_at = time.monotonic()
+                await pool.drain()
+            raise psycopg.OperationalError("the server closed this pooled connection")
+
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.database_url,
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             timeout=settings.pool_timeout,
             open=False,
+            check=check,
             # no server-side prepared statements: in pipeline mode a statement prepared in a transaction
             # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
             # exist" on the next use); the generated statements vary too much to gain from them anyway
@@ -290,7 +433,7 @@ def create_app(
         app.state.pool = pool
         app.state.settings = settings
         gateway.pool = pool
-        listener = catalog.SchemaListener(settings.database_url, gateway.reload)
+        listener = catalog.SchemaListener(listen_url, gateway.reload)
         listener.start()
         # LISTEN first, then load: a deployment between the two cannot go unnoticed
         with contextlib.suppress(TimeoutError):
@@ -300,6 +443,10 @@ def create_app(
         except Exception as exc:
             log.warning("schema cache not loaded at startup: %s", str(exc).strip() or type(exc).__name__)
         app.state.listener = listener
+        watcher = asyncio.create_task(
+            watch_notifications(gateway, listener, listen_url, settings.pool_timeout),
+            name="schema-notify-check",
+        )
         if service is not None:
             if service.authenticate is None:
                 service.authenticate = gateway.authenticate
@@ -308,6 +455,9 @@ def create_app(
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await listener.stop()
             if service is not None:
                 await anyio.to_thread.run_sync(service.close)
@@ -327,17 +477,22 @@ def create_app(
     ]
     all_methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     gateway = Gateway(settings)
+    own: list[BaseRoute] = [
+        Route("/health", health, methods=["GET", "HEAD"]),
+        Route("/metrics", gateway.metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET", "HEAD"]),
+        Route("/docs", openapi.docs_page, methods=["GET", "HEAD"]),
+        Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
+        Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
+        *auth_routes,
+        # the Stripe paths (checkout, refund, webhook, return pages) before the catch-all
+        *(payment_routes() if service is not None else []),
+    ]
     app = Starlette(
         routes=[
-            Route("/health", health, methods=["GET", "HEAD"]),
-            Route("/metrics", gateway.metrics.endpoint, methods=["GET"]),
-            Route("/openapi.json", openapi_json, methods=["GET", "HEAD"]),
-            Route("/docs", openapi.docs_page, methods=["GET", "HEAD"]),
-            Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
-            Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
-            *auth_routes,
-            # the Stripe paths (checkout, refund, webhook, return pages) before the catch-all
-            *(payment_routes() if service is not None else []),
+            # first: a path none of the gateway's own routes can match goes straight to dispatch
+            CatchAll(dispatch, all_methods, reserved=first_segments(own)),
+            *own,
             Route("/{path:path}", dispatch, methods=all_methods),
         ],
         exception_handlers={ApiError: api_error, HTTPException: http_error},

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import db
 from gateway.errors import ApiError, unauthorized, unavailable
-from gateway.http import SAFE_METHODS, client_address, read_json_object
+from gateway.http import SAFE_METHODS, client_address, read_json_object, url_path
 from gateway.settings import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Settings
 
 log = logging.getLogger("commercecore.auth")
@@ -41,6 +41,9 @@ CSRF_HEADER = "x-csrf-token"
 TOKEN_ROLES = frozenset({"app_readwrite", "app_admin"})
 REQUIRED_CLAIMS = ["exp", "iat", "jti", "sub", "role"]
 MAX_TOKEN_BYTES = 8192
+# verified tokens remembered per process (see Tokens.decode), and for how long at most
+VERIFIED_LIMIT = 10_000
+VERIFIED_TTL = 300.0
 
 
 # -- tokens ------------------------------------------------------------------------------------------
@@ -57,6 +60,8 @@ class Tokens:
         self.leeway = settings.jwt_leeway
         self.ttl = settings.token_ttl
         self.csrf_key = hashlib.sha256(b"commercecore-csrf\0" + self.signing_key.encode()).digest()
+        # token -> (its verified claims, until when they may be reused); see decode()
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
 
     def new_session(self) -> tuple[str, datetime]:
         """A fresh token id and the moment a token issued now expires (recorded by auth.create_session)."""
@@ -71,9 +76,30 @@ class Tokens:
         return jwt.encode(payload, self.signing_key, algorithm=self.algorithm)
 
     def decode(self, token: str) -> dict[str, Any]:
-        """The verified claims, or ApiError 401 saying why not."""
+        """The verified claims, or ApiError 401 saying why not.
+
+        A token that passed every check is remembered (its claims) until its `exp`, for at most
+        VERIFIED_TTL seconds: the next request with the same token skips the signature and claim checks,
+        which depend on nothing but the token and the key (fixed for the process) and, for `exp`, the
+        clock. Revocation is not among them: the session is checked in the database on every request.
+        """
         if len(token) > MAX_TOKEN_BYTES:
             raise unauthorized("The token is too large.")
+        now = time.time()
+        verified = self._verified.get(token)
+        if verified is not None:
+            claims, until = verified
+            if now < until:
+                return dict(claims)
+            del self._verified[token]
+        claims = self._verify(token)
+        if len(self._verified) >= VERIFIED_LIMIT:
+            self._verified.clear()
+        # exp is a number: PyJWT refuses a token whose exp is not
+        self._verified[token] = (claims, min(now + VERIFIED_TTL, float(claims["exp"])))
+        return dict(claims)
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -375,9 +401,10 @@ class AuthService:
                 read_only=read_only,
                 request_id=request.state.request_id,
                 method=request.method,
-                path=request.url.path,
+                path=url_path(request.scope),
                 timeout=self.settings.pool_timeout,
                 as_service=True,
+                prepare=self.settings.prepared_statements,
             )
         except db.SessionInactive:
             raise session_ended() from None

@@ -404,11 +404,11 @@ async def load(conn: psycopg.AsyncConnection[Any], schema: str = SCHEMA) -> Cata
     )
 
 
-def cast(type_name: str, catalog: Catalog, *, array: bool = False) -> sql.Composable:
+def cast(type_name: str, catalog: Catalog, *, array: bool = False) -> str:
     """`::<type>` (or `::<type>[]`) for a type name the catalog holds, never a name from a request."""
     if type_name not in catalog.type_names:
         raise ValueError(f"{type_name!r} is not a type of the schema cache")
-    return sql.SQL("::" + type_name + ("[]" if array else ""))
+    return "::" + type_name + ("[]" if array else "")
 
 
 # -- reloads ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,20 +174,20 @@ _BEGIN_READ_ONLY = b"begin isolation level read committed read only"
 _BEGIN_READ_WRITE = b"begin isolation level read committed"
 _COMMIT = b"commit"
 _PLACEHOLDER = re.compile(r"%(.)", re.DOTALL)
-_CONVERTED: dict[str, bytes] = {}
+_CONVERTED: dict[tuple[str, str], bytes] = {}
 _CONVERTED_MAX = 4096
 _CONTEXT_SQL: dict[int, bytes] = {}
 _TEXT_OIDS = frozenset({25, 114, 1043, 3802})  # text, json, varchar, jsonb: as the bytes PostgreSQL sent
 _INT_OIDS = frozenset({20, 21, 23})  # int8, int2, int4
 
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
-_PIPELINE_ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 
 
-def to_postgres(query: str) -> bytes:
+def to_postgres(query: str, encoding: str = "utf-8") -> bytes:
     """`%s` placeholders -> `$1, $2, ...` (and `%%` -> `%`), as psycopg does; cached per query text."""
-    converted = _CONVERTED.get(query)
+    converted = _CONVERTED.get((query, encoding))
     if converted is not None:
         return converted
     counter = 0
@@ -200,10 +201,10 @@ def to_postgres(query: str) -> bytes:
         counter += 1
         return f"${counter}"
 
-    converted = _PLACEHOLDER.sub(replace, query).encode()
+    converted = _PLACEHOLDER.sub(replace, query).encode(encoding)
     if len(_CONVERTED) >= _CONVERTED_MAX:
         _CONVERTED.clear()  # query shapes are few; a client that makes many only resets the cache
-    _CONVERTED[query] = converted
+    _CONVERTED[(query, encoding)] = converted
     return converted
 
 
@@ -257,7 +258,7 @@ class _Command:
     formats: Sequence[pq.Format] | None = None
 
 
-def _command(query: bytes, params: Sequence[str] | None = None) -> _Command:
+def _command(query: bytes, params: Sequence[str] | None = None, encoding: str = "utf-8") -> _Command:
     """A command whose parameters are text (sent as `unknown`, typed by the statement)."""
     if not params:
         return _Command(query)
@@ -265,20 +266,60 @@ def _command(query: bytes, params: Sequence[str] | None = None) -> _Command:
     for value in params:
         if "\x00" in value:
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-        dumped.append(value.encode())
+        dumped.append(value.encode(encoding))
     return _Command(query, dumped)
 
 
-def _statement_command(statement: Statement, conn: psycopg.AsyncConnection[Any]) -> _Command:
+def _statement_command(statement: Statement, conn: psycopg.AsyncConnection[Any], encoding: str) -> _Command:
     query = statement.query
     text = query if isinstance(query, str) else query.as_string(conn)
-    command = to_postgres(text)
+    command = to_postgres(text, encoding)
     if not statement.params:
         return _Command(command)
     # psycopg's own adaptation (types, binary formats, NUL checks), as a cursor would do it
     transformer = Transformer(conn)
     params = transformer.dump_sequence(statement.params, [PyFormat.AUTO] * len(statement.params))
     return _Command(command, params, transformer.types, transformer.formats)
+
+
+class PreparedStatements:
+    """The statements a connection has prepared (named `cc_<n>`), keyed by text and parameter types.
+
+    A statement counts as prepared only once the server answered its Parse: in pipeline mode a Parse queued
+    after a failed statement is skipped, and the next request must prepare it again. (A successful Parse
+    survives the transaction's rollback: prepared statements are not transactional.) Past `limit` distinct
+    statements the connection deallocates them all and starts again.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self.counter = 0
+        self.deallocate = False
+
+    def new_name(self) -> bytes:
+        self.counter += 1
+        return b"cc_%d" % self.counter
+
+    def add(self, key: tuple[bytes, tuple[int, ...]], name: bytes) -> None:
+        if len(self.names) >= self.limit:
+            self.clear()
+            self.deallocate = True
+        self.names[key] = name
+
+    def clear(self) -> None:
+        self.names.clear()
+
+
+_PREPARED: weakref.WeakKeyDictionary[Any, PreparedStatements] = weakref.WeakKeyDictionary()
+
+
+def prepared_statements(conn: psycopg.AsyncConnection[Any]) -> PreparedStatements:
+    """The prepared statements of a connection (they live as long as its session)."""
+    found = _PREPARED.get(conn.pgconn)
+    if found is None:
+        found = _PREPARED[conn.pgconn] = PreparedStatements()
+    return found
 
 
 def _exchange(pgconn: pq.abc.PGconn, expected: int) -> PQGen[list[pq.abc.PGresult | None]]:
@@ -309,15 +350,51 @@ def _exchange(pgconn: pq.abc.PGconn, expected: int) -> PQGen[list[pq.abc.PGresul
             current = result
 
 
-async def _send(conn: psycopg.AsyncConnection[Any], commands: Sequence[_Command]) -> list[Any]:
-    """The commands and a sync in pipeline mode: one write, then the results (one per command)."""
+async def _send(
+    conn: psycopg.AsyncConnection[Any], commands: Sequence[_Command], prepare: bool
+) -> list[pq.abc.PGresult | None]:
+    """The commands and a sync in pipeline mode: one write, then the results (one per command).
+
+    With `prepare`, each command runs as a named prepared statement, prepared (Parse) in the same batch
+    the first time the connection sees its text: the server plans a statement once per connection, not
+    once per request (planning is most of the work of a small read).
+    """
     pgconn = conn.pgconn
+    cache = prepared_statements(conn) if prepare else None
+    # what each result answers: the index of a command, the (key, name) of a Parse, or None
+    answers: list[int | tuple[tuple[bytes, tuple[int, ...]], bytes] | None] = []
     pgconn.enter_pipeline_mode()
-    for command in commands:
-        pgconn.send_query_params(command.query, command.params, command.types, command.formats)
+    if cache is not None and cache.deallocate:
+        pgconn.send_query_params(b"deallocate all", None)
+        answers.append(None)
+        cache.deallocate = False
+    for index, command in enumerate(commands):
+        if cache is None:
+            pgconn.send_query_params(command.query, command.params, command.types, command.formats)
+        else:
+            key = (command.query, tuple(command.types or ()))
+            name = cache.names.get(key)
+            if name is None:
+                name = cache.new_name()
+                pgconn.send_prepare(name, command.query, command.types)
+                answers.append((key, name))
+            pgconn.send_query_prepared(name, command.params, command.formats)
+        answers.append(index)
     pgconn.pipeline_sync()
-    results = await conn.wait(_exchange(pgconn, len(commands)))
+    received = await conn.wait(_exchange(pgconn, len(answers)))
     pgconn.exit_pipeline_mode()
+    results: list[pq.abc.PGresult | None] = [None] * len(commands)
+    failed_parse: pq.abc.PGresult | None = None
+    for answer, result in zip(answers, received, strict=True):
+        if isinstance(answer, int):
+            # a command whose Parse failed was skipped: the Parse's error is its error
+            results[answer] = failed_parse or result
+            failed_parse = None
+        elif answer is not None and result is not None and cache is not None:
+            if result.status == _COMMAND_OK:
+                cache.add(*answer)
+            elif result.status == _FATAL_ERROR:
+                failed_parse = result
     return results
 
 
@@ -364,11 +441,12 @@ async def run(
     path: str,
     timeout: float,  # noqa: ASYNC109 - the pool's wait for a connection, not a deadline for the call
     as_service: bool = False,
+    prepare: bool = True,
 ) -> Result:
     """Runs statements in one transaction under the identity's role (None: as the authenticator).
 
     With `as_service` the statements run as the authenticator (the auth functions) after the identity's
-    session check.
+    session check. With `prepare` they run as prepared statements of the connection (see `_send`).
 
     The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
     sync): one write to the server and one read of the results. A signed-in request sends its session
@@ -377,61 +455,112 @@ async def run(
     Raises StatementError (a database error, with the statement that failed), SessionInactive,
     psycopg_pool.PoolTimeout and psycopg.OperationalError (connection lost).
     """
-    context = _command(
-        _context_sql(3 if identity is None or as_service else 5 + len(role_settings.get(identity.role, {}))),
-        _context_params(identity, role_settings, as_service, request_id, method, path),
-    )
-    async with pool.connection(timeout=timeout) as conn:
-        # request statements are dumped with the connection's adapters (its encoding, its types)
-        commands = [_statement_command(statement, conn) for statement in statements]
-        begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
+    # getconn/putconn rather than pool.connection(): its `async with conn` (a commit, a no-op in autocommit)
+    # is a lock and a wait per request; the state of the connection is ours to leave clean (see below)
+    conn = await pool.getconn(timeout=timeout)
+    try:
+        return await _run(
+            conn,
+            identity,
+            statements,
+            role_settings,
+            read_only,
+            request_id,
+            method,
+            path,
+            as_service,
+            prepare,
+        )
+    finally:
+        await pool.putconn(conn)
+
+
+async def _run(
+    conn: psycopg.AsyncConnection[Any],
+    identity: Identity | None,
+    statements: Sequence[Statement],
+    role_settings: Mapping[str, Mapping[str, str]],
+    read_only: bool,
+    request_id: str,
+    method: str,
+    path: str,
+    as_service: bool,
+    prepare: bool,
+) -> Result:
+    encoding = conn.info.encoding
+    try:
+        context = _command(
+            _context_sql(
+                3 if identity is None or as_service else 5 + len(role_settings.get(identity.role, {}))
+            ),
+            _context_params(identity, role_settings, as_service, request_id, method, path),
+            encoding,
+        )
+    except psycopg.Error as exc:  # a NUL character in the path
+        raise StatementError(exc, statements[0] if statements else None) from None
+    # request statements are dumped with the connection's adapters (its encoding, its types); a value
+    # the driver refuses (a NUL character) is an error of that statement
+    commands: list[_Command] = []
+    for statement in statements:
+        try:
+            commands.append(_statement_command(statement, conn, encoding))
+        except psycopg.Error as exc:
+            raise StatementError(exc, statement) from None
+    session = None
+    if identity is not None and identity.jti is not None:
+        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id)], encoding)
+    begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
+    tail = [context, *commands, _Command(_RESPONSE_GUCS), _Command(_COMMIT)]
+    for attempt in (1, 2):
         clean = False
         try:
-            if identity is not None and identity.jti is not None:
+            if session is not None:
                 # as the authenticator, before the role switch; nothing runs as the user until the
                 # database said the session is active
-                check = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id)])
-                results = await _send(conn, [begin, check])
+                results = await _send(conn, [begin, session], prepare)
                 failed = _first_error(results)
                 if failed is None:
-                    value = results[1].get_value(0, 0) if results[1] is not None else None
-                    if value != b"t":
+                    answer = results[1]
+                    if answer is None or answer.ntuples != 1 or answer.get_value(0, 0) != b"t":
                         await conn.execute("rollback")
                         clean = True
                         raise SessionInactive()
-                    batch = [context, *commands, _Command(_RESPONSE_GUCS), _Command(_COMMIT)]
-                    offset = 1  # commands[i] is batch[i + 1]
+                    results = await _send(conn, tail, prepare)
+                    failed = _first_error(results)
+                    first = 1  # commands[i] is tail[i + 1]
                 else:
-                    batch = []
-                    offset = -1
+                    first = len(results)  # no request statement ran
             else:
-                batch = [begin, context, *commands, _Command(_RESPONSE_GUCS), _Command(_COMMIT)]
-                offset = 2
-                results = []
-                failed = None
-            if batch:
-                results = await _send(conn, batch)
+                results = await _send(conn, [begin, *tail], prepare)
                 failed = _first_error(results)
+                first = 2
             if failed is not None:
-                error = psycopg.errors.error_from_result(results[failed], encoding=conn.info.encoding)
+                failure = results[failed]
+                assert failure is not None
+                error = psycopg.errors.error_from_result(failure, encoding=encoding)
                 await conn.execute("rollback")
                 clean = True
-                index = failed - offset
+                if error.sqlstate == "26000" and prepare and attempt == 1:
+                    # a prepared statement went missing (DISCARD ALL, DEALLOCATE): prepare afresh
+                    prepared_statements(conn).clear()
+                    continue
+                index = failed - first
                 raise StatementError(error, statements[index] if 0 <= index < len(statements) else None)
             clean = True
         finally:
             if not clean and not conn.closed:
                 # interrupted between the write and the last result: the connection's state is unknown
                 await conn.close()
-        result = Result(
-            rows=[
-                _rows(results[offset + index], statement.raw_text, conn)
-                for index, statement in enumerate(statements)
-            ]
-        )
-        gucs = results[offset + len(statements)]
-        if gucs is not None and gucs.ntuples:
-            status, headers = gucs.get_value(0, 0), gucs.get_value(0, 1)
-            result.status = bytes(status).decode() if status is not None else None
-            result.headers = bytes(headers).decode() if headers is not None else None
-        return result
+        break
+    result = Result(
+        rows=[
+            _rows(results[first + index], statement.raw_text, conn)
+            for index, statement in enumerate(statements)
+        ]
+    )
+    gucs = results[first + len(statements)]
+    if gucs is not None and gucs.ntuples:
+        status, headers = gucs.get_value(0, 0), gucs.get_value(0, 1)
+        result.status = bytes(status).decode(encoding) if status is not None else None
+        result.headers = bytes(headers).decode(encoding) if headers is not None else None
+    return result

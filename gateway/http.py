@@ -3,24 +3,47 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import uuid
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from gateway.errors import ApiError, invalid_json
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 SCHEMA_PROFILE = "api"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_random = random.Random()  # noqa: S311 - request ids are unique, not secret
+# a forked worker must not repeat its parent's sequence
+os.register_at_fork(after_in_child=_random.seed)
 
 
 def request_id_from(header: str | None) -> str:
     """The client's X-Request-Id when it is 1-200 characters of [A-Za-z0-9._-], else a fresh uuid4."""
     if header and _REQUEST_ID.match(header):
         return header
-    return str(uuid.uuid4())
+    # a version-4 UUID from the process's Mersenne Twister (seeded from os.urandom at start): unique, not
+    # secret, and without a getrandom() system call per request
+    return str(uuid.UUID(int=_random.getrandbits(128), version=4))
+
+
+def url_path(scope: Scope) -> str:
+    """The request's path as Starlette's `request.url.path` gives it (`?`, `#` and `\\` escaped), without
+    building the URL."""
+    path: str = scope["path"]
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a header (`name` in lower case) straight from the ASGI scope."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def payload_too_large(limit: int) -> ApiError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 ACCESS_LOGGER = "commercecore.access"
+_access_logger = logging.getLogger(ACCESS_LOGGER)
 # attributes every LogRecord has; anything else was passed in `extra` and goes into the JSON object
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -18,19 +20,91 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def timestamp(self, created: float) -> str:
+        """`2026-11-24T15:18:46.779+00:00`, as datetime's isoformat(timespec="milliseconds") in UTC, with
+        the date and time of the current second formatted once."""
+        second = int(created)
+        micro = round((created - second) * 1_000_000)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{micro // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key[:1] != "_":
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """One line per record. Records logged on a running event loop (the access log: one per request) are
+    written together at the end of the loop's current iteration: one write for all the requests that
+    finished in it, not one per request; warnings and errors, and records from other threads, go out at
+    once (after the lines waiting, in order)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            line = self.format(record)
+            loop = _running_loop() if record.levelno < logging.WARNING else None
+            if loop is None:
+                self._pending.append(line)
+                self._write_pending()
+                return
+            self._pending.append(line)
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._flush_soon)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _flush_soon(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = False
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            text = "\n".join(self._pending) + "\n"
+            self._pending.clear()
+            self.stream.write(text)
+            self.stream.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                self._write_pending()
+            else:
+                super().flush()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def configure(level: int = logging.INFO) -> None:
@@ -38,7 +112,7 @@ def configure(level: int = logging.INFO) -> None:
     logger = logging.getLogger("commercecore")
     if any(getattr(h, "_commercecore", False) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler._commercecore = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
@@ -59,11 +133,18 @@ def access(
     client: str,
     sqlstate: str | None = None,
 ) -> None:
-    logging.getLogger(ACCESS_LOGGER).info(
+    logger = _access_logger
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    # makeRecord + handle is what Logger.info does, less the stack walk that finds the caller's line
+    record = logger.makeRecord(
+        ACCESS_LOGGER,
+        logging.INFO,
+        __file__,
+        0,
         "%s %s %s",
-        method,
-        route,
-        status,
+        (method, route, status),
+        None,
         extra={
             "request_id": request_id,
             "method": method,
@@ -77,3 +158,4 @@ def access(
             "sqlstate": sqlstate,
         },
     )
+    logger.handle(record)

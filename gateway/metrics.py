@@ -82,12 +82,23 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(PoolCollector(pool_stats))
+        # routes are templates and methods a short list: the key space is small
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(
         self, method: str, route: str, status: int, seconds: float, sqlstate: str | None = None
     ) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        # the labelled children, looked up once per (method, route, status): labels() takes a lock and
+        # builds a tuple on every call
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if sqlstate:
             self.database_errors.labels(sqlstate).inc()
 

@@ -1,6 +1,6 @@
 """The PostgREST read dialect -> SQL, and function calls -> SQL.
 
-Identifiers come only from the schema cache (`sql.Identifier`), values only as parameters, and every
+Identifiers come only from the schema cache (quoted by `ident`), values only as parameters, and every
 parameter is cast to the type the catalog gives for its column or argument. Response JSON is built by
 PostgreSQL (`json_agg`); the gateway passes the text through.
 
@@ -10,13 +10,13 @@ the field it came from (so an error about `$3` can name the argument or column).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
 from gateway.catalog import Catalog, Column, Function, PgType, cast
@@ -43,25 +43,39 @@ OBJECT_MEDIA_TYPE = "application/vnd.pgrst.object+json"
 class Fragment:
     """SQL text with its parameters (text order) and the field each parameter belongs to."""
 
-    query: sql.Composable
+    query: str
     params: list[Any] = field(default_factory=list)
     fields: list[str] = field(default_factory=list)
 
-    def __add__(self, other: Fragment | sql.Composable) -> Fragment:
+    def __add__(self, other: Fragment | str) -> Fragment:
         if isinstance(other, Fragment):
             return Fragment(self.query + other.query, self.params + other.params, self.fields + other.fields)
         return Fragment(self.query + other, list(self.params), list(self.fields))
 
 
+@functools.lru_cache(maxsize=4096)
+def ident(*names: str) -> str:
+    """A (qualified) identifier, every part double-quoted as PostgreSQL's quote_ident does for any name:
+    `"api"."products"`. The names come from the schema cache, never from a request.
+
+    SQL is built as text (not `psycopg.sql` objects): a request's statement is a few string joins, and the
+    driver converts each distinct text once (`gateway.db.to_postgres`).
+    """
+    for name in names:
+        if "\x00" in name:
+            raise ValueError("an identifier cannot contain NUL")
+    return ".".join('"' + name.replace('"', '""') + '"' for name in names)
+
+
 def frag(text: str) -> Fragment:
-    return Fragment(sql.SQL(text))
+    return Fragment(text)
 
 
 def join(fragments: Sequence[Fragment], separator: str) -> Fragment:
-    result = Fragment(sql.SQL(""))
+    result = Fragment("")
     for index, fragment in enumerate(fragments):
         if index:
-            result = result + sql.SQL(separator)
+            result = result + separator
         result = result + fragment
     return result
 
@@ -75,16 +89,16 @@ class RawText(str):
 def value_param(value: Any, type_: PgType, catalog: Catalog, name: str) -> Fragment:
     """A value as `%s::<type>`: text for PostgreSQL to parse (the error then names the parameter)."""
     if isinstance(value, RawText):
-        return Fragment(sql.SQL("%s") + cast(type_.plain, catalog), [str(value)], [name])
+        return Fragment("%s" + cast(type_.plain, catalog), [str(value)], [name])
     if type_.is_json:
-        return Fragment(sql.SQL("%s") + cast(type_.plain, catalog), [Jsonb(value)], [name])
+        return Fragment("%s" + cast(type_.plain, catalog), [Jsonb(value)], [name])
     if type_.composite and isinstance(value, dict):
         return Fragment(
-            sql.SQL("pg_catalog.json_populate_record(null") + cast(type_.plain, catalog) + sql.SQL(", %s)"),
+            "pg_catalog.json_populate_record(null" + cast(type_.plain, catalog) + ", %s)",
             [Json(value)],
             [name],
         )
-    return Fragment(sql.SQL("%s") + cast(type_.plain, catalog), [to_text(value, type_)], [name])
+    return Fragment("%s" + cast(type_.plain, catalog), [to_text(value, type_)], [name])
 
 
 def to_text(value: Any, type_: PgType | None = None) -> str | None:
@@ -446,38 +460,38 @@ def parse_read(
 def filter_sql(item: Filter | Logic, catalog: Catalog) -> Fragment:
     if isinstance(item, Logic):
         inner = join([filter_sql(sub, catalog) for sub in item.items], f" {item.operator} ")
-        expression = frag("(") + inner + sql.SQL(")")
+        expression = frag("(") + inner + ")"
         return frag("not ") + expression if item.negate else expression
-    column = sql.Identifier(item.column.name)
+    column = ident(item.column.name)
     type_ = item.column.type
     name = item.column.name
     if item.operator in _COMPARE:
-        expression = Fragment(column + sql.SQL(f" {_COMPARE[item.operator]} ")) + value_param(
+        expression = Fragment(column + f" {_COMPARE[item.operator]} ") + value_param(
             RawText(str(item.value)), type_, catalog, name
         )
     elif item.operator in _LIKE:
         pattern = str(item.value).replace("*", "%")
-        expression = Fragment(column + sql.SQL(f"::text {_LIKE[item.operator]} %s"), [pattern], [name])
+        expression = Fragment(column + f"::text {_LIKE[item.operator]} %s", [pattern], [name])
     elif item.operator == "in":
         assert isinstance(item.value, list)
         expression = Fragment(
-            column + sql.SQL(" = any(%s") + cast(type_.plain, catalog, array=True) + sql.SQL(")"),
+            column + " = any(%s" + cast(type_.plain, catalog, array=True) + ")",
             [array_literal(item.value)],
             [name],
         )
     elif item.operator == "is":
-        expression = Fragment(column + sql.SQL(" is " + _IS[str(item.value)]))
+        expression = Fragment(column + " is " + _IS[str(item.value)])
     else:
-        function = sql.SQL("pg_catalog." + _FTS[item.operator])
+        function = "pg_catalog." + _FTS[item.operator]
         if item.config is not None:
             expression = Fragment(
-                column + sql.SQL(" @@ ") + function + sql.SQL("(%s::pg_catalog.regconfig, %s)"),
+                column + " @@ " + function + "(%s::pg_catalog.regconfig, %s)",
                 [item.config, item.value],
                 [name, name],
             )
         else:
-            expression = Fragment(column + sql.SQL(" @@ ") + function + sql.SQL("(%s)"), [item.value], [name])
-    return frag("not (") + expression + sql.SQL(")") if item.negate else expression
+            expression = Fragment(column + " @@ " + function + "(%s)", [item.value], [name])
+    return frag("not (") + expression + ")" if item.negate else expression
 
 
 def where_sql(plan: ReadPlan, catalog: Catalog) -> Fragment:
@@ -486,16 +500,16 @@ def where_sql(plan: ReadPlan, catalog: Catalog) -> Fragment:
     return frag(" where ") + join([filter_sql(item, catalog) for item in plan.where], " and ")
 
 
-def order_sql(plan: ReadPlan) -> sql.Composable:
+def order_sql(plan: ReadPlan) -> str:
     if not plan.order:
-        return sql.SQL("")
-    parts: list[sql.Composable] = []
+        return ""
+    parts: list[str] = []
     for order in plan.order:
-        part = sql.Identifier(order.column.name) + sql.SQL(" desc" if order.descending else " asc")
+        part = ident(order.column.name) + (" desc" if order.descending else " asc")
         if order.nulls:
-            part = part + sql.SQL(f" nulls {order.nulls}")
+            part = part + f" nulls {order.nulls}"
         parts.append(part)
-    return sql.SQL(" order by ") + sql.SQL(", ").join(parts)
+    return " order by " + ", ".join(parts)
 
 
 @dataclass
@@ -510,17 +524,16 @@ def read_statements(
     source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool, max_rows: int
 ) -> ReadStatements:
     """`select <body>, <rows>, <total> from (<page>) _t` over a source (a view or a function call)."""
-    columns = sql.SQL(", ").join(
-        sql.Identifier(column.name)
-        + (sql.SQL(" as ") + sql.Identifier(alias) if alias != column.name else sql.SQL(""))
+    columns = ", ".join(
+        ident(column.name) + (" as " + ident(alias) if alias != column.name else "")
         for alias, column in plan.select
     )
     where = where_sql(plan, catalog)
-    page = frag("select ") + columns + sql.SQL(" from ") + source + where + order_sql(plan)
+    page = frag("select ") + columns + " from " + source + where + order_sql(plan)
     if plan.limit is not None:
-        page = page + Fragment(sql.SQL(" limit %s"), [plan.limit], ["limit"])
+        page = page + Fragment(" limit %s", [plan.limit], ["limit"])
     if plan.offset:
-        page = page + Fragment(sql.SQL(" offset %s"), [plan.offset], ["offset"])
+        page = page + Fragment(" offset %s", [plan.offset], ["offset"])
     if head:
         body = frag("null::text")
     elif plan.singular:
@@ -530,18 +543,16 @@ def read_statements(
     filtered = frag("select 1 from ") + source + where
     threshold = max_rows or 1000
     if plan.count == "exact":
-        total = frag("(select count(*) from (") + filtered + sql.SQL(") _c)")
+        total = frag("(select count(*) from (") + filtered + ") _c)"
     elif plan.count == "estimated":
         total = (
             frag("(select count(*) from (")
             + filtered
-            + Fragment(sql.SQL(" limit %s) _c)"), [threshold + 1], ["count"])
+            + Fragment(" limit %s) _c)", [threshold + 1], ["count"])
         )
     else:
         total = frag("null::bigint")
-    main = (
-        frag("select ") + body + sql.SQL(", count(*), ") + total + sql.SQL(" from (") + page + sql.SQL(") _t")
-    )
+    main = frag("select ") + body + ", count(*), " + total + " from (" + page + ") _t"
     explain = None
     if plan.count in ("planned", "estimated"):
         explain = frag("explain (format json) ") + filtered
@@ -580,20 +591,19 @@ def function_call(fn: Function, values: Mapping[str, Any], catalog: Catalog) -> 
         if arg.name not in values:
             continue
         value = values[arg.name]
-        prefix = sql.SQL("variadic ") if arg.variadic else sql.SQL("")
+        prefix = "variadic " if arg.variadic else ""
         parts.append(
-            Fragment(prefix + sql.Identifier(arg.name) + sql.SQL(" => "))
-            + value_param(value, arg.type, catalog, arg.name)
+            Fragment(prefix + ident(arg.name) + " => ") + value_param(value, arg.type, catalog, arg.name)
         )
-    return Fragment(sql.Identifier("api", fn.name) + sql.SQL("(")) + join(parts, ", ") + sql.SQL(")")
+    return Fragment(ident("api", fn.name) + "(") + join(parts, ", ") + ")"
 
 
 def call_statement(fn: Function, call: Fragment) -> Fragment:
     """The statement for a function whose result is not read with the dialect: one JSON text value."""
     if fn.result == "void":
-        return frag("select null::text from ") + call + sql.SQL(" as _t")
+        return frag("select null::text from ") + call + " as _t"
     if fn.returns_set:
-        return frag("select coalesce(pg_catalog.json_agg(_t), '[]')::text from ") + call + sql.SQL(" as _t")
+        return frag("select coalesce(pg_catalog.json_agg(_t), '[]')::text from ") + call + " as _t"
     if fn.returns.base == "jsonb" or fn.returns.base == "json":
-        return frag("select (") + call + sql.SQL(")::text")
-    return frag("select pg_catalog.to_json(") + call + sql.SQL(")::text")
+        return frag("select (") + call + ")::text"
+    return frag("select pg_catalog.to_json(") + call + ")::text"

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,7 +32,7 @@ from gateway.errors import (
     unavailable,
     unknown_argument,
 )
-from gateway.http import check_accept, check_profile, read_json_object
+from gateway.http import check_accept, check_profile, read_json_object, url_path
 from gateway.query import (
     Filter,
     Fragment,
@@ -42,6 +41,7 @@ from gateway.query import (
     call_statement,
     content_range,
     function_call,
+    ident,
     parse_read,
     planned_rows,
     read_statements,
@@ -50,6 +50,8 @@ from gateway.query import (
 log = logging.getLogger("commercecore.gateway")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+# the headers a read's statements depend on (with its method, path and query string)
+_READ_HEADERS = ("range", "range-unit", "prefer", "accept", IDEMPOTENCY_HEADER)
 IDEMPOTENCY_ARGUMENT = "idempotency_key"
 JSON_MEDIA_TYPE = "application/json; charset=utf-8"
 _FORBIDDEN_HEADERS = frozenset(
@@ -105,11 +107,15 @@ def _pattern(route: RouteDecl) -> re.Pattern[str]:
 
 
 class RouteTable:
-    """The declared routes of a catalog, most specific first (more literal segments win)."""
+    """The declared routes of a catalog, most specific first (more literal segments win), and the
+    statements of the reads served lately (by URL and the headers that shape a read)."""
+
+    PREPARED_LIMIT = 2048
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.warnings: list[str] = []
+        self.prepared: dict[tuple[Any, ...], Prepared] = {}
         compiled: dict[tuple[str, str], _Compiled] = {}
         declared: list[tuple[RouteDecl, Endpoint]] = []
         for view in catalog.views.values():
@@ -151,6 +157,13 @@ class RouteTable:
         generic = self._generic(wanted, path)
         generic.allowed |= result.allowed
         return generic
+
+    def remember(self, key: tuple[Any, ...], prepared: Prepared) -> None:
+        """Keeps a read's statements for the next request with the same key (bounded: a client that sends
+        ever new URLs, such as keyset pages, only empties the table now and then)."""
+        if len(self.prepared) >= self.PREPARED_LIMIT:
+            self.prepared.clear()
+        self.prepared[key] = prepared
 
     def _generic(self, method: str, path: str) -> Match:
         segments = path.strip("/").split("/")
@@ -337,7 +350,7 @@ def prepare(
                 plan.where.append(Filter(view.columns[name], "eq", value))
             plan.singular = True
             kind = "single"
-        source = Fragment(sql.Identifier("api", view.name))
+        source = Fragment(ident("api", view.name))
         return Prepared(prepare_read(source, plan, catalog, head=head, max_rows=max_rows), True, kind, plan)
 
     binding = bind_arguments(
@@ -355,7 +368,7 @@ def prepare(
         plan = parse_read(
             binding.read_params, fn.columns, request.headers, source=f"api.{fn.name}", max_rows=max_rows
         )
-        source = call + sql.SQL(" as _src")
+        source = call + " as _src"
         return Prepared(
             prepare_read(source, plan, catalog, head=head, max_rows=max_rows), read_only, "read", plan
         )
@@ -434,8 +447,9 @@ async def execute(request: Request, prepared: Prepared, identity: db.Identity, c
                 read_only=prepared.read_only,
                 request_id=request.state.request_id,
                 method=request.method,
-                path=request.url.path,
+                path=url_path(request.scope),
                 timeout=gateway.settings.pool_timeout,
+                prepare=gateway.settings.prepared_statements,
             )
         except db.StatementError as exc:
             sqlstate = exc.error.sqlstate or ""
@@ -449,7 +463,7 @@ async def execute(request: Request, prepared: Prepared, identity: db.Identity, c
                     "database error %s on %s %s: %s",
                     sqlstate,
                     request.method,
-                    request.url.path,
+                    url_path(request.scope),
                     str(exc.error).strip(),
                 )
             raise error from None
@@ -499,7 +513,7 @@ def build_response(request: Request, prepared: Prepared, result: db.Result) -> R
                         404,
                         "PGRST116",
                         "No row at this address.",
-                        details={"code": "not_found", "resource": request.url.path},
+                        details={"code": "not_found", "resource": url_path(request.scope)},
                     )
                 raise ApiError(
                     406,
@@ -553,8 +567,9 @@ async def dispatch(request: Request) -> Response:
                 details={"code": "method_not_allowed", "allowed": allowed},
                 headers={"Allow": ", ".join(allowed)},
             )
-        if request.url.path.startswith("/rpc/"):
-            name = request.url.path[5:]
+        path = url_path(request.scope)
+        if path.startswith("/rpc/"):
+            name = path[5:]
             raise ApiError(
                 404,
                 "PGRST202",
@@ -562,15 +577,29 @@ async def dispatch(request: Request) -> Response:
                 details={"code": "not_found", "resource": "function", "name": name},
                 hint="The functions are listed in /openapi.json.",
             )
-        raise not_found(request.url.path)
+        raise not_found(path)
     endpoint = match.endpoint
     request.state.route = endpoint.template
     identity = gateway.authenticate(request)
     request.state.role = identity.role
     request.state.user_id = identity.user_id
     body: dict[str, Any] | None = None
-    if request.method not in ("GET", "HEAD") and endpoint.functions:
-        body = await read_json_object(request, gateway.settings.body_limit)
-    prepared = prepare(request, endpoint, match.params, body, catalog, gateway.settings.max_rows)
+    if request.method not in ("GET", "HEAD"):
+        if endpoint.functions:
+            body = await read_json_object(request, gateway.settings.body_limit)
+        prepared = prepare(request, endpoint, match.params, body, catalog, gateway.settings.max_rows)
+    else:
+        # a read is the same statements whenever the URL and the headers that shape it are the same
+        key = (
+            request.method,
+            request.scope["path"],
+            request.scope["query_string"],
+            *(request.headers.get(name) for name in _READ_HEADERS),
+        )
+        cached = table.prepared.get(key)
+        if cached is None:
+            cached = prepare(request, endpoint, match.params, body, catalog, gateway.settings.max_rows)
+            table.remember(key, cached)
+        prepared = cached
     result = await execute(request, prepared, identity, catalog)
     return build_response(request, prepared, result)

@@ -124,6 +124,11 @@ class Settings:
     body_limit: int = 1024 * 1024
     # the largest page a collection returns (limit and Range are capped to it); 0: no cap
     max_rows: int = 1000
+    # requests run as named prepared statements of their connection (planned once per connection); off for
+    # a proxy that cannot keep them (PgBouncer in transaction mode before 1.21 / max_prepared_statements = 0)
+    prepared_statements: bool = True
+    # one JSON line per request on stderr (commercecore.access); off when a proxy in front logs requests
+    access_log: bool = True
     # failures in a row before auth.record_login_failure locks an account, and for how long
     login_max_failures: int = 5
     login_lockout: int = 900
@@ -200,6 +205,8 @@ class Settings:
             pool_timeout=_number(env, "COMMERCECORE_POOL_TIMEOUT", 5.0, minimum=0.1),
             body_limit=_integer(env, "COMMERCECORE_BODY_LIMIT", 1024 * 1024, minimum=1024),
             max_rows=_integer(env, "COMMERCECORE_MAX_ROWS", 1000),
+            prepared_statements=_flag(env.get("COMMERCECORE_PREPARED_STATEMENTS", "on")),
+            access_log=_flag(env.get("COMMERCECORE_ACCESS_LOG", "on")),
             login_max_failures=_integer(env, "COMMERCECORE_LOGIN_MAX_FAILURES", 5, minimum=1),
             login_lockout=_integer(env, "COMMERCECORE_LOGIN_LOCKOUT", 900, minimum=1),
             login_rate=_integer(env, "COMMERCECORE_LOGIN_RATE", 30),

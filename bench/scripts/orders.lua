@@ -2,7 +2,9 @@
 package.path = package.path .. ";" .. os.getenv("BENCH_SCRIPTS") .. "/?.lua"
 local report = require("report")
 
-local products = tonumber(os.getenv("BENCH_PRODUCTS"))
+-- product ids from BENCH_FIRST_ID to BENCH_LAST_ID (all active, all in stock)
+local first_id = tonumber(os.getenv("BENCH_FIRST_ID"))
+local last_id = tonumber(os.getenv("BENCH_LAST_ID"))
 local token = os.getenv("BENCH_TOKEN")
 
 function init(args)
@@ -10,7 +12,7 @@ function init(args)
 end
 
 function request()
-  local body = string.format('{"items": [{"product_id": %d, "quantity": 1}]}', math.random(1, products))
+  local body = string.format('{"items": [{"product_id": %d, "quantity": 1}]}', math.random(first_id, last_id))
   return wrk.format("POST", "/orders", {
     ["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer " .. token,

@@ -1,6 +1,6 @@
 -- POST /orders as the gateway runs it: the session check, the request context, create_order.
 -- Run with -M extended: pgbench sends the variables as parameters, as the gateway does.
-\set pid random(1, :products)
+\set pid random(:first_id, :last_id)
 begin;
 select auth.session_active(:jti::uuid, :user_id::bigint), set_config('role', 'app_readwrite', true),
        set_config('request.jwt.claims', :claims, true), set_config('request.id', 'pgbench', true),

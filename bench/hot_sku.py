@@ -1,0 +1,204 @@
+"""`hot_sku`: many buyers of ONE product at once.
+
+At each concurrency (8, 32, 64 by default):
+- `api.create_order` of one unit of the hot product, by pgbench as the customer's role and claims (the
+  gateway's SQL, orders_hot.sql), and through the gateway (wrk, POST /orders);
+- the floor of any "take one unit" design: a bare conditional UPDATE
+  (`update ... set stock = stock - 1 where id = $1 and stock >= 1`) as the superuser, on a scratch copy of
+  the product row (scratch.products: core.products' columns, constraints and indexes, no triggers);
+- after every run, the invariants: the product's stock equals its ledger sum, stock never went negative,
+  and the units sold (initial stock - final stock) equal the units of the order lines written in the run
+  (and the orders pgbench committed).
+
+ratio = create_order orders/s (pgbench) / bare UPDATE rows/s, at the same concurrency. Target: >= 0.7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+from bench import harness
+
+NAME = "hot_sku"
+HOT_STOCK = 10_000_000
+
+
+def _setup(admin_url: str) -> int:
+    """The hot product (the first demo product, restocked through the ledger) and its scratch copy."""
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("select min(id) from core.products where active").fetchone()
+        assert row is not None
+        assert row[0] is not None
+        hot = int(row[0])
+        conn.execute(
+            "insert into core.inventory_movements (product_id, delta, reason, note) "
+            "values (%s, %s, 'restock', 'benchmark: hot product')",
+            [hot, HOT_STOCK],
+        )
+        conn.execute("create schema scratch")
+        conn.execute("create table scratch.products (like core.products including all)")
+        conn.execute(
+            "insert into scratch.products"
+            " (sku, name, description, price_minor, currency, stock, category_id)"
+            " select sku, name, description, price_minor, currency, %s, category_id from core.products"
+            " where id = %s",
+            [HOT_STOCK, hot],
+        )
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("vacuum analyze scratch.products")
+    return hot
+
+
+def _state(admin_url: str, product: int) -> dict[str, Any]:
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute(
+            """
+            select p.stock,
+                   (select coalesce(sum(m.delta), 0) from core.inventory_movements as m
+                    where m.product_id = p.id),
+                   (select coalesce(sum(i.quantity), 0) from core.order_items as i where i.product_id = p.id),
+                   (select count(*) from core.order_items as i where i.product_id = p.id)
+            from core.products as p where p.id = %s
+            """,
+            [product],
+        ).fetchone()
+    assert row is not None
+    return {"stock": int(row[0]), "ledger": int(row[1]), "units_in_orders": int(row[2]), "lines": int(row[3])}
+
+
+def _invariants(
+    before: dict[str, Any], after: dict[str, Any], committed: int, in_flight: int = 0
+) -> dict[str, Any]:
+    """`committed`: the orders the client saw succeed; `in_flight`: how many more may have been written
+    after it stopped counting (wrk stops its clock with requests still on the way; pgbench waits)."""
+    sold = before["stock"] - after["stock"]
+    in_orders = after["units_in_orders"] - before["units_in_orders"]
+    checks = {
+        "stock_equals_ledger": after["stock"] == after["ledger"],
+        "stock_not_negative": after["stock"] >= 0,
+        "units_sold_equal_order_lines": sold == in_orders,
+        "units_sold_equal_committed_orders": committed <= sold <= committed + in_flight,
+    }
+    return {
+        "initial_stock": before["stock"],
+        "final_stock": after["stock"],
+        "ledger_sum": after["ledger"],
+        "units_sold": sold,
+        "units_in_new_order_lines": in_orders,
+        "committed_orders": committed,
+        "checks": checks,
+        "ok": all(checks.values()),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    levels: list[dict[str, Any]] = []
+    with harness.database(0) as db:
+        hot = _setup(db.admin_url)
+        with harness.gateway(db, workers=args.workers, pool=args.pool) as gw:
+            buyer = harness.customer(gw, "bench-hot-buyer@bench.example")
+            variables = {
+                "product": str(hot),
+                "jti": buyer.jti,
+                "user_id": str(buyer.user_id),
+                "claims": buyer.claims,
+            }
+            with psycopg.connect(db.admin_url) as conn:
+                row = conn.execute("select id from scratch.products").fetchone()
+            assert row is not None
+            scratch_id = str(row[0])
+            for clients in args.hot_clients:
+                print(f"{NAME}: {clients} clients: bare UPDATE ...", file=sys.stderr, flush=True)
+                bare = harness.pgbench(
+                    db.admin_url,
+                    harness.SCRIPTS / "hot_update.sql",
+                    clients=clients,
+                    seconds=args.seconds,
+                    variables={"product": scratch_id},
+                )
+                print(f"{NAME}: {clients} clients: create_order (pgbench) ...", file=sys.stderr, flush=True)
+                before = _state(db.admin_url, hot)
+                orders = harness.pgbench(
+                    db.authenticator_url,
+                    harness.SCRIPTS / "orders_hot.sql",
+                    clients=clients,
+                    seconds=args.seconds,
+                    variables=variables,
+                )
+                after = _state(db.admin_url, hot)
+                database_check = _invariants(before, after, orders.requests)
+                print(f"{NAME}: {clients} clients: POST /orders (gateway) ...", file=sys.stderr, flush=True)
+                before = _state(db.admin_url, hot)
+                through_gateway = harness.wrk(
+                    gw.base_url,
+                    harness.SCRIPTS / "orders.lua",
+                    connections=clients,
+                    seconds=args.seconds,
+                    env={"BENCH_FIRST_ID": str(hot), "BENCH_LAST_ID": str(hot), "BENCH_TOKEN": buyer.token},
+                )
+                time.sleep(1.0)  # the requests wrk left in flight finish
+                after = _state(db.admin_url, hot)
+                gateway_check = _invariants(
+                    before,
+                    after,
+                    through_gateway.requests - through_gateway.non_2xx,
+                    # and a socket error or timeout leaves it unknown whether its order was written
+                    in_flight=clients + through_gateway.errors,
+                )
+                levels.append(
+                    {
+                        "clients": clients,
+                        "bare_update": bare.as_dict(),
+                        "create_order_pgbench": orders.as_dict(),
+                        "create_order_gateway": through_gateway.as_dict(),
+                        "ratio": round(orders.per_second / bare.per_second, 3) if bare.per_second else None,
+                        "ratio_gateway": round(through_gateway.per_second / bare.per_second, 3)
+                        if bare.per_second
+                        else None,
+                        "invariants_pgbench": database_check,
+                        "invariants_gateway": gateway_check,
+                    }
+                )
+        server = harness.server_version(db.admin_url)
+    return {
+        "versions": harness.versions(server),
+        "seconds": args.seconds,
+        "product": hot,
+        "gateway_workers": args.workers,
+        "gateway_pool_per_worker": args.pool,
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "target": "create_order orders/s >= 0.7 x bare conditional UPDATE rows/s at the same concurrency",
+        "levels": levels,
+        "invariants_ok": all(
+            level["invariants_pgbench"]["ok"] and level["invariants_gateway"]["ok"] for level in levels
+        ),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"One product, {result['seconds']} s per run; the gateway has {result['gateway_workers']} workers x "
+        f"{result['gateway_pool_per_worker']} pooled connections (so at most "
+        f"{result['gateway_workers'] * result['gateway_pool_per_worker']} orders in flight in PostgreSQL). "
+        "Target: ratio >= 0.7. Invariants (stock = ledger sum, units sold = initial - final = units in the "
+        f"new order lines = committed orders, stock >= 0) after every run: "
+        f"**{'all hold' if result['invariants_ok'] else 'VIOLATED'}**.",
+        "",
+        "| buyers | bare UPDATE rows/s (p99 ms) | create_order via pgbench orders/s (p99 ms) | ratio "
+        "| POST /orders via gateway orders/s (p99 ms) | ratio (gateway) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level in result["levels"]:
+        bare, pg, gw = level["bare_update"], level["create_order_pgbench"], level["create_order_gateway"]
+        lines.append(
+            f"| {level['clients']} | {bare['per_second']:.0f} ({bare['p99_ms']:.1f}) | "
+            f"{pg['per_second']:.0f} ({pg['p99_ms']:.1f}) | **{level['ratio']}** | "
+            f"{gw['per_second']:.0f} ({gw['p99_ms']:.1f}) | {level['ratio_gateway']} |"
+        )
+    return "\n".join(lines) + "\n"

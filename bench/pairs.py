@@ -1,0 +1,119 @@
+"""`gateway`: catalog reads and order creation through the gateway (wrk) beside pgbench running the same SQL
+as the same roles, in the same run.
+
+pgbench runs twice per workload: `-M extended` (unnamed statements, parsed and planned on every
+execution: the reference the targets were set against) and `-M prepared` (named prepared statements, as
+the gateway now sends them: the database's ceiling for this SQL). Both ratios are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bench import harness
+
+NAME = "gateway"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with harness.database(args.products) as db:
+        harness.restock_everything(db.admin_url, 10_000_000)
+        first_id, last_id = harness.product_ids(db.admin_url)
+        with harness.gateway(db, workers=args.workers, pool=args.pool) as gw:
+            buyer = harness.customer(gw, "bench-buyer@bench.example")
+            ids = {"first_id": str(first_id), "last_id": str(last_id)}
+            session = {"jti": buyer.jti, "user_id": str(buyer.user_id), "claims": buyer.claims}
+            workloads = {
+                "catalog_read": (
+                    "GET /products?limit=20 (anonymous)",
+                    "catalog.sql",
+                    {},
+                    "catalog.lua",
+                    {},
+                ),
+                "order_create": (
+                    "POST /orders, one line of a random product (customer, Bearer)",
+                    "orders.sql",
+                    {**ids, **session},
+                    "orders.lua",
+                    {
+                        "BENCH_FIRST_ID": str(first_id),
+                        "BENCH_LAST_ID": str(last_id),
+                        "BENCH_TOKEN": buyer.token,
+                    },
+                ),
+            }
+            for name, (what, sql_script, variables, lua_script, env) in workloads.items():
+                sides: dict[str, harness.Measurement] = {}
+                for mode in ("extended", "prepared"):
+                    print(f"{NAME}: {name}: pgbench -M {mode} ...", file=sys.stderr, flush=True)
+                    sides[mode] = harness.pgbench(
+                        db.authenticator_url,
+                        harness.SCRIPTS / sql_script,
+                        clients=args.connections,
+                        seconds=args.seconds,
+                        variables=variables,
+                        mode=mode,
+                    )
+                print(f"{NAME}: {name}: gateway ...", file=sys.stderr, flush=True)
+                gateway_side = harness.wrk(
+                    gw.base_url,
+                    harness.SCRIPTS / lua_script,
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    env=env,
+                )
+                results[name] = {
+                    "what": what,
+                    "connections": args.connections,
+                    "pgbench": sides["extended"].as_dict(),
+                    "pgbench_prepared": sides["prepared"].as_dict(),
+                    "gateway": gateway_side.as_dict(),
+                    "ratio": _ratio(gateway_side, sides["extended"]),
+                    "ratio_prepared": _ratio(gateway_side, sides["prepared"]),
+                }
+        server = harness.server_version(db.admin_url)
+    return {
+        "versions": harness.versions(server),
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "products": args.products,
+        "gateway_workers": args.workers,
+        "gateway_pool_per_worker": args.pool,
+        "target": "gateway req/s >= 0.5 x pgbench tx/s for each workload",
+        "workloads": results,
+    }
+
+
+def _ratio(gateway: harness.Measurement, database: harness.Measurement) -> float | None:
+    return round(gateway.per_second / database.per_second, 3) if database.per_second else None
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['connections']} connections, {result['seconds']} s per run, {result['products']} products, "
+        f"gateway: {result['gateway_workers']} uvicorn workers x {result['gateway_pool_per_worker']} "
+        "pooled connections. Target: ratio >= 0.5.",
+        "",
+        "| workload | pgbench tx/s (extended / prepared) | gateway req/s | ratio (vs extended / prepared) "
+        "| pgbench p50 / p99 ms | gateway p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in result["workloads"].items():
+        pg, pgp, gw = row["pgbench"], row["pgbench_prepared"], row["gateway"]
+        lines.append(
+            f"| {name} | {pg['per_second']:.0f} / {pgp['per_second']:.0f} | {gw['per_second']:.0f} | "
+            f"**{row['ratio']}** / {row['ratio_prepared']} | {pg['p50_ms']:.1f} / {pg['p99_ms']:.1f} | "
+            f"{gw['p50_ms']:.1f} / {gw['p99_ms']:.1f} |"
+        )
+    errors = {
+        name: row["gateway"]["errors"]
+        for name, row in result["workloads"].items()
+        if row["gateway"]["errors"]
+    }
+    if errors:
+        lines += ["", f"Gateway errors (non-2xx or socket): {errors}."]
+    return "\n".join(lines) + "\n"
