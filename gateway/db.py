@@ -111,6 +111,11 @@ class Statement:
     # for each parameter, the argument or column it carries (to name it in a type error)
     fields: Sequence[str] = ()
     raw_text: bool = False
+    # its last two columns are current_setting('response.status') and ('response.headers'), read after
+    # the call (as PostgREST does): the transaction needs no statement of its own to read them
+    response: bool = False
+    # the statement as sent, per client encoding (a statement reused for the same URL is dumped once)
+    dumped: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -271,6 +276,13 @@ def _command(query: bytes, params: Sequence[str] | None = None, encoding: str = 
 
 
 def _statement_command(statement: Statement, conn: psycopg.AsyncConnection[Any], encoding: str) -> _Command:
+    dumped: _Command | None = statement.dumped.get(encoding)
+    if dumped is None:
+        dumped = statement.dumped[encoding] = _dump(statement, conn, encoding)
+    return dumped
+
+
+def _dump(statement: Statement, conn: psycopg.AsyncConnection[Any], encoding: str) -> _Command:
     query = statement.query
     text = query if isinstance(query, str) else query.as_string(conn)
     command = to_postgres(text, encoding)
@@ -510,7 +522,10 @@ async def _run(
     if identity is not None and identity.jti is not None:
         session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id)], encoding)
     begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
-    tail = [context, *commands, _Command(_RESPONSE_GUCS), _Command(_COMMIT)]
+    # the response settings come with the last statement that carries them, or with a statement of their own
+    carrier = next((i for i in range(len(statements) - 1, -1, -1) if statements[i].response), None)
+    gucs_command = [] if carrier is not None else [_Command(_RESPONSE_GUCS)]
+    tail = [context, *commands, *gucs_command, _Command(_COMMIT)]
     for attempt in (1, 2):
         clean = False
         try:
@@ -552,15 +567,19 @@ async def _run(
                 # interrupted between the write and the last result: the connection's state is unknown
                 await conn.close()
         break
-    result = Result(
-        rows=[
-            _rows(results[first + index], statement.raw_text, conn)
-            for index, statement in enumerate(statements)
-        ]
-    )
-    gucs = results[first + len(statements)]
+    rows = [
+        _rows(results[first + index], statement.raw_text, conn) for index, statement in enumerate(statements)
+    ]
+    result = Result(rows=rows)
+    if carrier is not None:
+        gucs = results[first + carrier]
+        rows[carrier] = [row[:-2] for row in rows[carrier]]
+        column = (gucs.nfields - 2) if gucs is not None else 0
+    else:
+        gucs = results[first + len(statements)]
+        column = 0
     if gucs is not None and gucs.ntuples:
-        status, headers = gucs.get_value(0, 0), gucs.get_value(0, 1)
+        status, headers = gucs.get_value(0, column), gucs.get_value(0, column + 1)
         result.status = bytes(status).decode(encoding) if status is not None else None
         result.headers = bytes(headers).decode(encoding) if headers is not None else None
     return result

@@ -38,6 +38,21 @@ def url_path(scope: Scope) -> str:
     return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
 
 
+def headers_of(request: Request) -> dict[str, str]:
+    """The request's headers as a dict (lower-case names; the first of repeated ones, as
+    `request.headers.get` gives it), built once per request."""
+    scope = request.scope
+    found: dict[str, str] | None = scope.get("commercecore.headers")
+    if found is None:
+        found = {}
+        for key, value in scope["headers"]:
+            name = key.decode("latin-1")
+            if name not in found:
+                found[name] = value.decode("latin-1")
+        scope["commercecore.headers"] = found
+    return found
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of a header (`name` in lower case) straight from the ASGI scope."""
     for key, value in scope["headers"]:
@@ -119,7 +134,7 @@ async def read_json_object(request: Request, limit: int, *, empty_ok: bool = Tru
 def check_profile(request: Request) -> str | None:
     """Accept-Profile (reads) / Content-Profile (writes): only `api` is served; anything else is 406."""
     header = "accept-profile" if request.method in SAFE_METHODS else "content-profile"
-    profile = request.headers.get(header)
+    profile = headers_of(request).get(header)
     if profile is None:
         return None
     if profile.strip() != SCHEMA_PROFILE:
@@ -138,7 +153,7 @@ _JSON_TYPES = ("application/json", "application/*", "*/*", "application/vnd.pgrs
 
 def check_accept(request: Request) -> None:
     """406 unless the client accepts JSON (no Accept header accepts anything)."""
-    accept = request.headers.get("accept")
+    accept = headers_of(request).get("accept")
     if not accept:
         return
     for part in accept.split(","):

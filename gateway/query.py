@@ -37,6 +37,11 @@ _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _RANGE = re.compile(r"^(?:items=)?\s*(\d{1,18})-(\d{0,18})\s*$", re.IGNORECASE)
 COUNT_METHODS = ("exact", "planned", "estimated")
 OBJECT_MEDIA_TYPE = "application/vnd.pgrst.object+json"
+# the two columns every main statement ends with (see gateway.db.Statement.response)
+RESPONSE_SETTINGS = (
+    ", pg_catalog.current_setting('response.status', true)"
+    ", pg_catalog.current_setting('response.headers', true)"
+)
 
 
 @dataclass
@@ -552,7 +557,7 @@ def read_statements(
         )
     else:
         total = frag("null::bigint")
-    main = frag("select ") + body + ", count(*), " + total + " from (" + page + ") _t"
+    main = frag("select ") + body + ", count(*), " + total + RESPONSE_SETTINGS + " from (" + page + ") _t"
     explain = None
     if plan.count in ("planned", "estimated"):
         explain = frag("explain (format json) ") + filtered
@@ -599,11 +604,21 @@ def function_call(fn: Function, values: Mapping[str, Any], catalog: Catalog) -> 
 
 
 def call_statement(fn: Function, call: Fragment) -> Fragment:
-    """The statement for a function whose result is not read with the dialect: one JSON text value."""
+    """The statement for a function whose result is not read with the dialect: one JSON text value, and
+    the response settings the call left (read after it: from a FROM item, or an aggregate over one)."""
     if fn.result == "void":
-        return frag("select null::text from ") + call + " as _t"
+        return frag("select null::text") + RESPONSE_SETTINGS + " from " + call + " as _t"
     if fn.returns_set:
-        return frag("select coalesce(pg_catalog.json_agg(_t), '[]')::text from ") + call + " as _t"
+        return (
+            frag("select coalesce(pg_catalog.json_agg(_t), '[]')::text")
+            + RESPONSE_SETTINGS
+            + " from "
+            + call
+            + " as _t"
+        )
     if fn.returns.base == "jsonb" or fn.returns.base == "json":
-        return frag("select (") + call + ")::text"
-    return frag("select pg_catalog.to_json(") + call + ")::text"
+        value = frag("select (") + call + ")::text"
+    else:
+        value = frag("select pg_catalog.to_json(") + call + ")::text"
+    # offset 0: the subquery (the call) is not pulled up into the outer select, so it runs first
+    return frag("select _r.v") + RESPONSE_SETTINGS + " from (" + value + " as v offset 0) as _r"

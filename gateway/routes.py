@@ -32,7 +32,7 @@ from gateway.errors import (
     unavailable,
     unknown_argument,
 )
-from gateway.http import check_accept, check_profile, read_json_object, url_path
+from gateway.http import check_accept, check_profile, headers_of, read_json_object, url_path
 from gateway.query import (
     Filter,
     Fragment,
@@ -315,15 +315,15 @@ class Prepared:
     default_status: int = 200
 
 
-def _statement(fragment: Fragment) -> db.Statement:
-    return db.Statement(fragment.query, fragment.params, fragment.fields, raw_text=True)
+def _statement(fragment: Fragment, *, response: bool = False) -> db.Statement:
+    return db.Statement(fragment.query, fragment.params, fragment.fields, raw_text=True, response=response)
 
 
 def prepare_read(
     source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool, max_rows: int
 ) -> list[db.Statement]:
     statements = read_statements(source, plan, catalog, head=head, max_rows=max_rows)
-    result = [_statement(statements.main)]
+    result = [_statement(statements.main, response=True)]
     if statements.explain is not None:
         result.append(_statement(statements.explain))
     return result
@@ -342,7 +342,9 @@ def prepare(
     query = list(request.query_params.multi_items())
     if endpoint.view is not None:
         view = endpoint.view
-        plan = parse_read(query, view.columns, request.headers, source=f"api.{view.name}", max_rows=max_rows)
+        plan = parse_read(
+            query, view.columns, headers_of(request), source=f"api.{view.name}", max_rows=max_rows
+        )
         kind = "read"
         if params:
             # a path-addressed row of a view: /orders/{id} filters id = the path value, one object
@@ -359,21 +361,21 @@ def prepare(
         path_params=params,
         body=body,
         query=query,
-        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        idempotency_key=headers_of(request).get(IDEMPOTENCY_HEADER),
     )
     fn = binding.function
     call = function_call(fn, binding.values, catalog)
     read_only = method == "GET" or fn.read_only
     if fn.result == "rows" and fn.returns_set:
         plan = parse_read(
-            binding.read_params, fn.columns, request.headers, source=f"api.{fn.name}", max_rows=max_rows
+            binding.read_params, fn.columns, headers_of(request), source=f"api.{fn.name}", max_rows=max_rows
         )
         source = call + " as _src"
         return Prepared(
             prepare_read(source, plan, catalog, head=head, max_rows=max_rows), read_only, "read", plan
         )
     return Prepared(
-        [_statement(call_statement(fn, call))],
+        [_statement(call_statement(fn, call), response=True)],
         read_only,
         "call",
         default_status=204 if fn.result == "void" else 200,
@@ -539,7 +541,8 @@ def build_response(request: Request, prepared: Prepared, result: db.Result) -> R
         response.headers["content-length"] = str(len(body))
     for name, value in headers:
         response.headers.append(name, value)
-    profile = request.headers.get("accept-profile") or request.headers.get("content-profile")
+    request_headers = headers_of(request)
+    profile = request_headers.get("accept-profile") or request_headers.get("content-profile")
     if profile:
         response.headers["Content-Profile"] = "api"
     return response
@@ -594,7 +597,7 @@ async def dispatch(request: Request) -> Response:
             request.method,
             request.scope["path"],
             request.scope["query_string"],
-            *(request.headers.get(name) for name in _READ_HEADERS),
+            *map(headers_of(request).get, _READ_HEADERS),
         )
         cached = table.prepared.get(key)
         if cached is None:
