@@ -1,7 +1,8 @@
 """`make bench`: the gateway and the database against their own limits, in the same run.
 
-    python -m bench [--only gateway,hot_sku,scale] [--seconds 10] [--connections 16] [--products 10000]
-                    [--workers 2] [--pool 4] [--hot-clients 8,32,64] [--sizes 10000,100000,1000000]
+    python -m bench [--only gateway,hot_sku,scale] [--seconds 10] [--rounds 3] [--connections 16]
+                    [--products 10000] [--workers 2] [--pool 4] [--hot-clients 8,32,64]
+                    [--sizes 10000,100000,1000000] [--scale-connections 8]
 
 Each benchmark starts its own PostgreSQL under bench/.work and writes bench/results/<name>.json (the machine,
 the versions, the exact command and the numbers); bench/results/README.md gets one table per benchmark from
@@ -42,6 +43,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", default=",".join(BENCHMARKS), help=f"comma-separated, of: {', '.join(BENCHMARKS)}"
     )
     parser.add_argument("--seconds", type=int, default=10, help="duration of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (gateway bench)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent clients (gateway bench)")
     parser.add_argument("--products", type=int, default=10_000, help="generated catalog size (gateway bench)")
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")

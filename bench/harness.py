@@ -257,6 +257,12 @@ class Measurement:
         }
 
 
+def median(runs: list[Measurement]) -> Measurement:
+    """The run with the median throughput (the lower middle one of an even number)."""
+    ordered = sorted(runs, key=lambda run: run.per_second)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _percentile(values: list[float], pct: float) -> float:
     if not values:
         return 0.0

@@ -3,7 +3,8 @@ as the same roles, in the same run.
 
 pgbench runs twice per workload: `-M extended` (unnamed statements, parsed and planned on every
 execution: the reference the targets were set against) and `-M prepared` (named prepared statements, as
-the gateway now sends them: the database's ceiling for this SQL). Both ratios are reported.
+the gateway now sends them: the database's ceiling for this SQL). Both ratios are reported. The three take
+turns for `--rounds` rounds and the median of each is compared.
 """
 
 from __future__ import annotations
@@ -47,39 +48,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
             }
             for name, (what, sql_script, variables, lua_script, env) in workloads.items():
-                sides: dict[str, harness.Measurement] = {}
-                for mode in ("extended", "prepared"):
-                    print(f"{NAME}: {name}: pgbench -M {mode} ...", file=sys.stderr, flush=True)
-                    sides[mode] = harness.pgbench(
-                        db.authenticator_url,
-                        harness.SCRIPTS / sql_script,
-                        clients=args.connections,
-                        seconds=args.seconds,
-                        variables=variables,
-                        mode=mode,
+                # the sides take turns, `rounds` times: a slow spell of the machine (another tenant, a
+                # checkpoint) falls on all of them, and the median of each side is what is compared
+                rounds: dict[str, list[harness.Measurement]] = {"extended": [], "prepared": [], "gateway": []}
+                for number in range(1, args.rounds + 1):
+                    for mode in ("extended", "prepared"):
+                        print(
+                            f"{NAME}: {name}: round {number}: pgbench -M {mode} ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        rounds[mode].append(
+                            harness.pgbench(
+                                db.authenticator_url,
+                                harness.SCRIPTS / sql_script,
+                                clients=args.connections,
+                                seconds=args.seconds,
+                                variables=variables,
+                                mode=mode,
+                            )
+                        )
+                    print(f"{NAME}: {name}: round {number}: gateway ...", file=sys.stderr, flush=True)
+                    rounds["gateway"].append(
+                        harness.wrk(
+                            gw.base_url,
+                            harness.SCRIPTS / lua_script,
+                            connections=args.connections,
+                            seconds=args.seconds,
+                            env=env,
+                        )
                     )
-                print(f"{NAME}: {name}: gateway ...", file=sys.stderr, flush=True)
-                gateway_side = harness.wrk(
-                    gw.base_url,
-                    harness.SCRIPTS / lua_script,
-                    connections=args.connections,
-                    seconds=args.seconds,
-                    env=env,
-                )
+                sides = {side: harness.median(runs) for side, runs in rounds.items()}
                 results[name] = {
                     "what": what,
                     "connections": args.connections,
                     "pgbench": sides["extended"].as_dict(),
                     "pgbench_prepared": sides["prepared"].as_dict(),
-                    "gateway": gateway_side.as_dict(),
-                    "ratio": _ratio(gateway_side, sides["extended"]),
-                    "ratio_prepared": _ratio(gateway_side, sides["prepared"]),
+                    "gateway": sides["gateway"].as_dict(),
+                    "ratio": _ratio(sides["gateway"], sides["extended"]),
+                    "ratio_prepared": _ratio(sides["gateway"], sides["prepared"]),
+                    "rounds": {side: [run.as_dict() for run in runs] for side, runs in rounds.items()},
                 }
         server = harness.server_version(db.admin_url)
     return {
         "versions": harness.versions(server),
         "connections": args.connections,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "products": args.products,
         "gateway_workers": args.workers,
         "gateway_pool_per_worker": args.pool,
@@ -94,7 +109,8 @@ def _ratio(gateway: harness.Measurement, database: harness.Measurement) -> float
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['connections']} connections, {result['seconds']} s per run, {result['products']} products, "
+        f"{result['connections']} connections, {result['rounds']} alternating rounds of "
+        f"{result['seconds']} s per side (medians), {result['products']} products, "
         f"gateway: {result['gateway_workers']} uvicorn workers x {result['gateway_pool_per_worker']} "
         "pooled connections. Target: ratio >= 0.5.",
         "",

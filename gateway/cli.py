@@ -148,7 +148,7 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
         fail(str(exc))
     logs.configure()
     uvicorn.run(
-        "gateway.app:create_app",
+        "gateway.app:create_served_app",
         factory=True,
         host=host,
         port=port,

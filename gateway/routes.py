@@ -110,7 +110,7 @@ class RouteTable:
     """The declared routes of a catalog, most specific first (more literal segments win), and the
     statements of the reads served lately (by URL and the headers that shape a read)."""
 
-    PREPARED_LIMIT = 2048
+    PREPARED_LIMIT = 256
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
