@@ -2,7 +2,12 @@
 
 At each concurrency (8, 32, 64 by default):
 - `api.create_order` of one unit of the hot product, by pgbench as the customer's role and claims (the
-  gateway's SQL, orders_hot.sql), and through the gateway (wrk, POST /orders);
+  gateway's SQL in the gateway's two pipelined batches, orders_pipelined.sql; unnamed statements, since
+  pgbench prepares a pipeline's statements before its first one has set the role that may see `api`),
+  and through the gateway (wrk, POST /orders);
+- the same create_order spread over 1000 products (no buyer waits for another): what the machine can do
+  with this function at all, so that the hot-SKU rate splits into the cost of the work (spread / bare) and
+  the cost of the queue on one row (hot / spread);
 - the floor of any "take one unit" design: a bare conditional UPDATE
   (`update ... set stock = stock - 1 where id = $1 and stock >= 1`) as the superuser, on a scratch copy of
   the product row (scratch.products: core.products' columns, constraints and indexes, no triggers);
@@ -27,6 +32,7 @@ from bench import harness
 
 NAME = "hot_sku"
 HOT_STOCK = 10_000_000
+SPREAD_PRODUCTS = 1000  # generated products the spread run draws from
 
 
 def _setup(admin_url: str) -> int:
@@ -99,12 +105,17 @@ def _invariants(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     levels: list[dict[str, Any]] = []
-    with harness.database(0) as db:
+    with harness.database(SPREAD_PRODUCTS) as db:
+        harness.restock_everything(db.admin_url, HOT_STOCK)
         hot = _setup(db.admin_url)
+        with psycopg.connect(db.admin_url) as conn:
+            span = conn.execute("select min(id), max(id) from core.products where active").fetchone()
+        assert span is not None
         with harness.gateway(db, workers=args.workers, pool=args.pool) as gw:
             buyer = harness.customer(gw, "bench-hot-buyer@bench.example")
             variables = {
-                "product": str(hot),
+                "first_id": str(hot),
+                "last_id": str(hot),
                 "jti": buyer.jti,
                 "user_id": str(buyer.user_id),
                 "claims": buyer.claims,
@@ -126,13 +137,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 before = _state(db.admin_url, hot)
                 orders = harness.pgbench(
                     db.authenticator_url,
-                    harness.SCRIPTS / "orders_hot.sql",
+                    harness.SCRIPTS / "orders_pipelined.sql",
                     clients=clients,
                     seconds=args.seconds,
                     variables=variables,
+                    mode="extended",
                 )
                 after = _state(db.admin_url, hot)
                 database_check = _invariants(before, after, orders.requests)
+                print(f"{NAME}: {clients} clients: create_order, spread ...", file=sys.stderr, flush=True)
+                spread = harness.pgbench(
+                    db.authenticator_url,
+                    harness.SCRIPTS / "orders_pipelined.sql",
+                    clients=clients,
+                    seconds=args.seconds,
+                    variables={**variables, "first_id": str(span[0]), "last_id": str(span[1])},
+                    mode="extended",
+                )
                 print(f"{NAME}: {clients} clients: POST /orders (gateway) ...", file=sys.stderr, flush=True)
                 before = _state(db.admin_url, hot)
                 through_gateway = harness.wrk(
@@ -156,8 +177,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "clients": clients,
                         "bare_update": bare.as_dict(),
                         "create_order_pgbench": orders.as_dict(),
+                        "create_order_spread": spread.as_dict(),
                         "create_order_gateway": through_gateway.as_dict(),
                         "ratio": round(orders.per_second / bare.per_second, 3) if bare.per_second else None,
+                        "ratio_spread_to_bare": round(spread.per_second / bare.per_second, 3)
+                        if bare.per_second
+                        else None,
+                        "ratio_hot_to_spread": round(orders.per_second / spread.per_second, 3)
+                        if spread.per_second
+                        else None,
                         "ratio_gateway": round(through_gateway.per_second / bare.per_second, 3)
                         if bare.per_second
                         else None,
@@ -170,6 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "versions": harness.versions(server),
         "seconds": args.seconds,
         "product": hot,
+        "spread_products": SPREAD_PRODUCTS,
         "gateway_workers": args.workers,
         "gateway_pool_per_worker": args.pool,
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -188,17 +217,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['gateway_workers'] * result['gateway_pool_per_worker']} orders in flight in PostgreSQL). "
         "Target: ratio >= 0.7. Invariants (stock = ledger sum, units sold = initial - final = units in the "
         f"new order lines = committed orders, stock >= 0) after every run: "
-        f"**{'all hold' if result['invariants_ok'] else 'VIOLATED'}**.",
+        f"**{'all hold' if result['invariants_ok'] else 'VIOLATED'}**. "
+        f"Spread: the same create_order over {result.get('spread_products', '?')} products, no queue: "
+        "spread / bare is the cost of the work, hot / spread the cost of the queue on one row.",
         "",
-        "| buyers | bare UPDATE rows/s (p99 ms) | create_order via pgbench orders/s (p99 ms) | ratio "
+        "| buyers | bare UPDATE rows/s (p99 ms) | create_order hot orders/s (p99 ms) | ratio "
+        "| create_order spread orders/s | spread / bare | hot / spread "
         "| POST /orders via gateway orders/s (p99 ms) | ratio (gateway) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level in result["levels"]:
         bare, pg, gw = level["bare_update"], level["create_order_pgbench"], level["create_order_gateway"]
+        spread = level.get("create_order_spread", {"per_second": 0.0})
         lines.append(
             f"| {level['clients']} | {bare['per_second']:.0f} ({bare['p99_ms']:.1f}) | "
             f"{pg['per_second']:.0f} ({pg['p99_ms']:.1f}) | **{level['ratio']}** | "
+            f"{spread['per_second']:.0f} | {level.get('ratio_spread_to_bare')} | "
+            f"{level.get('ratio_hot_to_spread')} | "
             f"{gw['per_second']:.0f} ({gw['p99_ms']:.1f}) | {level['ratio_gateway']} |"
         )
     return "\n".join(lines) + "\n"

@@ -8,7 +8,6 @@ import gc
 import json
 import logging
 import os
-import select
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,7 +26,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import auth, catalog, logs, openapi
+from gateway import auth, catalog, db, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import header, request_id_from, url_path
 from gateway.metrics import Metrics, pool_stats
@@ -119,29 +118,6 @@ class Gateway:
 
 
 # -- the pool and the schema listener ---------------------------------------------------------------------
-
-
-def server_closed(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether the server closed this idle pooled connection (a restart, a crash, pg_terminate_backend):
-    EOF, or the FATAL error sent before it, waits on the socket. No round trip: a poll of the socket and,
-    only when something arrived, libpq reading it."""
-    if conn.closed:
-        return True
-    pgconn = conn.pgconn
-    if pgconn.status != pq.ConnStatus.OK:
-        return True
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-    try:
-        # an idle connection is sent nothing but notifications; a server going away sends its FATAL error,
-        # then EOF, which a second read finds (libpq marks the connection bad only then)
-        for _ in range(3):
-            if not poller.poll(0):
-                break
-            pgconn.consume_input()
-    except psycopg.OperationalError:
-        return True
-    return pgconn.status != pq.ConnStatus.OK
 
 
 async def notifications_arrive(listen_url: str, pool: AsyncConnectionPool[Any], wait: float) -> bool:
@@ -406,7 +382,7 @@ def create_app(
             another. A database restart closes all of them: they are replaced at once (drain), so the
             first requests after a restart succeed instead of failing with 503, one per dead connection."""
             nonlocal drained_at
-            if not server_closed(conn):
+            if not db.server_closed(conn):
                 return
             if time.monotonic() - drained_at > 1.0:
                 drained_at = time.monotonic()
@@ -420,9 +396,9 @@ def create_app(
             timeout=settings.pool_timeout,
             open=False,
             check=check,
-            # no server-side prepared statements: in pipeline mode a statement prepared in a transaction
+            # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction
             # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
-            # exist" on the next use); the generated statements vary too much to gain from them anyway
+            # exist" on the next use); the gateway keeps its own account (db.PreparedStatements)
             kwargs={
                 "application_name": "commercecore-gateway",
                 "autocommit": True,

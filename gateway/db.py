@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import select
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -583,3 +584,26 @@ async def _run(
         result.status = bytes(status).decode(encoding) if status is not None else None
         result.headers = bytes(headers).decode(encoding) if headers is not None else None
     return result
+
+
+def server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server closed this idle pooled connection (a restart, a crash, pg_terminate_backend):
+    EOF, or the FATAL error sent before it, waits on the socket. No round trip: a poll of the socket and,
+    only when something arrived, libpq reading it."""
+    if conn.closed:
+        return True
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK:
+        return True
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    try:
+        # an idle connection is sent nothing but notifications; a server going away sends its FATAL error,
+        # then EOF, which a second read finds (libpq marks the connection bad only then)
+        for _ in range(3):
+            if not poller.poll(0):
+                break
+            pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return pgconn.status != pq.ConnStatus.OK

@@ -272,7 +272,7 @@ begin
     );
   end if;
 
-  select p.stock into on_hand from core.products as p where p.id = adjust_stock.id for update;
+  select p.stock into on_hand from core.products as p where p.id = adjust_stock.id for no key update;
   if not found then
     perform core.raise_not_found('product', adjust_stock.id, 'List the catalog with GET /products.');
   end if;

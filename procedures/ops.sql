@@ -78,7 +78,7 @@ begin
     perform from core.products as pr
     where pr.id in (select m.product_id from core.inventory_movements as m where m.order_id = ord.id)
     order by pr.id
-    for update;
+    for no key update;
     insert into core.inventory_movements (product_id, delta, reason, order_id, note)
     select m.product_id, -sum(m.delta)::integer, 'order_expired', ord.id, 'unpaid order expired'
     from core.inventory_movements as m

@@ -302,8 +302,8 @@ begin
     where a.user_id = uid and a.kind = 'shipping' and a.is_default;
   end if;
 
-  -- lock the products in id order (the global lock order), then check them as they now are
-  perform from core.products as p where p.id = any(product_ids) order by p.id for update;
+  -- the products as this statement sees them (not locked yet): they must exist, be for sale and share a
+  -- currency
   select u.product_id into line
   from unnest(product_ids) as u (product_id)
   left join core.products as p on u.product_id = p.id
@@ -327,15 +327,6 @@ begin
       'Place one order per currency.'
     );
   end if;
-  select u.product_id, u.quantity, p.stock into short
-  from unnest(product_ids, quantities) as u (product_id, quantity)
-  join core.products as p on u.product_id = p.id
-  where p.stock < u.quantity
-  order by u.product_id
-  limit 1;
-  if found then
-    perform core.raise_insufficient_stock(short.product_id, short.quantity, short.stock);
-  end if;
 
   insert into core.orders (user_id, currency, shipping_address_id, shipping_address)
   values (
@@ -357,6 +348,36 @@ begin
     end
   )
   returning core.orders.id into new_order_id;
+
+  -- the stock: the product rows are locked only now, in id order (the global lock order), after all the
+  -- work that needs no lock, so buyers of a popular product queue for the lines, the ledger rows and the
+  -- commit alone. FOR NO KEY UPDATE, the lock the stock update itself takes. The lines come after the
+  -- lock: their foreign key checks (FOR KEY SHARE) on a row this transaction has locked cost nothing,
+  -- where on a row another buyer holds they would build a multixact of every waiting buyer.
+  -- Under the lock the products are checked again as they now are (sale stopped, currency changed, stock).
+  perform from core.products as p where p.id = any(product_ids) order by p.id for no key update;
+  select u.product_id into line
+  from unnest(product_ids) as u (product_id)
+  join core.products as p on u.product_id = p.id
+  where not p.active or p.currency <> currencies[1]
+  order by u.product_id
+  limit 1;
+  if found then
+    perform core.raise_invalid(
+      'items', 'A product of the order is no longer for sale in this currency.',
+      jsonb_build_object('reason', 'product_unavailable', 'product_id', line.product_id),
+      'Place the order again.'
+    );
+  end if;
+  select u.product_id, u.quantity, p.stock into short
+  from unnest(product_ids, quantities) as u (product_id, quantity)
+  join core.products as p on u.product_id = p.id
+  where p.stock < u.quantity
+  order by u.product_id
+  limit 1;
+  if found then
+    perform core.raise_insufficient_stock(short.product_id, short.quantity, short.stock);
+  end if;
 
   insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
   select new_order_id, u.product_id, uid, u.quantity, p.price_minor
@@ -439,7 +460,7 @@ begin
   select i.* into item
   from core.order_items as i
   where i.order_id = target.id and i.product_id = modify_order.product_id;
-  select p.* into product from core.products as p where p.id = modify_order.product_id for update;
+  select p.* into product from core.products as p where p.id = modify_order.product_id for no key update;
 
   if item.product_id is null then
     -- a new line, at the product's current price
@@ -534,7 +555,7 @@ begin
       'GET /orders/{order_id} lists the order''s items.'
     );
   end if;
-  perform from core.products as p where p.id = item.product_id for update;
+  perform from core.products as p where p.id = item.product_id for no key update;
   delete from core.order_items as i where i.order_id = target.id and i.product_id = item.product_id;
   insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
   values (item.product_id, item.quantity, 'order_change', target.id, uid);
@@ -565,7 +586,7 @@ begin
   perform from core.products as p
   where p.id in (select i.product_id from core.order_items as i where i.order_id = target.id)
   order by p.id
-  for update;
+  for no key update;
   insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
   select i.product_id, i.quantity, 'order_cancel', target.id, uid
   from core.order_items as i

@@ -37,6 +37,13 @@ class Tx:
             yield
 
 
+def _check(conn: psycopg.Connection[Any]) -> None:
+    """Refuses a pooled connection the server closed (a restart, a crash): the pool replaces it, and the
+    first checkout or webhook after a restart is served instead of failing."""
+    if gwdb.server_closed(conn):
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
 class PaymentStore:
     """A connection pool for the Stripe paths (the authenticator's URL, or any role that may SET ROLE
     app_payments). Synchronous on purpose: the same code serves request handlers (in a thread), the
@@ -58,6 +65,7 @@ class PaymentStore:
             max_size=max_size,
             timeout=timeout,
             open=False,
+            check=_check,
             kwargs={"autocommit": True, "application_name": application_name},
         )
         self._role_settings: dict[str, dict[str, str]] | None = None

@@ -15,6 +15,7 @@ import psycopg
 
 from gateway import db as gwdb
 from tests.db.shop import check_invariants, detail, items, new_product, new_user, request
+from tests.ops.helpers import wait_until
 
 BARRIER_TIMEOUT = 60
 
@@ -193,3 +194,45 @@ def test_concurrent_requests_with_one_idempotency_key_place_one_order(fresh_db: 
         assert check.execute("select count(*) from core.orders").fetchone() == (1,)
         check_invariants(check, [product], {product: 50})
         assert check.execute("select stock from core.products where id = %s", [product]).fetchone() == (47,)
+
+
+def test_a_product_taken_off_sale_while_a_buyer_waits_for_it_is_not_sold(fresh_db: str) -> None:
+    """create_order checks its products before it locks them (the lock comes last, to keep it short) and
+    again under the lock: a sale stopped by a transaction the buyer waited for fails the order whole."""
+    with psycopg.connect(fresh_db, autocommit=True) as setup:
+        user = new_user(setup, "late@example.com")
+        product = new_product(setup, "T-WITHDRAWN", 500, 5)
+        settings = role_settings(setup)
+    with psycopg.connect(fresh_db) as staff, psycopg.connect(fresh_db, autocommit=True) as observer:
+        # staff stops the sale and holds the row until the buyer is seen waiting for it
+        staff.execute("update core.products set active = false where id = %s", [product])
+
+        def buy(_: int) -> tuple[str | None, str]:
+            with psycopg.connect(fresh_db, autocommit=True) as conn:
+                try:
+                    with conn.transaction():
+                        request(conn, "app_readwrite", {"sub": str(user), "role": "app_readwrite"}, settings)
+                        conn.execute("select api.create_order(%s::jsonb)", [items((product, 2))])
+                except psycopg.Error as exc:
+                    return outcome(exc)
+            return ("ok", "")
+
+        outcomes: list[tuple[str | None, str]] = []
+        buyer = threading.Thread(target=lambda: outcomes.append(buy(0)))
+        buyer.start()
+        wait_until(
+            lambda: (
+                observer.execute(
+                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like %s",
+                    ["%create_order%"],
+                ).fetchone()
+                == (1,)
+            ),
+            what="the buyer waiting for the product's lock",
+        )
+        staff.commit()
+        buyer.join(BARRIER_TIMEOUT)
+    assert outcomes == [("PT422", "invalid_input")]
+    with psycopg.connect(fresh_db, autocommit=True) as check:
+        assert check.execute("select count(*) from core.orders").fetchone() == (0,)
+        check_invariants(check, [product], {product: 5})

@@ -1,9 +1,0 @@
--- POST /orders of one unit of THE hot product, as the gateway runs it: the session check, the request
--- context, create_order (locks the product row, writes the order, its line and the ledger row).
-begin;
-select auth.session_active(:jti::uuid, :user_id::bigint), set_config('role', 'app_readwrite', true),
-       set_config('request.jwt.claims', :claims, true), set_config('request.id', 'pgbench', true),
-       set_config('request.method', 'POST', true), set_config('request.path', '/orders', true),
-       set_config('statement_timeout', '5s', true);
-select api.create_order(jsonb_build_array(jsonb_build_object('product_id', :product::bigint, 'quantity', 1)))::text;
-commit;
