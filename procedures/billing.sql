@@ -477,17 +477,34 @@ Note: Stripe Checkout lets a customer retry another card inside the same session
 payment_intent.payment_failed is not a reason to call this; a success after a failure is never applied.';
 
 create function billing.mark_payment_expired(payment_id bigint) returns jsonb
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select billing.close_payment(mark_payment_expired.payment_id, 'expired', null)
+declare
+  superseded_by integer;
+begin
+  -- the gateway expires a superseded attempt's session at Stripe after the newer attempt is committed, then
+  -- cancels the old one; the session's expiry event may overtake that cancel, and ends the attempt the same way
+  select min(n.attempt) into superseded_by
+  from core.payments as p
+  join core.payments as n on p.order_id = n.order_id and n.attempt > p.attempt
+  where p.id = mark_payment_expired.payment_id;
+  if superseded_by is null then
+    return billing.close_payment(mark_payment_expired.payment_id, 'expired', null);
+  end if;
+  return billing.close_payment(
+    mark_payment_expired.payment_id, 'canceled', pg_catalog.format('superseded by attempt %s', superseded_by)
+  );
+end;
 $$;
 
 comment on function billing.mark_payment_expired(bigint) is
-'created/open -> expired (checkout.session.expired, or after the gateway expired the session at Stripe).
-Forward-only: a late expiry after a success changes nothing (outcome unchanged). Returns the payment with
-outcome (expired | unchanged), changed, previous_status. PT404 unknown payment.';
+'created/open -> expired (checkout.session.expired, or after the gateway expired the session at Stripe); an
+attempt with a newer attempt of the same order -> canceled, superseded by attempt N, as the gateway closes
+it, whichever of the two comes first. Forward-only: a late expiry after a success changes nothing (outcome
+unchanged). Returns the payment with outcome (expired | canceled | unchanged), changed, previous_status.
+PT404 unknown payment.';
 
 create function billing.mark_payment_canceled(payment_id bigint, reason text) returns jsonb
 language sql
@@ -564,6 +581,27 @@ $$;
 comment on function billing.finish_stripe_event(text, text, bigint) is
 'Marks an inbox event processed, with what processing did (the outcome of the transition, or why none was
 applied, e.g. ignored_type, unknown_payment) and the payment it concerned. PT404 for an unknown event.';
+
+create function billing.deferred_refund_events(payment_intent_id text)
+returns table (id text, type text, object jsonb)
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select e.id, e.type, e.payload #> '{data,object}'
+  from core.stripe_events as e
+  where
+    e.outcome = 'deferred:unknown_payment_intent'
+    and coalesce(e.payload #>> '{data,object,payment_intent,id}', e.payload #>> '{data,object,payment_intent}')
+    = deferred_refund_events.payment_intent_id
+  order by e.stripe_created_at, e.received_at, e.id
+  for update of e
+$$;
+
+comment on function billing.deferred_refund_events(text) is
+'The refund events of a payment intent that arrived before its payment''s success (Stripe does not order its
+events: a refund made in the dashboard can overtake the checkout.session.completed), oldest first, locked:
+the caller applies them now that the intent is known and finishes each with its new outcome.';
 
 create function billing.find_payment(
   checkout_session_id text default null, payment_intent_id text default null, payment_id bigint default null
@@ -1066,6 +1104,7 @@ grant execute on function billing.mark_payment_expired(bigint) to app_payments;
 grant execute on function billing.mark_payment_canceled(bigint, text) to app_payments;
 grant execute on function billing.record_stripe_event(text, text, jsonb, timestamptz) to app_payments;
 grant execute on function billing.finish_stripe_event(text, text, bigint) to app_payments;
+grant execute on function billing.deferred_refund_events(text) to app_payments;
 grant execute on function billing.find_payment(text, text, bigint) to app_payments;
 grant execute on function billing.stale_payments(interval) to app_payments;
 grant execute on function billing.request_refund(bigint, bigint, text, bigint) to app_payments;

@@ -131,5 +131,9 @@ comment on column core.stripe_events.outcome is 'What processing did: the transi
 
 create index stripe_events_payment_id_idx on core.stripe_events (payment_id) where payment_id is not null;
 create index stripe_events_received_at_idx on core.stripe_events (received_at);
+-- refund events waiting for their payment intent to become known (billing.deferred_refund_events)
+create index stripe_events_deferred_intent_idx on core.stripe_events (
+  (coalesce(payload #>> '{data,object,payment_intent,id}', payload #>> '{data,object,payment_intent}'))
+) where outcome = 'deferred:unknown_payment_intent';
 
 commit;

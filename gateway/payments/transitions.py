@@ -13,6 +13,8 @@ from gateway.payments.common import error_code, int_or_none, is_business_error, 
 from gateway.payments.store import Tx
 
 PAID_STATUSES = frozenset({"paid", "no_payment_required"})
+# the outcome of a refund event whose payment intent no payment has yet; applied once one has
+DEFERRED = "deferred:unknown_payment_intent"
 
 
 @dataclass
@@ -110,14 +112,11 @@ def apply_session(tx: Tx, payment_id: int, session: Mapping[str, Any]) -> Transi
         currency = text(session.get("currency"))
         if amount is None or currency is None:
             return Transition("rejected:session_without_amount", payment_id)
-        return complete(
-            tx,
-            payment_id,
-            amount,
-            currency,
-            object_id(session.get("payment_intent")),
-            text(session.get("id")),
-        )
+        intent = object_id(session.get("payment_intent"))
+        result = complete(tx, payment_id, amount, currency, intent, text(session.get("id")))
+        if intent is not None:
+            apply_deferred_refunds(tx, intent)
+        return result
     if status == "complete":
         # a delayed payment method (bank debit): the money is not there yet; async_payment_* will say
         return Transition("awaiting_async_payment", payment_id)
@@ -146,10 +145,18 @@ def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | Non
     status = refund.get("status")
     intent = object_id(refund.get("payment_intent")) or payment_intent_id
     if status == "succeeded":
-        result = tx.one(
-            "select billing.mark_refund_succeeded(%s, %s, %s)",
-            [stripe_refund_id, int_or_none(refund.get("amount")), intent],
-        )
+        try:
+            with tx.savepoint():
+                result = tx.one(
+                    "select billing.mark_refund_succeeded(%s, %s, %s)",
+                    [stripe_refund_id, int_or_none(refund.get("amount")), intent],
+                )
+        except psycopg.Error as exc:
+            if intent is not None and is_business_error(exc) and error_code(exc) == "not_found":
+                # Stripe does not order its events: a refund made in the dashboard can arrive before the
+                # success of its payment. It waits in the inbox until the payment intent is known.
+                return Transition(DEFERRED)
+            raise
         return Transition(
             f"refund_{result['outcome']}",
             int_or_none(result.get("payment_id")),
@@ -166,3 +173,32 @@ def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | Non
             changed=bool(result["changed"]),
         )
     return Transition("refund_pending")
+
+
+def apply_refund_event(tx: Tx, kind: str, obj: Mapping[str, Any]) -> Transition:
+    """A refund event: charge.refunded (the charge's list of refunds) or refund.* (one refund)."""
+    if kind != "charge.refunded":
+        return guarded(tx, apply_refund, obj, None)
+    refunds = obj.get("refunds")
+    listed = refunds.get("data") if isinstance(refunds, Mapping) else None
+    if not isinstance(listed, list) or not listed:
+        return Transition("ignored:no_refund_list")
+    intent = object_id(obj.get("payment_intent"))
+    results = [guarded(tx, apply_refund, item, intent) for item in listed if isinstance(item, Mapping)]
+    outcomes = sorted({r.outcome for r in results})
+    payment_ids = [r.payment_id for r in results if r.payment_id is not None]
+    return Transition(",".join(outcomes), payment_ids[0] if payment_ids else None)
+
+
+def apply_deferred_refunds(tx: Tx, payment_intent_id: str) -> None:
+    """The refund events that waited for this payment intent, applied now that a payment has it, each
+    finished in the inbox with its new outcome (webhook, checkout return and reconcile alike)."""
+    for event_id, kind, obj in tx.all(
+        "select id, type, object from billing.deferred_refund_events(%s)", [payment_intent_id]
+    ):
+        result = apply_refund_event(tx, str(kind), obj)
+        if result.outcome != DEFERRED:
+            tx.one(
+                "select billing.finish_stripe_event(%s, %s, %s)",
+                [event_id, result.outcome, result.payment_id],
+            )

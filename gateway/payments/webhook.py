@@ -4,7 +4,9 @@ the same transaction (as app_payments), acknowledge; then send the refunds the t
 - bad signature, stale timestamp (> tolerance), tampered body, not an event -> 400, nothing stored;
 - a duplicate (redelivery, or a parallel delivery that waited for the first) -> 200, no second transition;
 - a business refusal of a billing function (PT4xx) -> stored with outcome rejected:<code>, 200 (retrying
-  cannot change the answer); a database outage -> 5xx and nothing stored, so Stripe retries.
+  cannot change the answer); a database outage -> 5xx and nothing stored, so Stripe retries;
+- a refund of a payment intent no payment has yet (it overtook the payment's success) -> stored with
+  outcome deferred:unknown_payment_intent, 200, and applied when the payment's success is recorded.
 """
 
 from __future__ import annotations
@@ -124,20 +126,8 @@ def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:
         if payment is None:
             return tr.Transition("unknown_payment")
         return tr.Transition("recorded", int(payment["payment_id"]))
-    if kind == "charge.refunded":
-        refunds = obj.get("refunds")
-        listed = refunds.get("data") if isinstance(refunds, Mapping) else None
-        if not isinstance(listed, list) or not listed:
-            return tr.Transition("ignored:no_refund_list")
-        intent = object_id(obj.get("payment_intent"))
-        results = [
-            tr.guarded(tx, tr.apply_refund, item, intent) for item in listed if isinstance(item, Mapping)
-        ]
-        outcomes = sorted({r.outcome for r in results})
-        payment_ids = [r.payment_id for r in results if r.payment_id is not None]
-        return tr.Transition(",".join(outcomes), payment_ids[0] if payment_ids else None)
-    if kind in REFUND_EVENTS:
-        return tr.guarded(tx, tr.apply_refund, obj, None)
+    if kind == "charge.refunded" or kind in REFUND_EVENTS:
+        return tr.apply_refund_event(tx, kind, obj)
     return tr.Transition("ignored")
 
 

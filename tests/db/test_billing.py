@@ -156,6 +156,7 @@ BILLING_ENTRY_POINTS = {
     "mark_payment_canceled(bigint,text)",
     "record_stripe_event(text,text,jsonb,timestamp with time zone)",
     "finish_stripe_event(text,text,bigint)",
+    "deferred_refund_events(text)",
     "find_payment(text,text,bigint)",
     "stale_payments(interval)",
     "request_refund(bigint,bigint,text,bigint)",
@@ -354,6 +355,27 @@ def test_failed_expired_and_canceled_are_forward_only(db: Session) -> None:
     )
     expired = call(db, "select billing.mark_payment_expired(%s)", payment)
     assert (expired["outcome"], expired["status"]) == ("unchanged", "failed")
+
+
+def test_the_expiry_of_a_superseded_attempt_cancels_it_as_the_gateway_would(db: Session) -> None:
+    # the gateway commits attempt 2, expires attempt 1's session at Stripe, then cancels attempt 1: the
+    # session's expiry event can arrive between the last two steps, and must end attempt 1 the same way
+    user = new_user(db.conn)
+    order = new_order(db.conn, user, [(new_product(db.conn), 1)])
+    first = begin(db, order)["payment_id"]
+    attach(db, first)
+    second = begin(db, order)["payment_id"]
+    expired = call(db, "select billing.mark_payment_expired(%s)", first)
+    assert (expired["outcome"], expired["status"], expired["failure_reason"]) == (
+        "canceled",
+        "canceled",
+        "superseded by attempt 2",
+    )
+    canceled = call(db, "select billing.mark_payment_canceled(%s, 'superseded by attempt 2')", first)
+    assert (canceled["outcome"], canceled["status"]) == ("unchanged", "canceled")
+    # the newest attempt's own expiry is an expiry
+    attach(db, second)
+    assert call(db, "select billing.mark_payment_expired(%s)", second)["status"] == "expired"
 
 
 def test_success_on_a_superseded_attempt_is_refunded_not_applied(db: Session) -> None:

@@ -22,10 +22,9 @@ two runs for the same idempotency keys.
 The storm found two places where arrival order mattered. A superseded attempt's late success was refunded
 as "superseded" or "order_not_pending" depending on which success landed first (fixed in
 billing.mark_payment_completed; test_superseded_payment_reason_does_not_depend_on_arrival_order keeps it
-so). A refund made in the Stripe dashboard whose events land before its payment's success is rejected
-(not_found, 200: never retried) and never counted: a strict xfail test at the end of this file, which will
-pass (and so fail, to be removed) once the payments code is fixed. The storm avoids it: its dashboard
-refunds are made on payments confirmed before the storm.
+so). A refund made in the Stripe dashboard whose events landed before its payment's success was rejected
+(not_found, 200: never retried) and never counted; it now waits in the inbox until the payment's success
+is recorded (test_a_dashboard_refund_delivered_before_its_payment_still_counts).
 """
 
 from __future__ import annotations
@@ -476,11 +475,6 @@ def test_superseded_payment_reason_does_not_depend_on_arrival_order(
     assert reasons[1] == reasons[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a refund whose events arrive before its payment's success is stored as rejected:not_found and "
-    "answered 200: Stripe never retries it and the books never count it",
-)
 def test_a_dashboard_refund_delivered_before_its_payment_still_counts(
     drill_db: DrillDb, standin: tuple[BackgroundServer, StandinState]
 ) -> None:
@@ -512,3 +506,14 @@ def test_a_dashboard_refund_delivered_before_its_payment_still_counts(
     outcomes = drill_db.rows("select type, outcome from core.stripe_events order by received_at")
     refunded = drill_db.value("select refunded_minor from core.payments where order_id = %s", [order_id])
     assert refunded == 100, outcomes
+    # the early refund events waited in the inbox, then were applied once (the second is a no-op)
+    assert [(kind, outcome) for kind, outcome in outcomes if kind in refund_kinds] == [
+        ("refund.created", "refund_succeeded"),
+        ("charge.refunded", "refund_already_succeeded"),
+    ], outcomes
+    assert drill_db.rows(
+        "select r.status, r.amount_minor, r.reason, o.status, o.refunded_minor from core.refunds as r"
+        " join core.payments as p on r.payment_id = p.id join core.orders as o on p.order_id = o.id"
+        " where o.id = %s",
+        [order_id],
+    ) == [("succeeded", 100, "staff", "paid", 100)]

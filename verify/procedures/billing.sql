@@ -4,7 +4,7 @@ begin;
 -- the entry points exist, only app_payments may call them, and they are security definer
 select
   1 / (
-    count(*) = 15
+    count(*) = 16
     and bool_and(p.prosecdef)
     and bool_and(has_function_privilege('app_payments', p.oid, 'execute'))
     and not bool_or(has_function_privilege('app_readwrite', p.oid, 'execute'))
@@ -21,6 +21,7 @@ where p.oid in (
   'billing.mark_payment_canceled(bigint, text)'::regprocedure,
   'billing.record_stripe_event(text, text, jsonb, timestamptz)'::regprocedure,
   'billing.finish_stripe_event(text, text, bigint)'::regprocedure,
+  'billing.deferred_refund_events(text)'::regprocedure,
   'billing.find_payment(text, text, bigint)'::regprocedure,
   'billing.stale_payments(interval)'::regprocedure,
   'billing.request_refund(bigint, bigint, text, bigint)'::regprocedure,
