@@ -96,13 +96,18 @@ declare
   sequence_number integer;
   refund core.refunds;
 begin
-  -- the caller holds the payment row lock, so counting the payment's refunds gives a stable number: the
-  -- key is the same whenever the same refund is retried, and unique across refunds
+  -- the caller holds the payment row lock, so counting the payment's refunds gives a stable number. The key
+  -- is stored with the refund, so every retry sends the same one; its random part keeps it from meeting a
+  -- key Stripe still remembers from a refund this database no longer has (a restore to an earlier point,
+  -- another installation on the same Stripe account), which Stripe would answer with that other refund
   select count(*) + 1 into sequence_number from core.refunds as r where r.payment_id = payment.id;
   insert into core.refunds (payment_id, amount_minor, currency, reason, requested_by, idempotency_key)
   values (
     payment.id, create_refund.amount_minor, payment.currency, create_refund.reason, create_refund.requested_by,
-    pg_catalog.format('cc_refund_%s_%s', payment.id, sequence_number)
+    pg_catalog.format(
+      'cc_refund_%s_%s_%s', payment.id, sequence_number,
+      pg_catalog.left(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''), 16)
+    )
   )
   returning * into refund;
   return refund;
@@ -110,8 +115,9 @@ end;
 $$;
 
 comment on function billing.create_refund(core.payments, bigint, text, bigint) is
-'Internal: inserts a pending refund with the deterministic Stripe idempotency key cc_refund_<payment id>_<n>.
-The caller must hold the payment row lock and have checked the refundable balance.';
+'Internal: inserts a pending refund with its Stripe idempotency key cc_refund_<payment id>_<n>_<16 random hex
+digits>, kept for all its retries. The caller must hold the payment row lock and have checked the refundable
+balance.';
 
 create function billing.raise_payment_not_found(payment_id bigint) returns void
 language plpgsql

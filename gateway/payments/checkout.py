@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -212,7 +213,11 @@ def start_checkout(
     params = session_params(attempt, settings, now or datetime.datetime.now(datetime.UTC))
     try:
         created = client.v1.checkout.sessions.create(
-            params, options={"idempotency_key": f"checkout_{payment_id}"}
+            # one call per attempt (a new checkout is a new attempt), retried by the SDK with this key; the
+            # random part keeps it from meeting a key Stripe remembers from a payment id this database no
+            # longer has (a restore to an earlier point, another installation on the same account)
+            params,
+            options={"idempotency_key": f"checkout_{payment_id}_{secrets.token_hex(8)}"},
         )
     except stripe.StripeError as exc:
         reason = stripe_reason(exc)

@@ -4,6 +4,7 @@ refunds, and the api routes over them. Run as the roles that call them (app_paym
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections import Counter
@@ -393,7 +394,7 @@ def test_success_on_a_superseded_attempt_is_refunded_not_applied(db: Session) ->
         True,
     )
     assert late["refund"]["amount_minor"] == 700
-    assert late["refund"]["idempotency_key"] == f"cc_refund_{old}_1"
+    assert re.fullmatch(rf"cc_refund_{old}_1_[0-9a-f]{{16}}", late["refund"]["idempotency_key"])
     assert order_row(db, order)[0] == "pending"
     assert payment_row(db, old) == ("succeeded", False, True, "superseded", 0)
     # the duplicate of that success changes nothing and creates no second refund
@@ -523,7 +524,7 @@ def test_partial_then_full_refund_refunds_the_order(db: Session) -> None:
         2000,
         staff,
     )
-    assert requested["idempotency_key"] == f"cc_refund_{payment}_1"
+    assert re.fullmatch(rf"cc_refund_{payment}_1_[0-9a-f]{{16}}", requested["idempotency_key"])
     assert requested["refundable_minor"] == 3000
     attached = call(db, "select billing.attach_refund(%s, 're_partial')", requested["refund_id"])
     assert attached["changed"] is True
@@ -544,7 +545,8 @@ def test_partial_then_full_refund_refunds_the_order(db: Session) -> None:
     assert payment_row(db, payment)[0::4] == ("succeeded", 2000)
 
     rest = call(db, "select billing.request_refund(%s)", payment)
-    assert (rest["amount_minor"], rest["idempotency_key"]) == (3000, f"cc_refund_{payment}_2")
+    assert rest["amount_minor"] == 3000
+    assert re.fullmatch(rf"cc_refund_{payment}_2_[0-9a-f]{{16}}", rest["idempotency_key"])
     # while the rest is pending at Stripe, nothing more can be asked for
     db.as_role("app_payments")
     with db.raises("PT409"):
@@ -602,7 +604,15 @@ def test_pending_refunds_include_the_automatic_ones(db: Session) -> None:
         "from billing.pending_refunds() where payment_id = %s",
         [old],
     )
-    assert rows == [(old, 650, "superseded", f"cc_refund_{old}_1", None, f"pi_{old}x")]
+    [(payment_id, amount, reason, key, stripe_refund_id, intent)] = rows
+    assert (payment_id, amount, reason, stripe_refund_id, intent) == (
+        old,
+        650,
+        "superseded",
+        None,
+        f"pi_{old}x",
+    )
+    assert re.fullmatch(rf"cc_refund_{old}_1_[0-9a-f]{{16}}", key)
     # listed again, not created again
     assert db.one("select count(*) from billing.pending_refunds() where payment_id = %s", [old]) == 1
     db.as_superuser()

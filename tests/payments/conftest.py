@@ -33,8 +33,8 @@ from gateway.stripe_standin.state import account_of
 from tests.conftest import login_url
 
 
-# Stripe scopes idempotency keys per account: each test has its own key (its own "account"), since every
-# test's fresh database numbers payments from 1 again and checkout_1 would otherwise be replayed
+# each test has its own API key, so its own "account" at the stand-in, as at Stripe: its own sessions,
+# events and webhook endpoint, whatever other tests (whose fresh databases number payments from 1 too) do
 def new_api_key() -> str:
     return f"sk_test_{uuid.uuid4().hex}"
 

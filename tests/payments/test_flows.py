@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -226,7 +227,7 @@ def test_late_payment_on_a_superseded_attempt_is_refunded(shop: Shop) -> None:
     [refund] = shop.refunds(old["id"])
     assert (refund["status"], refund["amount_minor"], refund["reason"]) == ("succeeded", 2000, "superseded")
     assert refund["stripe_refund_id"].startswith("re_")
-    assert refund["idempotency_key"] == f"cc_refund_{old['id']}_1"
+    assert re.fullmatch(rf"cc_refund_{old['id']}_1_[0-9a-f]{{16}}", refund["idempotency_key"])
     stripe_refund = shop.service.client.v1.refunds.retrieve(refund["stripe_refund_id"])
     assert stripe_refund.payment_intent == old["payment_intent_id"]
     assert stripe_refund.reason == "duplicate"
