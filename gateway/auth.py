@@ -452,18 +452,32 @@ class AuthService:
         if wait:
             raise too_many_attempts(wait)
 
-    async def _check_password(self, request: Request, email: str, password: str) -> tuple[int, str]:
-        """(user_id, role) when the password is right and no lockout runs; else 401 or 429.
+    async def _check_password(
+        self, request: Request, email: str, password: str
+    ) -> tuple[int, str, tuple[db.Statement, ...]]:
+        """(user_id, role, the statements that record the success) when the password is right and no
+        lockout runs; else 401 or 429.
 
         Every path verifies one argon2 hash and records the outcome, so that the answer and its timing
-        are the same for unknown addresses, wrong passwords and locked accounts.
+        are the same for unknown addresses, wrong passwords and locked accounts. A hash made with older
+        argon2 parameters is replaced by one made with the current ones, the only moment the password is
+        known.
         """
         row = await self._lookup(request, email)
         stored_hash = row[2] if row is not None else None
         ok = await self.passwords.verify(stored_hash, password)
         if row is None or not ok or row[3] is not None or row[1] not in TOKEN_ROLES:
             raise await self._failure(request, email)
-        return int(row[0]), str(row[1])
+        user_id = int(row[0])
+        success = [db.Statement("select auth.record_login_success(%s)", [user_id])]
+        if stored_hash is not None and self.passwords.needs_rehash(stored_hash):
+            new_hash = await self.passwords.hash(password)
+            success.append(
+                db.Statement(
+                    "select auth.upgrade_password_hash(%s, %s, %s)", [user_id, stored_hash, new_hash]
+                )
+            )
+        return user_id, str(row[1]), tuple(success)
 
     async def _issue(
         self,
@@ -544,13 +558,10 @@ class AuthService:
     async def login(self, request: Request) -> Response:
         email, password = await self._credentials(request)
         self._throttle(request)
-        user_id, role = await self._check_password(request, email, password)
+        user_id, role, success = await self._check_password(request, email, password)
         request.state.user_id, request.state.role = user_id, role
         token, jti, result = await self._issue(
-            request,
-            user_id,
-            before=(db.Statement("select auth.record_login_success(%s)", [user_id]),),
-            after=self._me_statements(user_id, role),
+            request, user_id, before=success, after=self._me_statements(user_id, role)
         )
         user_text = result.rows[-1][0][0]
         response = Response((user_text or "null").encode(), media_type="application/json")
@@ -559,11 +570,9 @@ class AuthService:
     async def token(self, request: Request) -> Response:
         email, password = await self._credentials(request)
         self._throttle(request)
-        user_id, role = await self._check_password(request, email, password)
+        user_id, role, success = await self._check_password(request, email, password)
         request.state.user_id, request.state.role = user_id, role
-        token, _jti, _ = await self._issue(
-            request, user_id, before=(db.Statement("select auth.record_login_success(%s)", [user_id]),)
-        )
+        token, _jti, _ = await self._issue(request, user_id, before=success)
         return JSONResponse(
             {"access_token": token, "token_type": "bearer", "expires_in": self.tokens.ttl},
             headers={"cache-control": "no-store"},

@@ -262,6 +262,24 @@ for the client that made the change. An unknown user -> 23503.';
 
 grant execute on function auth.change_password(bigint, text) to authenticator;
 
+create function auth.upgrade_password_hash(user_id bigint, old_hash text, new_hash text) returns boolean
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update auth.credentials as c
+  set password_hash = upgrade_password_hash.new_hash
+  where c.user_id = upgrade_password_hash.user_id and c.password_hash = upgrade_password_hash.old_hash
+  returning true
+$$;
+
+comment on function auth.upgrade_password_hash(bigint, text, text) is
+'At a successful login, replaces a hash made with older argon2 parameters by one of the same password made
+with the current ones; the sessions stay, since the password did not change. Only while the stored hash is
+still old_hash (a concurrent password change wins); true when replaced, null otherwise.';
+
+grant execute on function auth.upgrade_password_hash(bigint, text, text) to authenticator;
+
 create function auth.user_claims(user_id bigint) returns jsonb
 language sql
 stable

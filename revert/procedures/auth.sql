@@ -4,6 +4,7 @@ begin;
 drop function api.set_user_role(bigint, text);
 drop function auth.purge_expired_sessions();
 drop function auth.user_claims(bigint);
+drop function auth.upgrade_password_hash(bigint, text, text);
 drop function auth.change_password(bigint, text);
 drop function auth.revoke_user_sessions(bigint);
 drop function auth.revoke_session(uuid);

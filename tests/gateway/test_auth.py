@@ -503,3 +503,31 @@ async def test_password_change_needs_a_session(client: httpx.AsyncClient) -> Non
         "/me/password", json={"current_password": PASSWORD, "new_password": "x" * 12}
     )
     assert response.status_code == 401
+
+
+async def test_login_upgrades_a_hash_made_with_older_argon2_parameters(gw_db: GatewayDb) -> None:
+    email = f"old-hash-{uuid.uuid4().hex[:8]}@example.com"
+    # signed up while the gateway hashed with weaker parameters
+    async with serve(create_app(settings_for(gw_db, argon2_memory_kib=512))) as old:
+        user = await signup(old, email)
+        old_session = await bearer(old, email)
+
+    def stored() -> str:
+        with psycopg.connect(gw_db.admin_url) as conn:
+            row = conn.execute(
+                "select password_hash from auth.credentials where user_id = %s", [user["id"]]
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    before = stored()
+    assert "m=512," in before
+    async with serve(create_app(settings_for(gw_db))) as current:
+        await bearer(current, email)
+        after = stored()
+        assert "m=1024," in after
+        # the same password, now under the current parameters: still accepted, nothing rehashed again
+        await bearer(current, email)
+        assert stored() == after
+        # not a password change: the sessions stay
+        assert (await current.get("/me", headers=old_session)).status_code == 200

@@ -5,6 +5,8 @@ select 1 / has_function_privilege('authenticator', 'auth.register_user(text, tex
 select 1 / has_function_privilege('authenticator', 'auth.session_active(uuid, bigint)', 'execute')::int;
 select 1 / (not has_function_privilege('app_readwrite', 'auth.login_lookup(text)', 'execute'))::int;
 select 1 / (not has_function_privilege('app_admin', 'auth.user_claims(bigint)', 'execute'))::int;
+select 1 / has_function_privilege('authenticator', 'auth.upgrade_password_hash(bigint, text, text)', 'execute')::int;
+select 1 / (not has_function_privilege('app_readwrite', 'auth.upgrade_password_hash(bigint, text, text)', 'execute'))::int;
 select 1 / has_function_privilege('app_admin', 'api.set_user_role(bigint, text)', 'execute')::int;
 select 1 / (not has_function_privilege('app_readwrite', 'api.set_user_role(bigint, text)', 'execute'))::int;
 
