@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import auth, catalog, db, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import header, request_id_from, url_path
-from gateway.metrics import Metrics, pool_stats
+from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
 from gateway.payments.routes import payment_routes
 from gateway.routes import RouteTable, dispatch
 from gateway.settings import Settings
@@ -118,6 +118,15 @@ class Gateway:
 
 
 # -- the pool and the schema listener ---------------------------------------------------------------------
+
+
+async def publish_pool_metrics(gateway: Gateway) -> None:
+    """With several workers, each publishes its pool's statistics now and then (see gateway.metrics)."""
+    if not gateway.metrics.multiprocess:
+        return
+    while True:
+        gateway.metrics.publish_pool()
+        await asyncio.sleep(PUBLISH_INTERVAL)
 
 
 async def notifications_arrive(listen_url: str, pool: AsyncConnectionPool[Any], wait: float) -> bool:
@@ -424,6 +433,7 @@ def create_app(
             watch_notifications(gateway, listener, listen_url, settings.pool_timeout),
             name="schema-notify-check",
         )
+        publisher = asyncio.create_task(publish_pool_metrics(gateway), name="pool-metrics")
         if service is not None:
             if service.authenticate is None:
                 service.authenticate = gateway.authenticate
@@ -437,9 +447,11 @@ def create_app(
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, publisher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            gateway.metrics.process_exited()
             await listener.stop()
             if service is not None:
                 await anyio.to_thread.run_sync(service.close)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -122,6 +126,29 @@ def demo_seed(products: int) -> None:
 # -- the gateway -----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """Several workers share their metrics through files (prometheus-client's multiprocess mode): a fresh
+    directory for this run, or PROMETHEUS_MULTIPROC_DIR emptied of an earlier run's files."""
+    if workers <= 1:
+        yield
+        return
+    from gateway.metrics import MULTIPROCESS_DIR
+
+    given = os.environ.get(MULTIPROCESS_DIR)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="commercecore-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR] = directory
+        try:
+            yield
+        finally:
+            os.environ.pop(MULTIPROCESS_DIR, None)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -147,18 +174,19 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
     except SettingsError as exc:
         fail(str(exc))
     logs.configure()
-    uvicorn.run(
-        "gateway.app:create_served_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,  # the gateway writes its own JSON access log (gateway/logs.py)
-        server_header=False,
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
-    )
+    with _metrics_directory(workers):
+        uvicorn.run(
+            "gateway.app:create_served_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,  # the gateway writes its own JSON access log (gateway/logs.py)
+            server_header=False,
+            proxy_headers=True,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
 
 
 @main.command()

@@ -1,17 +1,25 @@
-"""Prometheus metrics of one gateway process: requests by route template, latency, pool, schema cache."""
+"""Prometheus metrics of the gateway: requests by route template, latency, pool, schema cache.
+
+With several worker processes (`commercecore serve --workers N`, which then sets PROMETHEUS_MULTIPROC_DIR
+before the workers start) every worker writes its samples to that directory and /metrics, whichever worker
+answers it, reports the sum of all of them (prometheus-client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+PUBLISH_INTERVAL = 5.0  # seconds between a worker's pool statistics updates in multiprocess mode
 # pool statistics of psycopg_pool's get_stats(): levels are gauges, running totals counters
 _POOL_GAUGES = {
     "pool_min": "Configured minimum connections.",
@@ -81,9 +89,36 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        self.registry.register(PoolCollector(pool_stats))
         # routes are templates and methods a short list: the key space is small
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.pool_stats = pool_stats
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
+        if not self.multiprocess:
+            self.registry.register(PoolCollector(pool_stats))
+            return
+        # a collector runs in the worker that answers the scrape only: each worker publishes its pool's
+        # statistics instead (publish_pool), levels summed over the live workers, totals as counters
+        self._pool_gauges = {
+            key: Gauge(f"commercecore_db_{key}", text, registry=self.registry, multiprocess_mode="livesum")
+            for key, text in _POOL_GAUGES.items()
+        }
+        self._pool_counters = {
+            key: Counter(f"commercecore_db_{key}", text, registry=self.registry)
+            for key, text in _POOL_COUNTERS.items()
+        }
+        self._pool_published: dict[str, int] = {}
+
+    def publish_pool(self) -> None:
+        """Multiprocess mode: this worker's pool statistics into the shared files."""
+        stats = self.pool_stats()
+        if not self.multiprocess or stats is None:
+            return
+        for key, gauge in self._pool_gauges.items():
+            gauge.set(stats.get(key, 0))
+        for key, counter in self._pool_counters.items():
+            value = stats.get(key, 0)
+            counter.inc(max(0, value - self._pool_published.get(key, 0)))
+            self._pool_published[key] = value
 
     def observe(
         self, method: str, route: str, status: int, seconds: float, sqlstate: str | None = None
@@ -104,7 +139,17 @@ class Metrics:
 
     async def endpoint(self, request: Request) -> Response:
         request.state.route = "/metrics"
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
+        if not self.multiprocess:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
+        self.publish_pool()
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(merged), media_type=CONTENT_TYPE)
+
+    def process_exited(self) -> None:
+        """Multiprocess mode: this worker's live gauges leave the sums."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def pool_stats(state: Any) -> Callable[[], dict[str, int] | None]:
