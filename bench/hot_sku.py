@@ -103,19 +103,32 @@ def _invariants(
     }
 
 
+def _create_orders(
+    db: harness.Database, variables: dict[str, str], clients: int, seconds: int, products: tuple[int, int]
+) -> harness.Measurement:
+    """create_order of one unit of a product drawn from products (first, last id) by pgbench, as the
+    gateway sends it."""
+    return harness.pgbench(
+        db.authenticator_url,
+        harness.SCRIPTS / "orders_pipelined.sql",
+        clients=clients,
+        seconds=seconds,
+        variables={**variables, "first_id": str(products[0]), "last_id": str(products[1])},
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     levels: list[dict[str, Any]] = []
     with harness.database(SPREAD_PRODUCTS) as db:
         harness.restock_everything(db.admin_url, HOT_STOCK)
         hot = _setup(db.admin_url)
         with psycopg.connect(db.admin_url) as conn:
-            span = conn.execute("select min(id), max(id) from core.products where active").fetchone()
-        assert span is not None
+            row = conn.execute("select min(id), max(id) from core.products where active").fetchone()
+        assert row is not None
+        span = (int(row[0]), int(row[1]))
         with harness.gateway(db, workers=args.workers, pool=args.pool) as gw:
             buyer = harness.customer(gw, "bench-hot-buyer@bench.example")
             variables = {
-                "first_id": str(hot),
-                "last_id": str(hot),
                 "jti": buyer.jti,
                 "user_id": str(buyer.user_id),
                 "claims": buyer.claims,
@@ -135,25 +148,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 print(f"{NAME}: {clients} clients: create_order (pgbench) ...", file=sys.stderr, flush=True)
                 before = _state(db.admin_url, hot)
-                orders = harness.pgbench(
-                    db.authenticator_url,
-                    harness.SCRIPTS / "orders_pipelined.sql",
-                    clients=clients,
-                    seconds=args.seconds,
-                    variables=variables,
-                    mode="extended",
-                )
+                orders = _create_orders(db, variables, clients, args.seconds, (hot, hot))
                 after = _state(db.admin_url, hot)
                 database_check = _invariants(before, after, orders.requests)
                 print(f"{NAME}: {clients} clients: create_order, spread ...", file=sys.stderr, flush=True)
-                spread = harness.pgbench(
-                    db.authenticator_url,
-                    harness.SCRIPTS / "orders_pipelined.sql",
-                    clients=clients,
-                    seconds=args.seconds,
-                    variables={**variables, "first_id": str(span[0]), "last_id": str(span[1])},
-                    mode="extended",
-                )
+                spread = _create_orders(db, variables, clients, args.seconds, span)
                 print(f"{NAME}: {clients} clients: POST /orders (gateway) ...", file=sys.stderr, flush=True)
                 before = _state(db.admin_url, hot)
                 through_gateway = harness.wrk(
