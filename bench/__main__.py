@@ -43,7 +43,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", default=",".join(BENCHMARKS), help=f"comma-separated, of: {', '.join(BENCHMARKS)}"
     )
     parser.add_argument("--seconds", type=int, default=10, help="duration of each run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (gateway bench)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds per side (gateway), keyset rounds per size (scale)",
+    )
     parser.add_argument("--connections", type=int, default=16, help="concurrent clients (gateway bench)")
     parser.add_argument("--products", type=int, default=10_000, help="generated catalog size (gateway bench)")
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
@@ -71,6 +76,7 @@ def run_one(name: str, args: argparse.Namespace, command: str) -> dict[str, Any]
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - clock, 1),
         "machine": harness.machine(),
+        "server_settings": harness.server_settings(),
         **body,
     }
     path = harness.write_result(name, result)
@@ -95,7 +101,9 @@ def tables() -> str:
         sections.append(
             f"### {TITLES[name]}\n\n"
             f"Measured {result['finished_at']} on {m['cores']} cores, {m['memory_gib']} GiB ({m['cpu']}), "
-            f"PostgreSQL {result['versions']['postgresql']}, Python {m['python']}: `{result['command']}`\n\n"
+            f"PostgreSQL {result['versions']['postgresql']}"
+            + "".join(f" ({k} = {v})" for k, v in result.get("server_settings", {}).items())
+            + f", Python {m['python']}: `{result['command']}`\n\n"
             + table
         )
     return "\n".join(sections)
