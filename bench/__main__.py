@@ -102,7 +102,7 @@ def tables() -> str:
             f"### {TITLES[name]}\n\n"
             f"Measured {result['finished_at']} on {m['cores']} cores, {m['memory_gib']} GiB ({m['cpu']}), "
             f"PostgreSQL {result['versions']['postgresql']}"
-            + "".join(f" ({k} = {v})" for k, v in result.get("server_settings", {}).items())
+            + "".join(f" ({k} = {v})" for k, v in result["server_settings"].items())
             + f", Python {m['python']}: `{result['command']}`\n\n"
             + table
         )

@@ -61,13 +61,18 @@ def ensure_wrk() -> str:
     return found
 
 
-def machine() -> dict[str, Any]:
-    """Where the numbers come from: cores, memory, kernel, and the versions that matter."""
-    mem_kib = 0
+def _memory_kib() -> int:
+    """MemTotal of /proc/meminfo (0 where there is none)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
+                return int(line.split()[1])
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from: cores, memory, kernel, and the versions that matter."""
+    mem_kib = _memory_kib()
     cpu = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -88,11 +93,7 @@ def server_settings() -> dict[str, str]:
     shared_buffers a quarter of the memory (PostgreSQL's own advice), where the embedded development
     cluster keeps 256 MB. The 1M-product catalog of `scale` (about 610 MB of heap) then fits, as a
     production catalog would; the rest of the embedded cluster's settings are kept."""
-    mem_kib = 0
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
+    mem_kib = _memory_kib()
     if not mem_kib:
         return {}
     return {"shared_buffers": f"{max(128, mem_kib // 4 // 1024)}MB"}

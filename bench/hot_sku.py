@@ -217,7 +217,7 @@ def markdown(result: dict[str, Any]) -> str:
         "Target: ratio >= 0.7. Invariants (stock = ledger sum, units sold = initial - final = units in the "
         f"new order lines = committed orders, stock >= 0) after every run: "
         f"**{'all hold' if result['invariants_ok'] else 'VIOLATED'}**. "
-        f"Spread: the same create_order over {result.get('spread_products', '?')} products, no queue: "
+        f"Spread: the same create_order over {result['spread_products']} products, no queue: "
         "spread / bare is the cost of the work, hot / spread the cost of the queue on one row.",
         "",
         "| buyers | bare UPDATE rows/s (p99 ms) | create_order hot orders/s (p99 ms) | ratio "
@@ -227,12 +227,12 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for level in result["levels"]:
         bare, pg, gw = level["bare_update"], level["create_order_pgbench"], level["create_order_gateway"]
-        spread = level.get("create_order_spread", {"per_second": 0.0})
+        spread = level["create_order_spread"]
         lines.append(
             f"| {level['clients']} | {bare['per_second']:.0f} ({bare['p99_ms']:.1f}) | "
             f"{pg['per_second']:.0f} ({pg['p99_ms']:.1f}) | **{level['ratio']}** | "
-            f"{spread['per_second']:.0f} | {level.get('ratio_spread_to_bare')} | "
-            f"{level.get('ratio_hot_to_spread')} | "
+            f"{spread['per_second']:.0f} | {level['ratio_spread_to_bare']} | "
+            f"{level['ratio_hot_to_spread']} | "
             f"{gw['per_second']:.0f} ({gw['p99_ms']:.1f}) | {level['ratio_gateway']} |"
         )
     return "\n".join(lines) + "\n"

@@ -118,10 +118,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # a random page needs are as cached as they will be
                 harness.wrk(
                     gw.base_url,
-                    harness.SCRIPTS / "scale_keyset.lua",
+                    harness.SCRIPTS / "scale_pages.lua",
                     connections=args.scale_connections,
                     seconds=WARM_UP,
-                    env=env,
+                    env={**env, "BENCH_PAGES": "keyset"},
                 )
                 # keyset pages `rounds` times, the run with the median p99 reported (a slow spell of the
                 # machine is not a property of the catalog size); offset pages once, for contrast
@@ -136,10 +136,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         runs.append(
                             harness.wrk(
                                 gw.base_url,
-                                harness.SCRIPTS / f"scale_{kind}.lua",
+                                harness.SCRIPTS / "scale_pages.lua",
                                 connections=args.scale_connections,
                                 seconds=args.seconds,
-                                env=env,
+                                env={**env, "BENCH_PAGES": kind},
                             )
                         )
                     runs.sort(key=lambda run: run.p99_ms)
@@ -171,7 +171,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"GET /products filtered by category, 20 per page, random pages, {result['connections']} "
         f"connections, {result['seconds']} s per run; keyset: the run with the median p99 of "
-        f"{result.get('rounds', 1)}. Keyset: `{result['keyset_url']}`; "
+        f"{result['rounds']}. Keyset: `{result['keyset_url']}`; "
         f"offset: `{result['offset_url']}`. "
         f"Target: keyset p99 ratio <= 2; measured p99({result['p99_ratio_sizes'][1]}) / "
         f"p99({result['p99_ratio_sizes'][0]}) = **{result['p99_ratio']}**.",

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import auth, catalog, db, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
-from gateway.http import header, request_id_from, url_path
+from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
 from gateway.payments.routes import payment_routes
 from gateway.routes import RouteTable, dispatch
@@ -303,7 +303,7 @@ class RequestMiddleware:
                     duration_ms=elapsed * 1000,
                     role=state.get("role"),
                     user_id=state.get("user_id"),
-                    client=scope["client"][0] if scope.get("client") else "unknown",
+                    client=client_address(scope),
                     sqlstate=state.get("sqlstate"),
                 )
 

@@ -448,7 +448,7 @@ class AuthService:
         return invalid_credentials()
 
     def _throttle(self, request: Request) -> None:
-        wait = self.limiter.hit(client_address(request))
+        wait = self.limiter.hit(client_address(request.scope))
         if wait:
             raise too_many_attempts(wait)
 

@@ -168,5 +168,7 @@ def check_accept(request: Request) -> None:
     )
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address(scope: Scope) -> str:
+    """The client's address as the server (behind trusted proxies, their X-Forwarded-For) gives it."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
