@@ -528,12 +528,15 @@ changed, previous_status. PT404 unknown payment.';
 -- the Stripe inbox -----------------------------------------------------------------------------------------
 
 create function billing.record_stripe_event(
-  id text, type text, payload jsonb, stripe_created_at timestamptz default null
-) returns boolean
+  id text, type text, payload jsonb, stripe_created_at timestamptz default null, key_livemode boolean default null
+) returns text
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  event_livemode boolean := coalesce((record_stripe_event.payload ->> 'livemode')::boolean, false);
+  rejection text;
 begin
   if record_stripe_event.id is null or record_stripe_event.id !~ '^evt_[A-Za-z0-9_]+$' then
     perform core.raise_invalid(
@@ -541,27 +544,39 @@ begin
       pg_catalog.jsonb_build_object('value', record_stripe_event.id), 'Pass the id of the verified Stripe event.'
     );
   end if;
+  -- a live event reaching a shop on a test key (or the reverse) is another environment's: kept, never applied
+  if record_stripe_event.key_livemode is not null and event_livemode <> record_stripe_event.key_livemode then
+    rejection := 'rejected:livemode_mismatch';
+  end if;
   -- a concurrent delivery of the same id waits here for the first one's transaction, then does nothing
-  insert into core.stripe_events (id, type, payload, livemode, stripe_created_at)
+  insert into core.stripe_events (id, type, payload, livemode, stripe_created_at, processed_at, outcome)
   values (
     record_stripe_event.id,
     record_stripe_event.type,
     record_stripe_event.payload,
-    coalesce((record_stripe_event.payload ->> 'livemode')::boolean, false),
+    event_livemode,
     coalesce(
       record_stripe_event.stripe_created_at,
       pg_catalog.to_timestamp((record_stripe_event.payload ->> 'created')::double precision)
-    )
+    ),
+    case when rejection is not null then pg_catalog.now() end,
+    rejection
   )
   on conflict on constraint stripe_events_pkey do nothing;
-  return found;
+  if not found then
+    return 'duplicate';
+  end if;
+  return coalesce(rejection, 'new');
 end;
 $$;
 
-comment on function billing.record_stripe_event(text, text, jsonb, timestamptz) is
-'Stores a verified Stripe event in the inbox. True when the event is new (process it, in the same
-transaction); false for a duplicate delivery (acknowledge it and do nothing). Two parallel deliveries of one
-event: the second waits for the first''s transaction and then gets false (or true, if the first rolled back).';
+comment on function billing.record_stripe_event(text, text, jsonb, timestamptz, boolean) is
+'Stores a verified Stripe event in the inbox and says what to do with it: new (process it in the same
+transaction, then finish_stripe_event), duplicate (already there: acknowledge it and do nothing), or
+rejected:<reason> (stored already finished with that outcome: acknowledge it, never apply it). key_livemode is
+the mode of the shop''s API key (true for sk_live_/rk_live_): an event whose livemode differs is
+rejected:livemode_mismatch; null compares nothing. Two parallel deliveries of one event: the second waits for
+the first''s transaction and then gets duplicate (or new, if the first rolled back).';
 
 create function billing.finish_stripe_event(id text, outcome text, payment_id bigint default null) returns void
 language plpgsql
@@ -1108,7 +1123,7 @@ grant execute on function billing.mark_payment_completed(bigint, bigint, text, t
 grant execute on function billing.mark_payment_failed(bigint, text) to app_payments;
 grant execute on function billing.mark_payment_expired(bigint) to app_payments;
 grant execute on function billing.mark_payment_canceled(bigint, text) to app_payments;
-grant execute on function billing.record_stripe_event(text, text, jsonb, timestamptz) to app_payments;
+grant execute on function billing.record_stripe_event(text, text, jsonb, timestamptz, boolean) to app_payments;
 grant execute on function billing.finish_stripe_event(text, text, bigint) to app_payments;
 grant execute on function billing.deferred_refund_events(text) to app_payments;
 grant execute on function billing.find_payment(text, text, bigint) to app_payments;

@@ -21,6 +21,8 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MIN_CHECKOUT_TTL = 30 * 60
 MAX_CHECKOUT_TTL = 24 * 60 * 60
 DEFAULT_CHECKOUT_TTL = MIN_CHECKOUT_TTL + 60
+LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+KEY_PREFIXES = (*LIVE_KEY_PREFIXES, "sk_test_", "rk_test_")
 
 
 def _flag(value: str | None) -> bool:
@@ -79,6 +81,11 @@ class PaymentSettings:
     webhook_tolerance: int = 300
     demo: bool = False
 
+    @property
+    def livemode(self) -> bool:
+        """Whether the secret key is a live one: webhook events of the other mode are never applied."""
+        return self.secret_key.startswith(LIVE_KEY_PREFIXES)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         """STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_API_BASE, PUBLIC_BASE_URL, and the tuning knobs
@@ -105,6 +112,11 @@ class PaymentSettings:
                 raise SettingsError("the Stripe demo secrets are public; set real ones outside demo mode")
         if not secret_key.startswith(("sk_", "rk_")):
             raise SettingsError("STRIPE_SECRET_KEY must be a secret or restricted key (sk_... or rk_...)")
+        if not secret_key.startswith(KEY_PREFIXES):
+            # the mode decides which webhook events apply (PaymentSettings.livemode)
+            raise SettingsError(
+                "STRIPE_SECRET_KEY must say its mode: sk_live_..., sk_test_..., rk_live_... or rk_test_..."
+            )
         if not webhook_secret.startswith("whsec_") or len(webhook_secret) < 16:
             raise SettingsError("STRIPE_WEBHOOK_SECRET must be a webhook signing secret (whsec_...)")
         public = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").strip().rstrip("/")

@@ -6,7 +6,10 @@ the same transaction (as app_payments), acknowledge; then send the refunds the t
 - a business refusal of a billing function (PT4xx) -> stored with outcome rejected:<code>, 200 (retrying
   cannot change the answer); a database outage -> 5xx and nothing stored, so Stripe retries;
 - a refund of a payment intent no payment has yet (it overtook the payment's success) -> stored with
-  outcome deferred:unknown_payment_intent, 200, and applied when the payment's success is recorded.
+  outcome deferred:unknown_payment_intent, 200, and applied when the payment's success is recorded;
+- an event whose `livemode` differs from the mode of STRIPE_SECRET_KEY (a live event at a shop on a test
+  key, or the reverse) -> stored with outcome rejected:livemode_mismatch, 200 (another environment's event:
+  a retry would be refused the same way), never applied.
 """
 
 from __future__ import annotations
@@ -155,12 +158,22 @@ def receive_event(
     try:
         with store.transaction(request_id=request_id, method="POST", path="/webhooks/stripe") as tx:
             created = event.get("created")
-            new = tx.one(
-                "select billing.record_stripe_event(%s, %s, %s::jsonb, to_timestamp(%s))",
-                [event_id, kind, json.dumps(event), created if isinstance(created, int) else None],
+            inbox = tx.one(
+                "select billing.record_stripe_event(%s, %s, %s::jsonb, to_timestamp(%s), %s)",
+                [
+                    event_id,
+                    kind,
+                    json.dumps(event),
+                    created if isinstance(created, int) else None,
+                    settings.livemode,
+                ],
             )
-            if not new:
+            if inbox == "duplicate":
                 return WebhookResult(200, {"received": True, "id": event_id, "duplicate": True})
+            if inbox != "new":  # stored as rejected by the inbox: acknowledged, never applied
+                log.warning("webhook %s (%s) not applied: %s", event_id, kind, inbox)
+                body = {"received": True, "id": event_id, "duplicate": False, "outcome": inbox}
+                return WebhookResult(200, body)
             result = dispatch(tx, event)
             tx.one(
                 "select billing.finish_stripe_event(%s, %s, %s)",

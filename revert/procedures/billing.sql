@@ -13,7 +13,7 @@ drop function billing.stale_payments(interval);
 drop function billing.find_payment(text, text, bigint);
 drop function billing.deferred_refund_events(text);
 drop function billing.finish_stripe_event(text, text, bigint);
-drop function billing.record_stripe_event(text, text, jsonb, timestamptz);
+drop function billing.record_stripe_event(text, text, jsonb, timestamptz, boolean);
 drop function billing.mark_payment_canceled(bigint, text);
 drop function billing.mark_payment_expired(bigint);
 drop function billing.mark_payment_failed(bigint, text);

@@ -4,6 +4,7 @@ refunds, and the api routes over them. Run as the roles that call them (app_paym
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -155,7 +156,7 @@ BILLING_ENTRY_POINTS = {
     "mark_payment_failed(bigint,text)",
     "mark_payment_expired(bigint)",
     "mark_payment_canceled(bigint,text)",
-    "record_stripe_event(text,text,jsonb,timestamp with time zone)",
+    "record_stripe_event(text,text,jsonb,timestamp with time zone,boolean)",
     "finish_stripe_event(text,text,bigint)",
     "deferred_refund_events(text)",
     "find_payment(text,text,bigint)",
@@ -311,11 +312,13 @@ def test_a_success_pays_the_order_once(db: Session) -> None:
 def test_duplicate_stripe_events_are_no_ops(db: Session) -> None:
     event = f"evt_{uuid.uuid4().hex}"
     payload = '{"id": "x", "livemode": false, "created": 1764000000}'
-    assert call(
-        db, "select billing.record_stripe_event(%s, 'checkout.session.completed', %s)", event, payload
+    assert (
+        call(db, "select billing.record_stripe_event(%s, 'checkout.session.completed', %s)", event, payload)
+        == "new"
     )
-    assert not call(
-        db, "select billing.record_stripe_event(%s, 'checkout.session.completed', %s)", event, payload
+    assert (
+        call(db, "select billing.record_stripe_event(%s, 'checkout.session.completed', %s)", event, payload)
+        == "duplicate"
     )
     call(db, "select billing.finish_stripe_event(%s, 'paid')", event)
     assert db.all(
@@ -328,6 +331,28 @@ def test_duplicate_stripe_events_are_no_ops(db: Session) -> None:
         db.conn.execute("select billing.record_stripe_event('not-an-event', 'x', '{}')")
     with db.raises("PT404"):
         db.conn.execute("select billing.finish_stripe_event('evt_unknown', 'x')")
+
+
+@pytest.mark.parametrize(("key_livemode", "event_livemode"), [(False, True), (True, False)])
+def test_events_of_the_other_mode_are_kept_as_rejected(
+    db: Session, key_livemode: bool, event_livemode: bool
+) -> None:
+    """A live event at a shop on a test key (or the reverse) is stored, finished as rejected with its
+    reason, and reported so: the caller acknowledges it and applies nothing. The same event again is a
+    duplicate; an event of the key's own mode is new."""
+    event = f"evt_{uuid.uuid4().hex}"
+    payload = json.dumps({"id": event, "livemode": event_livemode, "created": 1764000000})
+    record = "select billing.record_stripe_event(%s, 'checkout.session.completed', %s, null, %s)"
+    assert call(db, record, event, payload, key_livemode) == "rejected:livemode_mismatch"
+    stored = (
+        "select livemode, processed_at is not null, outcome, payment_id from core.stripe_events where id = %s"
+    )
+    assert db.all(stored, [event]) == [(event_livemode, True, "rejected:livemode_mismatch", None)]
+    assert call(db, record, event, payload, key_livemode) == "duplicate"
+    same_mode = f"evt_{uuid.uuid4().hex}"
+    payload = json.dumps({"id": same_mode, "livemode": key_livemode, "created": 1764000000})
+    assert call(db, record, same_mode, payload, key_livemode) == "new"
+    assert db.one("select outcome from core.stripe_events where id = %s", [same_mode]) is None
 
 
 def test_late_events_after_a_success_change_nothing(db: Session) -> None:
@@ -790,7 +815,7 @@ def test_parallel_deliveries_apply_exactly_once(fresh_db: str) -> None:
         "select billing.record_stripe_event('evt_race_1', 'checkout.session.completed', '{}')",
         [],
     )
-    assert Counter(events) == {True: 1, False: 7}
+    assert Counter(events) == {"new": 1, "duplicate": 7}
 
     outcomes = _in_threads(
         fresh_db,

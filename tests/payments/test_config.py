@@ -33,6 +33,7 @@ def test_demo_defaults_to_the_standin() -> None:
         ({"STRIPE_WEBHOOK_SECRET": REAL["STRIPE_WEBHOOK_SECRET"]}, "STRIPE_SECRET_KEY is not set"),
         ({"STRIPE_SECRET_KEY": REAL["STRIPE_SECRET_KEY"]}, "STRIPE_WEBHOOK_SECRET is not set"),
         ({**REAL, "STRIPE_SECRET_KEY": "pk_test_publishable"}, "secret or restricted key"),
+        ({**REAL, "STRIPE_SECRET_KEY": "sk_abcdefghijkl"}, "must say its mode"),
         ({**REAL, "STRIPE_WEBHOOK_SECRET": "secret"}, "webhook signing secret"),
         ({"STRIPE_SECRET_KEY": DEMO_SECRET_KEY, "STRIPE_WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET}, "public"),
         ({**REAL, "STRIPE_API_BASE": "http://stripe.example.com"}, "loopback"),
@@ -44,3 +45,11 @@ def test_demo_defaults_to_the_standin() -> None:
 def test_refusals(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         PaymentSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("key", "live"),
+    [("sk_live_abcdefghijkl", True), ("rk_live_abcdefghijkl", True), ("sk_test_abcdefghijkl", False)],
+)
+def test_the_key_says_which_webhook_events_apply(key: str, live: bool) -> None:
+    assert PaymentSettings.from_env({**REAL, "STRIPE_SECRET_KEY": key}).livemode is live

@@ -232,3 +232,40 @@ def test_events_the_books_cannot_take_are_stored_with_the_reason(shop: Shop) -> 
     shop.complete(started["session_id"])
     shop.flush()
     assert shop.order_row(order_id)["status"] == "paid"
+
+
+def test_events_of_the_other_mode_are_kept_as_rejected_and_never_applied(shop: Shop) -> None:
+    """The shop runs on a test key (sk_test_...): a live event for its own open checkout, correctly signed,
+    is stored as rejected with the reason and acknowledged with 200 (Stripe does not retry it), and pays
+    nothing. The stand-in's own event for the same session (livemode false, as for every test key) pays."""
+    assert shop.service.settings.livemode is False
+    customer = shop.customer()
+    order_id = shop.order(customer, [(shop.product(1000), 1)])
+    started = shop.start(order_id, customer)
+    [payment] = shop.payments(order_id)
+    session = shop.service.client.v1.checkout.sessions.retrieve(started["session_id"]).to_dict()
+    session.update(status="complete", payment_status="paid", payment_intent="pi_live_elsewhere")
+    live = json.loads(event_json("checkout.session.completed", session))
+    live["livemode"] = True
+    payload = json.dumps(live)
+
+    status, answer = post_event(shop, payload, signed(payload))
+    assert (status, answer["duplicate"], answer["outcome"]) == (200, False, "rejected:livemode_mismatch")
+    status, answer = post_event(shop, payload, signed(payload))
+    assert (status, answer["duplicate"]) == (200, True)
+    [stored] = shop.inbox()
+    assert (stored["id"], stored["outcome"], stored["payment_id"]) == (
+        live["id"],
+        "rejected:livemode_mismatch",
+        None,
+    )
+    assert stored["processed_at"] is not None
+    assert shop.payments(order_id)[0]["status"] == "open"
+    assert shop.order_row(order_id)["status"] == "pending"
+    assert shop.transitions("core.payments", payment["id"]) == [("created", "open")]
+
+    marker = shop.event_marker()
+    shop.complete(started["session_id"])
+    shop.flush()
+    assert all(event["livemode"] is False for event in shop.new_events(marker))
+    assert shop.order_row(order_id)["status"] == "paid"

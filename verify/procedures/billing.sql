@@ -19,7 +19,7 @@ where p.oid in (
   'billing.mark_payment_failed(bigint, text)'::regprocedure,
   'billing.mark_payment_expired(bigint)'::regprocedure,
   'billing.mark_payment_canceled(bigint, text)'::regprocedure,
-  'billing.record_stripe_event(text, text, jsonb, timestamptz)'::regprocedure,
+  'billing.record_stripe_event(text, text, jsonb, timestamptz, boolean)'::regprocedure,
   'billing.finish_stripe_event(text, text, bigint)'::regprocedure,
   'billing.deferred_refund_events(text)'::regprocedure,
   'billing.find_payment(text, text, bigint)'::regprocedure,
@@ -35,8 +35,15 @@ select 1 / has_function_privilege('app_admin', 'api.refund_order(bigint, bigint)
 select 1 / (not has_function_privilege('app_readwrite', 'api.refund_order(bigint, bigint)', 'execute'))::int;
 select 1 / has_function_privilege('app_readwrite', 'api.order_payments(bigint)', 'execute')::int;
 
--- behaviour: the inbox takes an event once
-select 1 / billing.record_stripe_event('evt_verify_billing', 'ping', '{}')::int;
-select 1 / (not billing.record_stripe_event('evt_verify_billing', 'ping', '{}'))::int;
+-- behaviour: the inbox takes an event once, and keeps an event of the other mode without applying it
+select 1 / (billing.record_stripe_event('evt_verify_billing', 'ping', '{}') = 'new')::int;
+select 1 / (billing.record_stripe_event('evt_verify_billing', 'ping', '{}') = 'duplicate')::int;
+select
+  1 / (
+    billing.record_stripe_event('evt_verify_billing_live', 'ping', '{"livemode": true}', null, false)
+    = 'rejected:livemode_mismatch'
+  )::int;
+select 1 / count(*)::int from core.stripe_events
+where id = 'evt_verify_billing_live' and outcome = 'rejected:livemode_mismatch' and processed_at is not null;
 
 rollback;
