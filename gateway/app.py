@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import auth, catalog, db, logs, openapi
+from gateway import auth, catalog, db, guard, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
@@ -64,7 +64,7 @@ class Gateway:
         self.settings = settings
         self.auth = auth.AuthService.create(settings)
         self.pool: AsyncConnectionPool[Any] | None = None
-        self.metrics = Metrics(pool_stats(self))
+        self.metrics = Metrics(pool_stats(self), token=settings.metrics_token)
         self.schema_state: SchemaState | None = None
         self._reload_lock = asyncio.Lock()
         self._last_attempt = 0.0
@@ -182,15 +182,20 @@ async def watch_notifications(
 
 
 async def health(request: Request) -> Response:
-    """200 when the database answers, 503 when it does not."""
+    """200 when the database answers, 503 when it does not. The answer is public: it says ok or
+    unavailable, never why (the database's error names hosts, roles and files); the log has the reason."""
     request.state.route = "/health"
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     try:
-        async with pool.connection(timeout=5) as conn:
+        async with pool.connection(timeout=request.app.state.settings.pool_timeout) as conn:
             await conn.execute("select 1")
     except (psycopg.Error, TimeoutError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return JSONResponse({"status": "unavailable", "database": detail}, status_code=503)
+        log.warning(
+            "health: database unavailable: %s",
+            str(exc).strip() or type(exc).__name__,
+            extra={"request_id": getattr(request.state, "request_id", None)},
+        )
+        return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
     gateway: Gateway = request.app.state.gateway
     loaded = gateway.schema_state is not None
     return JSONResponse(
@@ -398,6 +403,9 @@ def create_app(
                 await pool.drain()
             raise psycopg.OperationalError("the server closed this pooled connection")
 
+        # a superuser or BYPASSRLS login never serves: refused now when the database answers, and each new
+        # pooled connection is checked (configure) in case it did not or the login changes later
+        await guard.check_url_async(settings.database_url, settings.pool_timeout)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.database_url,
             min_size=settings.pool_min,
@@ -405,6 +413,7 @@ def create_app(
             timeout=settings.pool_timeout,
             open=False,
             check=check,
+            configure=guard.check_async_connection,
             # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction
             # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
             # exist" on the next use); the gateway keeps its own account (db.PreparedStatements)

@@ -164,14 +164,16 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
     import uvicorn
 
     from gateway import logs
+    from gateway.guard import UnsafeLogin, check_url
     from gateway.payments.config import PaymentSettings
     from gateway.settings import Settings, SettingsError
 
-    # refuse a missing or weak secret here, with one line, before any worker starts
+    # refuse a missing or weak secret, or a superuser login, here, with one line, before any worker starts
     try:
-        Settings.from_env()
+        settings = Settings.from_env()
         PaymentSettings.from_env()
-    except SettingsError as exc:
+        check_url(settings.database_url, settings.pool_timeout)
+    except (SettingsError, UnsafeLogin) as exc:
         fail(str(exc))
     logs.configure()
     with _metrics_directory(workers):

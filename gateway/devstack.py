@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from gateway import embedded, seed
+from gateway import embedded, guard, seed
 from gateway.deploy import DeployError
 from gateway.deploy.engine import Deployer
 from gateway.settings import Settings
@@ -55,13 +56,19 @@ def prepare() -> DevStack:
     except DeployError as exc:
         raise DevStackError(f"deploying the plan failed: {exc}") from exc
     seed.seed_demo(admin_url)
-    if cluster is None:
-        gateway_url = os.environ.get("COMMERCECORE_GATEWAY_URL", admin_url)
-    else:
-        password = _authenticator_password(cluster.data_dir.parent)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("alter role authenticator password {}").format(sql.Literal(password)))
+    given = os.environ.get("COMMERCECORE_GATEWAY_URL") if cluster is None else None
+    if given:
+        return DevStack(admin_url=admin_url, gateway_url=given, cluster=cluster)
+    # the gateway logs in as `authenticator`, never as the deploying role (it refuses a superuser)
+    data_root = (cluster or embedded.default_cluster()).data_dir.parent
+    data_root.mkdir(parents=True, exist_ok=True)
+    password = _authenticator_password(data_root)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("alter role authenticator password {}").format(sql.Literal(password)))
+    if cluster is not None:
         gateway_url = cluster.url(user="authenticator", password=password)
+    else:
+        gateway_url = make_conninfo(admin_url, user="authenticator", password=password)
     return DevStack(admin_url=admin_url, gateway_url=gateway_url, cluster=cluster)
 
 
@@ -75,6 +82,10 @@ def serve(stack: DevStack, port: int) -> None:
     settings = Settings.from_env(
         {**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url}
     )
+    try:
+        guard.check_url(settings.database_url, settings.pool_timeout)
+    except guard.UnsafeLogin as exc:
+        raise DevStackError(str(exc)) from None
     gateway_url = f"http://127.0.0.1:{port}"
     try:
         # no internet in demo mode: checkout URLs open the local stand-in's Pay / Decline page

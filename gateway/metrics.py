@@ -3,10 +3,16 @@
 With several worker processes (`commercecore serve --workers N`, which then sets PROMETHEUS_MULTIPROC_DIR
 before the workers start) every worker writes its samples to that directory and /metrics, whichever worker
 answers it, reports the sum of all of them (prometheus-client's multiprocess mode).
+
+Who may scrape: with COMMERCECORE_METRICS_TOKEN set, whoever sends it as a bearer token; without it, only a
+client on the same host that connected directly (not through a proxy).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
+
+from gateway.errors import ApiError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -37,6 +46,41 @@ _POOL_COUNTERS = {
     "connections_errors": "Failed connection attempts.",
     "connections_lost": "Connections found broken.",
 }
+
+# headers a proxy adds when it relays a request: the request then comes from the proxy's client, whatever
+# address the connection has (and a client can write them itself)
+_RELAY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
+
+
+def direct_loopback_client(scope: Scope) -> bool:
+    """Whether the peer of the connection is a loopback address and the request names no other client.
+    Without a relay header the server's client address is the socket's peer (a proxy-header middleware
+    rewrites it only from those headers)."""
+    if any(name in _RELAY_HEADERS for name, _value in scope["headers"]):
+        return False
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:  # a Unix socket path
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
+
+
+def _digest(value: str) -> bytes:
+    # compared as digests: equal lengths, so the comparison time says nothing about the token's length
+    return hashlib.sha256(value.encode()).digest()
 
 
 class PoolCollector(Collector):
@@ -62,7 +106,8 @@ class PoolCollector(Collector):
 class Metrics:
     """A registry per application (tests build many apps in one process)."""
 
-    def __init__(self, pool_stats: Callable[[], dict[str, int] | None]) -> None:
+    def __init__(self, pool_stats: Callable[[], dict[str, int] | None], *, token: str | None = None) -> None:
+        self._token_digest = _digest(token) if token else None
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "commercecore_http_requests",
@@ -137,8 +182,32 @@ class Metrics:
         if sqlstate:
             self.database_errors.labels(sqlstate).inc()
 
+    def authorize(self, scope: Scope) -> None:
+        """401 without the metrics token (when one is set); 403 for anyone but a direct loopback client
+        (when none is)."""
+        if self._token_digest is None:
+            if direct_loopback_client(scope):
+                return
+            raise ApiError(
+                403,
+                "CC403",
+                "/metrics answers clients on the gateway's own host only.",
+                details={"code": "metrics_forbidden"},
+                hint="Set COMMERCECORE_METRICS_TOKEN and scrape with it as a bearer token.",
+            )
+        if not hmac.compare_digest(_digest(_bearer(scope)), self._token_digest):
+            raise ApiError(
+                401,
+                "CC401",
+                "/metrics needs the metrics token.",
+                details={"code": "metrics_token_required"},
+                hint="Send Authorization: Bearer <COMMERCECORE_METRICS_TOKEN>.",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+
     async def endpoint(self, request: Request) -> Response:
         request.state.route = "/metrics"
+        self.authorize(request.scope)
         if not self.multiprocess:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
         self.publish_pool()

@@ -59,6 +59,20 @@ def _check_secret(secret: str) -> None:
         raise SettingsError("COMMERCECORE_JWT_SECRET is not random (too few distinct characters)")
 
 
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    """COMMERCECORE_METRICS_TOKEN: unset, /metrics answers loopback clients only; set, it is a bearer token
+    that has to be as hard to guess as the JWT secret."""
+    token = (env.get("COMMERCECORE_METRICS_TOKEN") or "").strip()
+    if not token:
+        return None
+    if len(token.encode()) < MIN_SECRET_BYTES or len(set(token)) < MIN_SECRET_DISTINCT_CHARS:
+        raise SettingsError(
+            f"COMMERCECORE_METRICS_TOKEN must be at least {MIN_SECRET_BYTES} random bytes"
+            " (make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    return token
+
+
 def _read_key(env: Mapping[str, str], name: str) -> str:
     path = env.get(name)
     if not path:
@@ -138,6 +152,8 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
+    # the bearer token /metrics requires; None: /metrics answers loopback clients only
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def signing_key(self) -> str:
@@ -210,6 +226,7 @@ class Settings:
             login_max_failures=_integer(env, "COMMERCECORE_LOGIN_MAX_FAILURES", 5, minimum=1),
             login_lockout=_integer(env, "COMMERCECORE_LOGIN_LOCKOUT", 900, minimum=1),
             login_rate=_integer(env, "COMMERCECORE_LOGIN_RATE", 30),
+            metrics_token=_metrics_token(env),
         )
 
 

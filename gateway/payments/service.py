@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import stripe
 from starlette.requests import Request
 
+from gateway.guard import check_connection
 from gateway.payments import checkout, reconcile, refunds, webhook
 from gateway.payments.client import client_from_settings
 from gateway.payments.config import PaymentSettings
@@ -67,9 +68,12 @@ class PaymentService:
         pool_timeout: float = 5.0,
     ) -> PaymentService:
         """Settings from the environment (PaymentSettings.from_env), a pool on `conninfo` (the gateway's
-        authenticator URL) and a client for STRIPE_API_BASE or Stripe."""
+        authenticator URL, whose connections are refused when it is a superuser or has BYPASSRLS, as the
+        gateway's own) and a client for STRIPE_API_BASE or Stripe."""
         settings = PaymentSettings.from_env(environ)
-        store = PaymentStore(conninfo, max_size=max_connections, timeout=pool_timeout)
+        store = PaymentStore(
+            conninfo, max_size=max_connections, timeout=pool_timeout, configure=check_connection
+        )
         return cls(store, client_from_settings(settings), settings, authenticate=authenticate)
 
     def open(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -57,7 +57,9 @@ class PaymentStore:
         max_size: int = 8,
         timeout: float = 5.0,
         application_name: str = "commercecore-payments",
+        configure: Callable[[psycopg.Connection[TupleRow]], None] | None = None,
     ) -> None:
+        """`configure`: called on each new connection; raising refuses it (the gateway's login check)."""
         self.timeout = timeout
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
             conninfo,
@@ -66,6 +68,7 @@ class PaymentStore:
             timeout=timeout,
             open=False,
             check=_check,
+            configure=configure,
             kwargs={"autocommit": True, "application_name": application_name},
         )
         self._role_settings: dict[str, dict[str, str]] | None = None

@@ -1,5 +1,6 @@
 """`commercecore serve --workers 2` as production runs it: /metrics reports the whole gateway, whichever
-worker answers the scrape (prometheus-client's multiprocess mode), not the one worker that happens to."""
+worker answers the scrape (prometheus-client's multiprocess mode), not the one worker that happens to; every
+worker asks for the metrics token."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.ops.helpers import wait_until
 
 POOL_MIN = 2
 REQUESTS = 40
+METRICS_TOKEN = secrets.token_urlsafe(48)
 
 
 def sample(text: str, name: str, labels: str = "") -> float | None:
@@ -47,6 +49,7 @@ def served(gw_db: GatewayDb, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
         "STRIPE_API_BASE": "http://127.0.0.1:9",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "COMMERCECORE_METRICS_TOKEN": METRICS_TOKEN,
     }
     log = (tmp_path / "gateway.log").open("wb")
     process = subprocess.Popen(
@@ -72,11 +75,13 @@ def test_metrics_add_up_the_workers(served: tuple[str, Path]) -> None:
 
     def metrics() -> str:
         try:
-            response = httpx.get(f"{base}/metrics", timeout=5)
+            response = httpx.get(f"{base}/metrics", headers=scraper, timeout=5)
         except httpx.TransportError:
             return ""
         assert response.status_code == 200, response.text
         return response.text
+
+    scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
     # both workers are up once their pools are both in the sums (each publishes at start-up)
     wait_until(
@@ -92,3 +97,7 @@ def test_metrics_add_up_the_workers(served: tuple[str, Path]) -> None:
     labels = '{method="GET",route="/products",status="200"}'
     for _ in range(6):
         assert sample(metrics(), "commercecore_http_requests_total", labels) == REQUESTS
+    for _ in range(4):  # whichever worker answers, a scrape without the token is refused
+        refused = httpx.get(f"{base}/metrics", headers={"Connection": "close"}, timeout=5)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["details"]["code"] == "metrics_token_required"

@@ -123,3 +123,15 @@ def test_bad_key_files_are_refused(tmp_path: Path) -> None:
     for extra, message in cases:
         with pytest.raises(SettingsError, match=message):
             Settings.from_env({**URL, **extra})
+
+
+def test_the_metrics_token_is_optional_and_strong_when_set() -> None:
+    base = {**URL, "COMMERCECORE_JWT_SECRET": random_secret()}
+    assert Settings.from_env(base).metrics_token is None
+    token = random_secret()
+    settings = Settings.from_env({**base, "COMMERCECORE_METRICS_TOKEN": token})
+    assert settings.metrics_token == token
+    assert token not in repr(settings)
+    for weak in ("metrics", "a" * 64):
+        with pytest.raises(SettingsError, match="COMMERCECORE_METRICS_TOKEN"):
+            Settings.from_env({**base, "COMMERCECORE_METRICS_TOKEN": weak})

@@ -135,10 +135,23 @@ def test_env_example_lists_spec_settings_and_every_compose_variable(compose: dic
         "STRIPE_SECRET_KEY",
         "STRIPE_WEBHOOK_SECRET",
         "POSTGRES_PASSWORD",
+        "COMMERCECORE_METRICS_TOKEN",
     ):
         assert example[name] == "", name
     required = re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text())
-    assert {"POSTGRES_PASSWORD", "AUTHENTICATOR_PASSWORD", "COMMERCECORE_JWT_SECRET"} <= set(required)
+    assert {
+        "POSTGRES_PASSWORD",
+        "AUTHENTICATOR_PASSWORD",
+        "COMMERCECORE_JWT_SECRET",
+        "COMMERCECORE_METRICS_TOKEN",
+    } <= set(required)
+
+
+def test_metrics_need_a_token_under_compose(compose: dict[str, Any]) -> None:
+    """The gateway listens on 0.0.0.0 in its container: every scrape comes from another address, so
+    /metrics is served with a token or to nobody; compose refuses to start without one."""
+    env = _service_env(compose, "gateway")
+    assert env["COMMERCECORE_METRICS_TOKEN"].startswith("${COMMERCECORE_METRICS_TOKEN:?")
 
 
 def test_images_never_receive_secrets_or_local_state() -> None:
