@@ -580,7 +580,8 @@ def audit_tail(
     request_id: str | None = None,
     limit: int = 20,
 ) -> list[Row]:
-    """audit.log, newest first; `table` matches `core.orders` or `orders`, `actor` a user id or a role."""
+    """audit.log, newest first; `table` matches `core.orders` or `orders`, `actor` a user id or a role.
+    The owner reads the rows in full, anyone else (app_dba) with emails and Stripe ids masked."""
     _require(conn, "audit.log")
     where = ["true"]
     params: list[Any] = []
@@ -604,12 +605,7 @@ def audit_tail(
     params.append(limit)
     query = f"""
         select id, at, actor_user_id, actor_role, request_id, table_name, operation, row_id,
-               case when operation = 'UPDATE' then (
-                 select coalesce(array_agg(n.key order by n.key), '{{}}')
-                 from jsonb_each(new_row) as n
-                 where n.value is distinct from old_row -> n.key
-               ) end as changed,
-               old_row, new_row, transaction_id::text as transaction_id
+               changed_columns as changed, old_row, new_row, transaction_id::text as transaction_id
         from audit.log
         where {" and ".join(where)}
         order by at desc, id desc

@@ -193,7 +193,7 @@ def generate_products(
         conn.execute("set local session_replication_role = origin")
         conn.execute(
             """
-            insert into audit.log (actor_role, request_id, table_name, operation, row_id, new_row)
+            insert into audit.log_entries (actor_role, request_id, table_name, operation, row_id, new_row)
             values (session_user, 'demo-generate', 'core.products', 'INSERT', 'bulk',
                     jsonb_build_object('generated', %s::int, 'first_sku', %s::text))
             """,

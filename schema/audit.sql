@@ -3,12 +3,13 @@
 -- requires: schema/orders
 -- requires: schema/payments
 -- The audit log: who changed what, with the old and new rows and the gateway's request id, written by
--- triggers on users, products, orders and payments.
+-- triggers on users, products, orders and payments. The rows, emails and Stripe ids in full, are the owner's
+-- alone; app_dba reads them masked through the view audit.log (views/audit_log).
 begin;
 
 set local role app_owner;
 
-create table audit.log (
+create table audit.log_entries (
   id bigint generated always as identity,
   at timestamptz not null default clock_timestamp(),
   actor_user_id bigint,
@@ -20,21 +21,22 @@ create table audit.log (
   old_row jsonb,
   new_row jsonb,
   transaction_id xid8 not null default pg_current_xact_id(),
-  constraint log_pkey primary key (id),
-  constraint log_operation_check check (operation in ('INSERT', 'UPDATE', 'DELETE'))
+  constraint log_entries_pkey primary key (id),
+  constraint log_entries_operation_check check (operation in ('INSERT', 'UPDATE', 'DELETE'))
 );
 
-comment on table audit.log is 'Every change to users, products, orders and payments: actor, request id, old and new rows.';
-comment on column audit.log.actor_user_id is 'The JWT `sub` of the request that made the change (null for jobs and DBAs).';
-comment on column audit.log.actor_role is 'The request role, or the login of a direct session.';
-comment on column audit.log.request_id is 'The gateway''s X-Request-Id: the same id is in the access log.';
-comment on column audit.log.transaction_id is 'The transaction, to find the change in the WAL (pg_waldump) or group rows.';
+comment on table audit.log_entries is
+'Every change to users, products, orders and payments: actor, request id, old and new rows, in full (emails,
+Stripe ids). The owner''s alone: app_dba reads audit.log, where they are masked.';
+comment on column audit.log_entries.actor_user_id is 'The JWT `sub` of the request that made the change (null for jobs and DBAs).';
+comment on column audit.log_entries.actor_role is 'The request role, or the login of a direct session.';
+comment on column audit.log_entries.request_id is 'The gateway''s X-Request-Id: the same id is in the access log.';
+comment on column audit.log_entries.transaction_id is 'The transaction, to find the change in the WAL (pg_waldump) or group rows.';
 
-grant select on audit.log to app_dba;
-
-create index log_table_name_at_idx on audit.log (table_name, at desc);
-create index log_request_id_idx on audit.log (request_id) where request_id is not null;
-create index log_actor_user_id_idx on audit.log (actor_user_id, at desc) where actor_user_id is not null;
+create index log_entries_table_name_at_idx on audit.log_entries (table_name, at desc);
+create index log_entries_request_id_idx on audit.log_entries (request_id) where request_id is not null;
+create index log_entries_actor_user_id_idx on audit.log_entries (actor_user_id, at desc)
+where actor_user_id is not null;
 
 create function audit.record_change() returns trigger
 language plpgsql
@@ -52,7 +54,9 @@ begin
   if tg_op = 'UPDATE' and old_row - '{updated_at,stock}'::text[] = new_row - '{updated_at,stock}'::text[] then
     return null;
   end if;
-  insert into audit.log (actor_user_id, actor_role, request_id, table_name, operation, row_id, old_row, new_row)
+  insert into audit.log_entries (
+    actor_user_id, actor_role, request_id, table_name, operation, row_id, old_row, new_row
+  )
   values (
     core.current_user_id(),
     case core.request_role() when 'none' then session_user::text else core.request_role() end,
@@ -68,7 +72,7 @@ end;
 $$;
 
 comment on function audit.record_change() is
-'Trigger: writes one audit.log row per changed row (no-op updates and stock-only moves are skipped).';
+'Trigger: writes one audit.log_entries row per changed row (no-op updates and stock-only moves are skipped).';
 
 create trigger users_audit after insert or update or delete on core.users
 for each row execute function audit.record_change();

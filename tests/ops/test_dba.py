@@ -4,13 +4,19 @@ table bloated by mass updates with autovacuum off, a session blocked by a lock h
 from __future__ import annotations
 
 import json
+import secrets
 import threading
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from gateway import seed
+from tests.conftest import login_url
 from tests.ops.helpers import cli, wait_until
 
 
@@ -226,3 +232,41 @@ def test_audit_tail_filters_newest_first(audited: str) -> None:
     table = cli("audit", "tail", "--table", "core.products", "--limit", "3", "--db-url", audited)
     assert table.exit_code == 0
     assert "UPDATE" in table.stdout
+
+
+@pytest.fixture
+def dba_login(audited: str) -> Iterator[str]:
+    """A DBA's own login, a member of app_dba (roles are cluster-wide: dropped afterwards); its URL."""
+    name = f"cc_dba_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(16)
+    database = sql.Identifier(str(conninfo_to_dict(audited)["dbname"]))
+    with psycopg.connect(audited, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create role {} login password {} in role app_dba").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+        conn.execute(sql.SQL("grant connect on database {} to {}").format(database, sql.Identifier(name)))
+    try:
+        yield login_url(audited, name, password)
+    finally:
+        with psycopg.connect(audited, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("revoke connect on database {} from {}").format(database, sql.Identifier(name))
+            )
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(name)))
+
+
+def test_audit_tail_shows_app_dba_masked_emails(audited: str, dba_login: str) -> None:
+    """The same entries: in full for the owner's login, with emails masked for a DBA's."""
+    full = _json("audit", "tail", "--json", "--table", "users", "--db-url", audited)
+    masked = _json("audit", "tail", "--json", "--table", "users", "--db-url", dba_login)
+    assert [row["id"] for row in masked] == [row["id"] for row in full]
+    emails = {row["new_row"]["email"] for row in full}
+    assert {email for email, *_rest in seed.DEMO_USERS} <= emails
+    shown = {row["new_row"]["email"] for row in masked}
+    assert shown == {email[0] + "***@" + email.split("@")[1] for email in emails}
+    assert not emails & shown
+    table = cli("audit", "tail", "--table", "users", "--db-url", dba_login)
+    assert table.exit_code == 0, table.output
+    assert not any(email in table.stdout for email in emails)
