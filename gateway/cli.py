@@ -104,7 +104,8 @@ def demo() -> None:
 @click.option(
     "--products", default=0, show_default=True, type=click.IntRange(min=0), help="Also generate N products."
 )
-def demo_seed(products: int) -> None:
+@click.option("--force", is_flag=True, help="Seed a server other than the embedded cluster too.")
+def demo_seed(products: int, force: bool) -> None:
     """Load the demo catalog and users (idempotent), and optionally N generated products (COPY)."""
     from rich.progress import Progress
 
@@ -112,6 +113,7 @@ def demo_seed(products: int) -> None:
 
     try:
         url = embedded.admin_url()
+        seed.require_embedded(url, force)
         added = seed.seed_demo(url)
         click.echo(f"demo catalog: {added['products']} products and {added['users']} users added")
         if products:
@@ -119,7 +121,7 @@ def demo_seed(products: int) -> None:
                 task = progress.add_task("generating products", total=products)
                 seed.generate_products(url, products, progress=lambda n: progress.advance(task, n))
             click.echo(f"generated {products} products")
-    except (embedded.EmbeddedError, psycopg.Error) as exc:
+    except (embedded.EmbeddedError, seed.NotEmbedded, psycopg.Error) as exc:
         fail(str(exc).strip())
 
 
@@ -193,12 +195,15 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
 
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int)
-def up(port: int) -> None:
+@click.option(
+    "--force", is_flag=True, help="Load the demo users into a DATABASE_URL server that is not embedded."
+)
+def up(port: int, force: bool) -> None:
     """`make run`: embedded PostgreSQL, the plan deployed, and the gateway in demo mode. Ctrl-C stops all."""
     from gateway import devstack
 
     try:
-        stack = devstack.prepare()
+        stack = devstack.prepare(force)
     except (embedded.EmbeddedError, devstack.DevStackError) as exc:
         fail(str(exc))
     # SIGTERM behaves like Ctrl-C, so `kill` also stops PostgreSQL with the gateway

@@ -42,12 +42,16 @@ def _authenticator_password(data_root: Path) -> str:
     return password
 
 
-def prepare() -> DevStack:
+def prepare(force: bool = False) -> DevStack:
     """Start (or reuse) the database, deploy pending changes, and give the authenticator its password."""
     cluster: embedded.Cluster | None = None
     if os.environ.get("DATABASE_URL"):
         admin_url = os.environ["DATABASE_URL"]
         embedded.check_server_version(admin_url)
+        try:
+            seed.require_embedded(admin_url, force)
+        except seed.NotEmbedded as exc:
+            raise DevStackError(str(exc)) from None
     else:
         cluster = embedded.start_default()
         admin_url = cluster.url()

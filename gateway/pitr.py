@@ -282,6 +282,15 @@ def _is_within(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
+def _remove(into: Path) -> None:
+    """Removes a restore target made by this run: the directory, or the link and its home."""
+    if into.is_symlink():
+        shutil.rmtree(into.resolve(), ignore_errors=True)
+        into.unlink()
+    else:
+        shutil.rmtree(into, ignore_errors=True)
+
+
 def _materialise(backup: Path, into: Path) -> None:
     if backup_format(backup) == "plain":
         shutil.copytree(
@@ -406,23 +415,23 @@ def pitr_restore(
         raise PitrError(f"port {cluster.port} on 127.0.0.1 is in use")
     created = not into.exists()
     try:
-        _materialise(backup, into)
-        with (into / "postgresql.auto.conf").open("a") as conf:
-            conf.write(_recovery_settings(into, cluster.port, archive, recovery_target))
-        (into / "recovery.signal").touch()
+        server_dir = cluster.prepare_data_dir()
+        _materialise(backup, server_dir)
+        with (server_dir / "postgresql.auto.conf").open("a") as conf:
+            conf.write(_recovery_settings(server_dir, cluster.port, archive, recovery_target))
+        (server_dir / "recovery.signal").touch()
         for stale in ("postmaster.pid", "postmaster.opts", "standby.signal"):
-            (into / stale).unlink(missing_ok=True)
+            (server_dir / stale).unlink(missing_ok=True)
         if meta is not None and meta.source_password_file and Path(meta.source_password_file).exists():
             shutil.copy2(meta.source_password_file, cluster.password_file)
             cluster.password_file.chmod(0o600)
-        cluster._own(into)
-        cluster.log_file.touch()
-        cluster._own(cluster.log_file)
+        cluster._own(server_dir)
+        log = cluster.prepare_log()
     except BaseException:
         if created:
-            shutil.rmtree(into, ignore_errors=True)
+            _remove(into)
         raise
-    proc = cluster._run("pg_ctl", "-D", str(into), "-l", str(cluster.log_file), "-W", "start", check=False)
+    proc = cluster._run("pg_ctl", "-D", str(server_dir), "-l", str(log), "-W", "start", check=False)
     if proc.returncode != 0:
         raise PitrError(f"pg_ctl start failed: {proc.stderr.strip() or _log_reason(cluster)}")
     row = _wait_for_promotion(cluster, timeout)

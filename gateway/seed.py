@@ -95,6 +95,27 @@ def _ensure_categories(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str
     return {str(slug): int(str(ident)) for slug, ident in rows}
 
 
+class NotEmbedded(RuntimeError):
+    """The server is not this project's embedded cluster: no demo accounts with published passwords."""
+
+
+def require_embedded(url: str, force: bool = False) -> None:
+    """Refuses a server other than an embedded cluster (which sets `commercecore.embedded`), unless forced.
+
+    The demo users' passwords are printed by `make run` and written in the README: seeded into a shop's
+    own database they are an open door, so reaching one by a stray DATABASE_URL must not be enough.
+    """
+    if force:
+        return
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        row = conn.execute("select current_setting('commercecore.embedded', true)").fetchone()
+    if row is None or row[0] != "on":
+        raise NotEmbedded(
+            "refusing to load demo users with published passwords into a server that is not the embedded "
+            "cluster (DATABASE_URL); pass --force if this database is a throwaway one"
+        )
+
+
 def seed_demo(url: str) -> dict[str, int]:
     """Load the demo catalog and users; re-running adds nothing. Returns what was added."""
     hasher = PasswordHasher()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 from argon2 import PasswordHasher
+from click.testing import CliRunner
+from psycopg import sql
 
-from gateway import seed
+from gateway import devstack, seed
+from gateway.cli import main
 
 LEDGER_MISMATCHES = """
 select count(*)
@@ -55,3 +59,50 @@ def test_generator_appends_products_with_matching_ledger(fresh_db: str) -> None:
         ).fetchone()
         assert searchable is not None
         assert searchable[0] > 0
+
+
+def _mark_not_embedded(url: str) -> None:
+    """The database answers like a shop's own server: `commercecore.embedded` off."""
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("alter database {} set commercecore.embedded = off").format(sql.Identifier(dbname))
+        )
+
+
+def _users(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select count(*) from core.users").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_embedded_cluster_says_so(fresh_db: str) -> None:
+    seed.require_embedded(fresh_db)
+
+
+def test_demo_seed_refuses_a_server_that_is_not_embedded(
+    fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mark_not_embedded(fresh_db)
+    monkeypatch.setenv("DATABASE_URL", fresh_db)
+    refused = CliRunner().invoke(main, ["demo", "seed"])
+    assert refused.exit_code == 1
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, refused.stderr
+    assert "--force" in lines[0]
+    assert _users(fresh_db) == 0, "nothing is seeded"
+
+    forced = CliRunner().invoke(main, ["demo", "seed", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert _users(fresh_db) == len(seed.DEMO_USERS)
+
+
+def test_make_run_refuses_to_put_demo_users_into_a_server_that_is_not_embedded(
+    fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mark_not_embedded(fresh_db)
+    monkeypatch.setenv("DATABASE_URL", fresh_db)
+    with pytest.raises(devstack.DevStackError, match="--force"):
+        devstack.prepare()
+    assert _users(fresh_db) == 0

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from gateway import embedded
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_7 = (
     "DATABASE_URL",
@@ -163,3 +165,11 @@ def test_images_never_receive_secrets_or_local_state() -> None:
     assert re.search(r"^USER (?!root)\S+", dockerfile, re.MULTILINE)
     assert "COPY sqitch.plan" in dockerfile
     assert 'CMD ["commercecore", "serve"' in dockerfile
+
+
+def test_logged_statements_carry_no_bind_values(compose: dict[str, Any]) -> None:
+    """Emails and password hashes are bind values: no slow-statement log or error report shows them."""
+    command = compose["services"]["postgres"]["command"]
+    for setting in ("log_parameter_max_length", "log_parameter_max_length_on_error"):
+        assert f"{setting}=0" in command
+        assert embedded.BASE_SETTINGS[setting] == "0"

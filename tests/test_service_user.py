@@ -1,0 +1,66 @@
+"""Places for the PostgreSQL service user: what it cannot reach gets a home of its own, linked from the
+project; no directory outside the project changes mode or owner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway import service_user
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the service user exists only when run as root")
+
+
+def _modes(path: Path) -> dict[Path, tuple[int, int, int]]:
+    return {p: (p.stat().st_mode, p.stat().st_uid, p.stat().st_gid) for p in (path, *path.parents)}
+
+
+@pytest.fixture
+def private(tmp_path: Path) -> Path:
+    directory = tmp_path / "private"
+    directory.mkdir(mode=0o700)
+    directory.chmod(0o700)
+    return directory
+
+
+@as_root
+def test_a_directory_out_of_reach_gets_a_home_and_a_link(private: Path) -> None:
+    before = _modes(private)
+    assert not service_user.can_traverse(private)
+    data = private / "project" / ".data" / "pg"
+    home = service_user.place(data, directory=True)
+    assert data.is_symlink()
+    assert data.resolve() == home
+    assert service_user.can_traverse(home)
+    assert home.stat().st_uid == service_user.system_user().pw_uid
+    assert service_user.place(data, directory=True) == home, "placing twice gives the same home"
+    assert _modes(private) == before
+
+
+@as_root
+def test_a_home_whose_link_is_gone_is_deleted(private: Path) -> None:
+    log = private / "pg.log"
+    home = service_user.place(log, directory=False)
+    assert home.is_file()
+    log.unlink()
+    service_user.place(private / "other", directory=True)
+    assert not home.exists()
+
+
+@as_root
+def test_what_is_already_there_is_not_moved(private: Path) -> None:
+    data = private / "pg"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("18\n")
+    with pytest.raises(service_user.PlacementError, match="cannot reach"):
+        service_user.place(data, directory=True)
+    assert not data.is_symlink()
+
+
+@as_root
+def test_a_reachable_path_is_used_as_it_is(private: Path) -> None:
+    reachable = service_user.service_dir() / "homes" / "never-made"
+    assert service_user.place(reachable, directory=True) == reachable
+    assert not reachable.exists()
