@@ -11,6 +11,7 @@ WORKDIR /app
 # dependencies first, so that a code change does not reinstall them
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
+COPY commercecore ./commercecore
 RUN pip install .
 
 # the plan and its scripts: `commercecore db status|deploy|restore` read them from the working directory

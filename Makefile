@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 		{ echo "Python 3.11 or newer is required (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,standin]'
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install the project with its tools
@@ -26,7 +26,7 @@ run: $(STAMP) ## Embedded PostgreSQL + deployed plan + demo data + gateway on ht
 
 test: lint pytest ## Everything CI runs: lint, then all tests
 
-lint: $(STAMP) ## ruff, mypy (strict) on gateway/, sqlfluff on the SQL
+lint: $(STAMP) ## ruff, mypy (strict) on gateway/ and commercecore/, sqlfluff on the SQL
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -27,8 +27,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from gateway import embedded, seed
-from gateway.deploy.engine import Deployer
+from commercecore.deploy.engine import Deployer
+from commercecore.local import embedded, seed
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -183,7 +183,7 @@ def gateway(db: Database, *, workers: int, pool: int) -> Iterator[Gateway]:
         env.pop(name, None)
     log = (WORK / "gateway.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "commercecore.cli", "serve", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
         env=env,
         stdout=log,

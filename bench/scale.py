@@ -1,8 +1,8 @@
 """`scale`: GET /products with a filter, at 10k, 100k and 1M products (sizes configurable).
 
-The catalog grows in place (`gateway.seed.generate_products`, COPY), is vacuumed, analysed and checkpointed
-before each size, and warmed up with 3 s of keyset pages (not recorded). Two ways to page through one
-category, through the gateway (wrk, random pages):
+The catalog grows in place (`commercecore.local.seed.generate_products`, COPY), is vacuumed, analysed and
+checkpointed before each size, and warmed up with 3 s of keyset pages (not recorded). Two ways to page
+through one category, through the gateway (wrk, random pages):
 - keyset: `/products?category_id=eq.C&id=gt.N&order=id&limit=20`, a random category and starting id;
 - offset (for contrast): `/products?category_id=eq.C&order=id&limit=20&offset=K`, a random page of the
   category (K up to the category's size).
@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from bench import harness
-from gateway import seed
+from commercecore.local import seed
 
 NAME = "scale"
 WARM_UP = 3  # seconds of keyset pages before each size's measurements

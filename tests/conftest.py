@@ -22,9 +22,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from commercecore.deploy.engine import Deployer
+from commercecore.local import embedded
 from gateway import db as gwdb
-from gateway import embedded
-from gateway.deploy.engine import Deployer
 
 ROOT = Path(__file__).resolve().parent.parent
 

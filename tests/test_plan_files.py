@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.deploy.plan import load_plan
-from gateway.deploy.project import Project
+from commercecore.deploy.plan import load_plan
+from commercecore.deploy.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from gateway.deploy.engine import Deployer
+from commercecore.deploy.engine import Deployer
 from tests.conftest import ROOT, PgServer
 
 

@@ -8,8 +8,8 @@ from argon2 import PasswordHasher
 from click.testing import CliRunner
 from psycopg import sql
 
-from gateway import devstack, seed
-from gateway.cli import main
+from commercecore.cli import main
+from commercecore.local import devstack, seed
 
 LEDGER_MISMATCHES = """
 select count(*)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import embedded, service_user
+from commercecore.local import embedded, service_user
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the service user exists only when run as root")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.deploy.engine import Deployer, Reporter
+from commercecore.deploy.engine import Deployer, Reporter
 from tests.conftest import PgServer
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.deploy.config import ConfigError, SqitchConfig, identity, parse_config
-from gateway.deploy.dburl import display_url, libpq_url
-from gateway.deploy.errors import DeployError
+from commercecore.deploy.config import ConfigError, SqitchConfig, identity, parse_config
+from commercecore.deploy.dburl import display_url, libpq_url
+from commercecore.deploy.errors import DeployError
 
 
 def test_git_config_syntax() -> None:

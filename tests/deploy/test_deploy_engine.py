@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway.deploy.engine import Deployer
-from gateway.deploy.errors import DeployError
-from gateway.deploy.plan import Change
-from gateway.deploy.registry import LOCK_KEY, DeployedChange
+from commercecore.deploy.engine import Deployer
+from commercecore.deploy.errors import DeployError
+from commercecore.deploy.plan import Change
+from commercecore.deploy.registry import LOCK_KEY, DeployedChange
 from tests.conftest import PgServer
 from tests.deploy.support import Recorder, Toy, registry_rows, schema_dump
 
@@ -133,7 +133,7 @@ def test_tags_planned_after_deployment_are_recorded(toy: Toy, new_db: Callable[[
 def test_registry_1_0_is_upgraded_like_sqitch_does(toy: Toy, new_db: Callable[[], str], pg: PgServer) -> None:
     fresh, old = new_db(), new_db()
     toy.deployer(fresh).deploy("schema/app")
-    text = resources.files("gateway.deploy").joinpath("registry.sql").read_text()
+    text = resources.files("commercecore.deploy").joinpath("registry.sql").read_text()
     with psycopg.connect(old, autocommit=True) as conn:
         conn.execute(sql.SQL(text).format(registry=sql.Identifier("sqitch")))
         # what a sqitch 0.9999 registry looked like: release 1.0, script hashes unique per database

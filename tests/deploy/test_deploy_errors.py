@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.cli import main
-from gateway.deploy.engine import Deployer
-from gateway.deploy.errors import DeployError
+from commercecore.cli import main
+from commercecore.deploy.engine import Deployer
+from commercecore.deploy.errors import DeployError
 from tests.conftest import PgServer
 from tests.deploy.support import Toy, events, registry_rows, requires_sqitch, schema_dump, sqitch_target
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.deploy.errors import PlanError
-from gateway.deploy.plan import canonical_uri, load_plan
+from commercecore.deploy.errors import PlanError
+from commercecore.deploy.plan import canonical_uri, load_plan
 from tests.deploy.support import FIXTURES, SQITCH, Toy, requires_sqitch
 
 pytestmark = [pytest.mark.sqitch, requires_sqitch]

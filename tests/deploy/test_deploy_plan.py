@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.deploy.errors import PlanError
-from gateway.deploy.plan import ChangeLookupError, canonical_uri, load_plan, parse_offset, parse_plan
-from gateway.deploy.project import Project
+from commercecore.deploy.errors import PlanError
+from commercecore.deploy.plan import ChangeLookupError, canonical_uri, load_plan, parse_offset, parse_plan
+from commercecore.deploy.project import Project
 from tests.deploy.support import FIXTURES
 
 HEADER = "%syntax-version=1.0.0\n%project=shop\n\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.deploy.errors import ScriptError
-from gateway.deploy.scripts import run_script, split_statements
+from commercecore.deploy.errors import ScriptError
+from commercecore.deploy.scripts import run_script, split_statements
 
 SCRIPT = """-- Deploy x; with a semicolon in a comment
 begin;

@@ -24,10 +24,10 @@ import requests
 import stripe
 from psycopg import sql
 
+from commercecore.standin import BackgroundServer
 from gateway.app import create_app
 from gateway.payments import PaymentService
 from gateway.settings import Settings
-from gateway.stripe_standin import BackgroundServer
 from tests.conftest import PgServer, login_url
 
 DRILL_JWT_SECRET = "drill-" + secrets.token_urlsafe(40)

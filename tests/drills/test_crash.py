@@ -37,13 +37,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway import embedded, seed
+from commercecore.deploy.engine import Deployer
+from commercecore.local import embedded, seed
+from commercecore.standin import BackgroundServer, StandinState, start_standin
 from gateway.app import create_app
-from gateway.deploy.engine import Deployer
 from gateway.payments import PaymentService, PaymentSettings
 from gateway.payments.store import PaymentStore
 from gateway.settings import DEMO_JWT_SECRET
-from gateway.stripe_standin import BackgroundServer, StandinState, start_standin
 from tests.conftest import ROOT
 from tests.drills.conftest import (
     Customer,

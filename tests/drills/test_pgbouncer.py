@@ -35,11 +35,11 @@ import httpx
 import psycopg
 import pytest
 
+from commercecore.local.embedded import free_port
+from commercecore.standin import BackgroundServer
 from gateway import app as gateway_app
 from gateway.app import create_app
-from gateway.embedded import free_port
 from gateway.settings import Settings
-from gateway.stripe_standin import BackgroundServer
 from tests.conftest import PgServer
 from tests.drills.conftest import (
     Customer,

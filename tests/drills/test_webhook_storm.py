@@ -47,10 +47,10 @@ import psycopg
 import pytest
 import stripe
 
+from commercecore.standin import BackgroundServer, StandinState, start_standin
 from gateway import db as gwdb
 from gateway.payments import PaymentService, PaymentSettings
 from gateway.payments.store import PaymentStore
-from gateway.stripe_standin import BackgroundServer, StandinState, start_standin
 from tests.conftest import PgServer, login_url
 from tests.drills.conftest import DrillDb, drill_settings, query_rows, running_gateway, stripe_client
 

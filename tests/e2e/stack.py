@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway import embedded
+from commercecore.local import embedded
 from tests.conftest import ROOT
 
 
@@ -64,7 +64,7 @@ def running(stack: Stack) -> Iterator[httpx.Response]:
         "PUBLIC_BASE_URL": stack.base_url,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "up", "--port", str(stack.http_port)],
+        [sys.executable, "-m", "commercecore.cli", "up", "--port", str(stack.http_port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway import seed
+from commercecore.local import seed
 from tests.e2e.stack import free_ports, running
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -20,8 +20,8 @@ from postgrest import SyncPostgrestClient
 from postgrest.exceptions import APIError
 from schemathesis.checks import positive_data_acceptance
 
+from commercecore.local.embedded import free_port
 from gateway.app import create_app
-from gateway.embedded import free_port
 from tests.conftest import PgServer
 from tests.gateway.conftest import PASSWORD, GatewayDb, clone_database, settings_for
 

@@ -20,8 +20,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import PoolTimeout
 
+from commercecore.local.embedded import free_port
 from gateway.app import create_app
-from gateway.embedded import free_port
 from gateway.guard import UnsafeLogin
 from gateway.payments import PaymentService
 from tests.conftest import login_url
@@ -234,7 +234,7 @@ def test_serve_refuses_a_superuser_login_with_one_line(gw_db: GatewayDb) -> None
     }
     env.pop("COMMERCECORE_GATEWAY_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "commercecore.cli", "serve", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,

@@ -382,7 +382,7 @@ async def test_pool_exhausted_is_503(gw_db: GatewayDb) -> None:
 
 
 async def test_database_down_is_503(gw_db: GatewayDb) -> None:
-    from gateway.embedded import free_port
+    from commercecore.local.embedded import free_port
 
     down = GatewayDb(
         admin_url=gw_db.admin_url, gateway_url=f"postgresql://authenticator:x@127.0.0.1:{free_port()}/db"

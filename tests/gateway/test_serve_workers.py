@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway import embedded
+from commercecore.local import embedded
 from tests.gateway.conftest import GatewayDb
 from tests.ops.helpers import wait_until
 
@@ -53,7 +53,7 @@ def served(gw_db: GatewayDb, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     }
     log = (tmp_path / "gateway.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "commercecore.cli", "serve", "--port", str(port), "--workers", "2"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

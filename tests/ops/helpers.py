@@ -13,13 +13,13 @@ import psycopg
 from click.testing import CliRunner, Result
 from psycopg import sql
 
-from gateway.ops_cli import register
+from commercecore.cli.ops import register
 
 Snapshot = dict[str, Any]
 
 
 def make_cli() -> click.Group:
-    """`commercecore` with only the DBA commands, mounted the way gateway/cli.py mounts them."""
+    """`commercecore` with only the DBA commands, mounted the way commercecore/cli.py mounts them."""
     main = click.Group("commercecore")
     db = click.Group("db")
     main.add_command(db)

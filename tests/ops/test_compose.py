@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from gateway import embedded
+from commercecore.local import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_7 = (

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from gateway import seed
+from commercecore.local import seed
 from tests.conftest import login_url
 from tests.ops.helpers import cli, wait_until
 

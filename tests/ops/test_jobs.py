@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from gateway import jobs, seed
+from commercecore.ops import jobs, seed
 from tests.ops.helpers import cli, create_order, demo_customer, error_line, in_stock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ def test_bad_ttl_is_one_line(shop: str) -> None:
 
 
 def _command(url: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", "jobs", "run", "--db-url", url, *args]
+    return [sys.executable, "-m", "commercecore.cli", "jobs", "run", "--db-url", url, *args]
 
 
 def _env() -> dict[str, str]:

@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway import embedded, pitr, seed
-from gateway.deploy.engine import Deployer
+from commercecore.deploy.engine import Deployer
+from commercecore.local import embedded, pitr, seed
 from tests.ops.helpers import cli, create_order, demo_customer, error_line, in_stock
 
 ROOT = Path(__file__).resolve().parents[2]

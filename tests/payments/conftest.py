@@ -23,13 +23,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from commercecore.standin import BackgroundServer, StandinState, start_standin
+from commercecore.standin.state import account_of
 from gateway import db as gwdb
 from gateway.payments import PaymentService, PaymentSettings
 from gateway.payments.client import make_client
 from gateway.payments.routes import payment_routes
 from gateway.payments.store import PaymentStore
-from gateway.stripe_standin import BackgroundServer, StandinState, start_standin
-from gateway.stripe_standin.state import account_of
 from tests.conftest import login_url
 
 

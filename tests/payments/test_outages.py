@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime
 import socket
 
+from commercecore.standin.state import account_of
 from gateway.payments import PaymentService
 from gateway.payments.client import make_client
 from gateway.payments.reconcile import reconcile
-from gateway.stripe_standin.state import account_of
 from tests.payments.conftest import Shop
 
 

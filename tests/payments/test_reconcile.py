@@ -9,7 +9,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from gateway.payments.cli import parse_duration, payments
+from commercecore.cli.payments import parse_duration, payments
 from gateway.payments.reconcile import reconcile
 from tests.payments.conftest import WEBHOOK_SECRET, Shop
 

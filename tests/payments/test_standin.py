@@ -13,10 +13,10 @@ import httpx
 import pytest
 import stripe
 
+from commercecore.standin import start_demo_standin
+from commercecore.standin.forms import decode
 from gateway.payments.client import make_client
 from gateway.payments.config import DEMO_SECRET_KEY
-from gateway.stripe_standin import start_demo_standin
-from gateway.stripe_standin.forms import decode
 from tests.payments.conftest import Servers, new_api_key
 
 
@@ -202,7 +202,7 @@ def test_demo_standin_and_command_line() -> None:
     assert start_demo_standin("http://x", {"STRIPE_API_BASE": "https://api.stripe.com"}) is None
 
     refused = subprocess.run(
-        [sys.executable, "-m", "gateway.stripe_standin", "--host", "0.0.0.0", "--webhook-secret", "whsec_x"],  # noqa: S104
+        [sys.executable, "-m", "commercecore.standin", "--host", "0.0.0.0", "--webhook-secret", "whsec_x"],  # noqa: S104
         capture_output=True,
         text=True,
         timeout=30,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.deploy.errors import DeployError, display_path
+from commercecore.deploy.errors import DeployError, display_path
 
 _SECTION_RE = re.compile(r'\[\s*([^\]"\s]+)(?:\s+"((?:[^"\\]|\\.)*)")?\s*\]')
 _KEY_RE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)\s*(=?)")

@@ -74,7 +74,7 @@ def reconcile_command(older_than: datetime.timedelta, database_url: str | None, 
         settings = PaymentSettings.from_env()
         url = database_url or os.environ.get("COMMERCECORE_GATEWAY_URL")
         if not url:
-            from gateway import embedded
+            from commercecore.local import embedded
 
             url = embedded.admin_url()
         report = reconcile(url, client_from_settings(settings), older_than)

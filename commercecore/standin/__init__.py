@@ -2,16 +2,16 @@
 page, refunds, signed webhooks, Stripe's error format and Idempotency-Key semantics. For tests and demo mode;
 never an imitation of Stripe's security: it runs on 127.0.0.1 with test keys only.
 
-    python -m gateway.stripe_standin --port 12111 --webhook-url http://127.0.0.1:8000/webhooks/stripe \\
+    python -m commercecore.standin --port 12111 --webhook-url http://127.0.0.1:8000/webhooks/stripe \\
         --webhook-secret whsec_...
 """
 
 import os
 from urllib.parse import urlsplit
 
-from gateway.stripe_standin.app import create_app
-from gateway.stripe_standin.server import BackgroundServer
-from gateway.stripe_standin.state import StandinState
+from commercecore.standin.app import create_app
+from commercecore.standin.server import BackgroundServer
+from commercecore.standin.state import StandinState
 
 
 def start_standin(

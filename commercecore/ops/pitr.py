@@ -25,8 +25,8 @@ from typing import Any
 
 import psycopg
 
-from gateway import embedded
-from gateway.backup import BackupError, Target, check_client, client_program, run_program
+from commercecore.local import embedded
+from commercecore.ops.backup import BackupError, Target, check_client, client_program, run_program
 
 METADATA = "commercecore-backup.json"
 MANIFEST = "backup_manifest"

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from gateway.deploy.errors import DeployError, ScriptError
+from commercecore.deploy.errors import DeployError, ScriptError
 
 _IDENT_RE = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
 _DOLLAR_RE = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")

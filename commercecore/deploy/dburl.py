@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.deploy.errors import DeployError
+from commercecore.deploy.errors import DeployError
 
 _PG_ENGINES = ("pg", "postgres", "postgresql", "pgsql")
 # `scheme://user:password@` and `db:pg://user:password@`

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from gateway.deploy.config import Identity
-from gateway.deploy.errors import DeployError
+from commercecore.deploy.config import Identity
+from commercecore.deploy.errors import DeployError
 
 REGISTRY_RELEASE = 1.1
 UPGRADES = ((1.0, "registry-upgrade-1.0.sql"), (1.1, "registry-upgrade-1.1.sql"))
@@ -210,7 +210,7 @@ class Registry:
         return float(row[0]) if row and row[0] is not None else 0.0
 
     def _run_file(self, name: str) -> None:
-        text = resources.files("gateway.deploy").joinpath(name).read_text(encoding="utf-8")
+        text = resources.files("commercecore.deploy").joinpath(name).read_text(encoding="utf-8")
         # one simple-protocol query: the file carries its own begin/commit
         self.conn.execute(sql.SQL(text).format(registry=sql.Identifier(self.schema)))
 

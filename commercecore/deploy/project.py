@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.deploy.config import SqitchConfig
-from gateway.deploy.errors import DeployError
-from gateway.deploy.plan import Change
+from commercecore.deploy.config import SqitchConfig
+from commercecore.deploy.errors import DeployError
+from commercecore.deploy.plan import Change
 
 DEFAULT_REGISTRY = "sqitch"
 MODES = ("all", "tag", "change")

@@ -1,4 +1,4 @@
-"""`python -m gateway.stripe_standin --port N --webhook-url URL --webhook-secret whsec_...`"""
+"""`python -m commercecore.standin --port N --webhook-url URL --webhook-secret whsec_...`"""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import uvicorn
 
-from gateway.stripe_standin.app import create_app
-from gateway.stripe_standin.state import StandinState
+from commercecore.standin.app import create_app
+from commercecore.standin.state import StandinState
 
 
 def _loopback(host: str) -> bool:
@@ -24,7 +24,7 @@ def _loopback(host: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.stripe_standin", description="A local Stripe stand-in (test mode only)."
+        prog="python -m commercecore.standin", description="A local Stripe stand-in (test mode only)."
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=12111)

@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gateway import backup as backups
-from gateway import dba as reports
-from gateway import embedded, jobs, pitr, service_user
-from gateway.deploy.errors import DeployError
+from commercecore.deploy.errors import DeployError
+from commercecore.local import embedded, service_user
+from commercecore.ops import backup as backups
+from commercecore.ops import jobs, pitr, reports
 
 P = ParamSpec("P")
 R = TypeVar("R")

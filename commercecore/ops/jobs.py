@@ -2,7 +2,7 @@
 
 Jobs: expire unpaid orders (ops.expire_unpaid_orders), refresh the daily sales report
 (ops.refresh_sales_daily, concurrently) and reconcile payments with Stripe (gateway.payments.reconcile,
-when that module is installed).
+when Stripe is configured).
 
 Ticks are aligned on the wall clock (every `interval` seconds since the epoch), so runners on several
 machines tick together. At each tick a runner releases the job locks it won at the previous tick, then
@@ -15,7 +15,6 @@ tick. Every event is one JSON log line on stderr.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import math
 import signal
@@ -25,18 +24,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
 import psycopg
 
-from gateway.backup import BackupError, Target
+from commercecore.ops.backup import BackupError, Target
+from gateway.payments.client import client_from_settings
+from gateway.payments.config import PaymentSettings
+from gateway.payments.reconcile import reconcile
+from gateway.settings import SettingsError
 
 log = logging.getLogger("commercecore.jobs")
 
 # the first key of pg_try_advisory_lock(int, int): this application's namespace of advisory locks
 LOCK_NAMESPACE = int.from_bytes(hashlib.sha256(b"commercecore.jobs").digest()[:4], "big", signed=True)
-RECONCILE_MODULE = "gateway.payments.reconcile"
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -91,34 +93,17 @@ class JobFailed(RuntimeError):
     """A job ran but did not finish its work; the message says what is left."""
 
 
-def _optional_module(name: str) -> ModuleType | None:
-    """A module another part of the project provides, or None when it is not there (yet)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            return None
-        raise
-
-
 def reconcile_payments(url: str, older_than: timedelta) -> Job:
-    """gateway.payments.reconcile.reconcile(url, stripe client, older_than), when that module is installed
-    and Stripe is configured; skipped with a log line otherwise."""
+    """gateway.payments.reconcile.reconcile(url, stripe client, older_than) when Stripe is configured;
+    skipped with a log line otherwise."""
 
     def run(conn: Conn) -> dict[str, Any]:
-        reconcile_module = _optional_module(RECONCILE_MODULE)
-        client_module = _optional_module("gateway.payments.client")
-        config_module = _optional_module("gateway.payments.config")
-        if reconcile_module is None or client_module is None or config_module is None:
-            return {"skipped": f"{RECONCILE_MODULE} is not installed"}
-        from gateway.settings import SettingsError
-
         try:
-            settings = config_module.PaymentSettings.from_env()
+            settings = PaymentSettings.from_env()
         except SettingsError as exc:
             return {"skipped": f"Stripe is not configured: {exc}"}
-        report = reconcile_module.reconcile(url, client_module.client_from_settings(settings), older_than)
-        summary: dict[str, Any] = report.as_dict() if hasattr(report, "as_dict") else {"report": repr(report)}
+        report = reconcile(url, client_from_settings(settings), older_than)
+        summary: dict[str, Any] = report.as_dict()
         if summary.get("errors"):
             raise JobFailed(
                 f"{len(summary['errors'])} payment(s) not reconciled: {'; '.join(summary['errors'][:3])}"

@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.deploy.errors import DeployError, one_line
-from gateway.deploy.model import Change
-from gateway.deploy.registry import DeployedChange
+from commercecore.deploy.errors import DeployError, one_line
+from commercecore.deploy.model import Change
+from commercecore.deploy.registry import DeployedChange
 
-log = logging.getLogger("gateway.deploy")
+log = logging.getLogger("commercecore.deploy")
 
 
 class Reporter(Protocol):
@@ -24,7 +24,7 @@ class Reporter(Protocol):
 
 
 class LogReporter:
-    """Progress to the `gateway.deploy` logger (the default when nobody prints it)."""
+    """Progress to the `commercecore.deploy` logger (the default when nobody prints it)."""
 
     def info(self, text: str) -> None:
         log.info("%s", text)

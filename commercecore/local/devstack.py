@@ -14,9 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from gateway import embedded, guard, seed
-from gateway.deploy import DeployError
-from gateway.deploy.engine import Deployer
+from commercecore.deploy import DeployError
+from commercecore.deploy.engine import Deployer
+from commercecore.local import embedded, seed
+from gateway import guard
 from gateway.settings import Settings
 
 
@@ -81,8 +82,13 @@ def serve(stack: DevStack, port: int) -> None:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.stripe_standin import start_demo_standin
 
+    try:
+        from commercecore.standin import start_demo_standin
+    except ModuleNotFoundError as exc:
+        raise DevStackError(
+            f"demo mode needs the Stripe stand-in ({exc}): pip install -e '.[standin]' (make install does)"
+        ) from None
     settings = Settings.from_env(
         {**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url}
     )

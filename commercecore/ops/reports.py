@@ -21,7 +21,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from gateway.backup import BackupError, Target
+from commercecore.ops.backup import BackupError, Target
 
 Row = dict[str, Any]
 Status = Literal["ok", "warn", "critical"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.deploy.errors import PlanError
-from gateway.deploy.model import (
+from commercecore.deploy.errors import PlanError
+from commercecore.deploy.model import (
     Change,
     ChangeLookupError,
     Dependency,
@@ -23,8 +23,8 @@ from gateway.deploy.model import (
     format_timestamp,
     parse_offset,
 )
-from gateway.deploy.syntax import BLANK, BLANKS, NAME_PATTERN, PUNCT
-from gateway.deploy.uri import canonical_uri
+from commercecore.deploy.syntax import BLANK, BLANKS, NAME_PATTERN, PUNCT
+from commercecore.deploy.uri import canonical_uri
 
 SYNTAX_VERSION = "1.0.0"
 RESERVED_NAMES = frozenset({"HEAD", "ROOT"})

@@ -17,9 +17,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from gateway.deploy.engine import Deployer
-from gateway.deploy.errors import DeployError
-from gateway.deploy.reports import VerifyFailed, VerifyReport
+from commercecore.deploy.engine import Deployer
+from commercecore.deploy.errors import DeployError
+from commercecore.deploy.reports import VerifyFailed, VerifyReport
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,7 +74,7 @@ def _db_url(value: str | None) -> str:
     if env:
         return env
     # lazily: starting the embedded cluster is only wanted when no database was named
-    from gateway import embedded
+    from commercecore.local import embedded
 
     try:
         return embedded.admin_url()
@@ -94,7 +94,7 @@ def _deployer(
     project_dir = plan_file.resolve().parent if plan_file is not None else Path.cwd()
     if plan_file is None and not (project_dir / "sqitch.conf").exists():
         # run from elsewhere: fall back on the project this package belongs to
-        from gateway import embedded
+        from commercecore.local import embedded
 
         project_dir = embedded.project_root()
     return Deployer(

@@ -1,10 +1,10 @@
 """A sqitch-compatible deployer: sqitch.plan parsing, the sqitch registry, deploy/revert/verify."""
 
-from gateway.deploy.engine import Deployer
-from gateway.deploy.errors import DeployError, PlanError, ScriptError
-from gateway.deploy.model import Change, Dependency, Plan, Tag
-from gateway.deploy.plan import load_plan, parse_plan
-from gateway.deploy.reports import Reporter, Status, VerifyFailed, VerifyReport, VerifyResult
+from commercecore.deploy.engine import Deployer
+from commercecore.deploy.errors import DeployError, PlanError, ScriptError
+from commercecore.deploy.model import Change, Dependency, Plan, Tag
+from commercecore.deploy.plan import load_plan, parse_plan
+from commercecore.deploy.reports import Reporter, Status, VerifyFailed, VerifyReport, VerifyResult
 
 __all__ = [
     "Change",

@@ -15,10 +15,10 @@ import click
 import psycopg
 from rich.console import Console
 
-from gateway import embedded
-from gateway.deploy.cli import db
-from gateway.ops_cli import register as register_dba_commands
-from gateway.payments.cli import payments
+from commercecore.cli.ops import register as register_dba_commands
+from commercecore.cli.payments import payments
+from commercecore.deploy.cli import db
+from commercecore.local import embedded
 
 console = Console(stderr=True)
 
@@ -109,7 +109,7 @@ def demo_seed(products: int, force: bool) -> None:
     """Load the demo catalog and users (idempotent), and optionally N generated products (COPY)."""
     from rich.progress import Progress
 
-    from gateway import seed
+    from commercecore.local import seed
 
     try:
         url = embedded.admin_url()
@@ -200,7 +200,7 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
 )
 def up(port: int, force: bool) -> None:
     """`make run`: embedded PostgreSQL, the plan deployed, and the gateway in demo mode. Ctrl-C stops all."""
-    from gateway import devstack
+    from commercecore.local import devstack
 
     try:
         stack = devstack.prepare(force)
@@ -217,7 +217,3 @@ def up(port: int, force: bool) -> None:
         devstack.shutdown(stack)
     if error:
         fail(error)
-
-
-if __name__ == "__main__":
-    main()

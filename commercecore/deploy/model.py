@@ -1,5 +1,5 @@
 """The plan as data: changes, tags and dependencies, with sqitch's lookups (App::Sqitch::Plan,
-Plan/ChangeList.pm). Built by `gateway.deploy.plan`, which parses sqitch.plan."""
+Plan/ChangeList.pm). Built by `commercecore.deploy.plan`, which parses sqitch.plan."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.deploy.errors import DeployError
-from gateway.deploy.syntax import OFFSET_RE
+from commercecore.deploy.errors import DeployError
+from commercecore.deploy.syntax import OFFSET_RE
 
 
 def format_timestamp(ts: datetime) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.deploy.model import Change, Plan
-from gateway.deploy.registry import DeployedChange, EventSubject, TagRow
+from commercecore.deploy.model import Change, Plan
+from commercecore.deploy.registry import DeployedChange, EventSubject, TagRow
 
 
 def subject_of(change: Change) -> EventSubject:

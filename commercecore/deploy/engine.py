@@ -16,14 +16,14 @@ from pathlib import Path
 
 import psycopg
 
-from gateway.deploy.config import Identity, identity
-from gateway.deploy.dburl import display_url, libpq_url
-from gateway.deploy.errors import DeployError, ScriptError, display_path, one_line
-from gateway.deploy.model import Change, Dependency, Plan, parse_offset
-from gateway.deploy.plan import load_plan
-from gateway.deploy.project import MODES, Project, Scripts, script_hash
-from gateway.deploy.records import deployed_rework_tags, deployed_subject_of, subject_of, tag_rows_of
-from gateway.deploy.registry import (
+from commercecore.deploy.config import Identity, identity
+from commercecore.deploy.dburl import display_url, libpq_url
+from commercecore.deploy.errors import DeployError, ScriptError, display_path, one_line
+from commercecore.deploy.model import Change, Dependency, Plan, parse_offset
+from commercecore.deploy.plan import load_plan
+from commercecore.deploy.project import MODES, Project, Scripts, script_hash
+from commercecore.deploy.records import deployed_rework_tags, deployed_subject_of, subject_of, tag_rows_of
+from commercecore.deploy.registry import (
     REGISTRY_RELEASE,
     DependencyRow,
     DeployedChange,
@@ -31,8 +31,15 @@ from gateway.deploy.registry import (
     EventSubject,
     Registry,
 )
-from gateway.deploy.reports import LogReporter, Reporter, Status, VerifyFailed, VerifyReport, VerifyResult
-from gateway.deploy.scripts import run_script
+from commercecore.deploy.reports import (
+    LogReporter,
+    Reporter,
+    Status,
+    VerifyFailed,
+    VerifyReport,
+    VerifyResult,
+)
+from commercecore.deploy.scripts import run_script
 
 __all__ = ["Deployer", "Reporter", "Status", "VerifyFailed", "VerifyReport", "VerifyResult"]
 

@@ -30,10 +30,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from gateway import embedded
-from gateway.deploy.dburl import display_url, libpq_url
-from gateway.deploy.engine import Deployer
-from gateway.deploy.errors import DeployError
+from commercecore.deploy.dburl import display_url, libpq_url
+from commercecore.deploy.engine import Deployer
+from commercecore.deploy.errors import DeployError
+from commercecore.local import embedded
 
 BIN_DIR_ENV = "COMMERCECORE_PG_BINDIR"
 CHECKSUM_SUFFIX = ".sha256"

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import psycopg
 
-from gateway import service_user
-from gateway.service_user import SYSTEM_USER
+from commercecore.local import service_user
+from commercecore.local.service_user import SYSTEM_USER
 
 SUPERUSER = "postgres"
 DATABASE = "commercecore"

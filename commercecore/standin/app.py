@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.stripe_standin import forms, pages
-from gateway.stripe_standin.state import (
+from commercecore.standin import forms, pages
+from commercecore.standin.state import (
     API_VERSION,
     Endpoint,
     Failure,

@@ -1,0 +1,5 @@
+"""`python -m commercecore.cli`, as the console script."""
+
+from commercecore.cli.main import main
+
+main()
