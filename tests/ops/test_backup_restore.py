@@ -11,7 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from commercecore.ops import backup, seed
+from commercecore.local import seed
+from commercecore.ops import backup
 from commercecore.ops.backup import read_checksums, sha256_file
 from tests.conftest import PgServer
 from tests.ops.helpers import cli, create_order, demo_customer, error_line, in_stock, snapshot

@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from commercecore.ops import jobs, seed
+from commercecore.local import seed
+from commercecore.ops import jobs
 from tests.ops.helpers import cli, create_order, demo_customer, error_line, in_stock
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from commercecore.deploy.engine import Deployer
-from commercecore.local import embedded, pitr, seed
+from commercecore.local import embedded, seed
+from commercecore.ops import pitr
 from tests.ops.helpers import cli, create_order, demo_customer, error_line, in_stock
 
 ROOT = Path(__file__).resolve().parents[2]
