@@ -168,6 +168,7 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
     from gateway import logs
     from gateway.guard import UnsafeLogin, check_url
     from gateway.payments.config import PaymentSettings
+    from gateway.server import PROTOCOL
     from gateway.settings import Settings, SettingsError
 
     # refuse a missing or weak secret, or a superuser login, here, with one line, before any worker starts
@@ -188,6 +189,8 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
             log_config=None,
             access_log=False,  # the gateway writes its own JSON access log (gateway/logs.py)
             server_header=False,
+            # the URL and header limits applied while a request arrives (gateway/server.py)
+            http=PROTOCOL,
             proxy_headers=True,
             forwarded_allow_ips=forwarded_allow_ips,
         )

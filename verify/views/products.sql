@@ -10,6 +10,13 @@ select 1 / (count(*) = 0)::int
 from information_schema.columns
 where table_schema = 'api' and table_name = 'products' and column_name in ('cost_minor', 'search', 'active');
 
+-- the prefix-pattern indexes of the declared @pattern columns
+select 1 / (count(*) = 2)::int
+from pg_catalog.pg_indexes
+where
+  schemaname = 'core'
+  and indexname in ('products_active_name_pattern_idx', 'products_active_sku_pattern_idx');
+
 insert into core.products (sku, name, price_minor, active) values
 ('VERIFY-ON', 'verify on', 100, true), ('VERIFY-OFF', 'verify off', 100, false);
 select 1 / (count(*) = 1)::int from api.products where sku in ('VERIFY-ON', 'VERIFY-OFF');
