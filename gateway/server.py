@@ -20,6 +20,8 @@ from gateway.http import request_id_from
 from gateway.settings import RequestLimits
 
 PROTOCOL = "gateway.server:BoundedHttpToolsProtocol"
+# how long a refused request's connection still reads (and drops) what the client sends before it closes
+LINGER_SECONDS = 2.0
 
 
 class _Refused(Exception):
@@ -111,7 +113,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             ]
         )
         self.transport.write(b"".join(head))
-        self.transport.close()
+        # a lingering close: the answer, then end of our side, and what the client still sends is read
+        # and dropped for a moment before the connection closes; closing at once with its data unread
+        # would reset the connection, and the client could lose the answer it has not read yet
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
         logs.access(
             request_id=request_id,
             method=self._method(),
