@@ -112,9 +112,10 @@ def catalog(drill_db: DrillDb) -> list[int]:
 def test_anonymous_flood_leaves_customers_their_latency(
     drill_db: DrillDb, catalog: list[int], tmp_path: Path
 ) -> None:
-    with served_gateway(drill_db.gateway_url, tmp_path) as served, httpx.Client(
-        base_url=served.url, timeout=30
-    ) as http:
+    with (
+        served_gateway(drill_db.gateway_url, tmp_path) as served,
+        httpx.Client(base_url=served.url, timeout=30) as http,
+    ):
         customer = new_customer(http, "flood")
         shopper = Shopper(http, customer.headers, catalog)
         # the worst read is what the drill says it is: allowed, and cut off by the anonymous timeout
@@ -171,4 +172,3 @@ def test_flood_client_refuses_other_addresses() -> None:
     )
     assert finished.returncode != 0
     assert "loopback" in finished.stderr
-

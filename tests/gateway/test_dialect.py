@@ -256,7 +256,9 @@ async def test_products_keyset_pagination(client: httpx.AsyncClient) -> None:
     response = await client.get("/products?order=price_minor.desc&limit=1", headers={"Prefer": "count=exact"})
     assert response.headers["content-range"] == "0-0/24"
     response = await client.get("/products?name=ilike.product 1*&select=sku&order=sku")
-    assert [r["sku"] for r in response.json()] == [f"SKU-{n:03d}" for n in (1, 10, 11, 12, 14, 15, 16, 17, 18, 19)]
+    # SKU-013 is inactive
+    expected = [f"SKU-{n:03d}" for n in (1, 10, 11, 12, 14, 15, 16, 17, 18, 19)]
+    assert [r["sku"] for r in response.json()] == expected
 
 
 async def test_set_returning_function_results_take_the_dialect(client: httpx.AsyncClient) -> None:
