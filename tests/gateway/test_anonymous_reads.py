@@ -127,7 +127,8 @@ def plan_of(db: Session, query: str) -> str:
     # a catalog large enough that an index is worth it, with the statistics of it
     db.conn.execute(
         "insert into core.products (sku, name, price_minor)"
-        " select 'GEN-' || lpad(g::text, 9, '0'), (array['Earl Grey', 'Green Tea', 'Mug'])[g % 3 + 1] || g, 100"
+        " select 'GEN-' || lpad(g::text, 9, '0'),"
+        " (array['Earl Grey', 'Green Tea', 'Mug'])[g % 3 + 1] || g, 100"
         " from generate_series(1, 20000) as g"
     )
     db.conn.execute("analyze core.products")
@@ -144,7 +145,7 @@ def plan_of(db: Session, query: str) -> str:
         "sku=like.GEN-0000001*",
         "name=imatch.^mug9",
         "name=match.^Mug1234",
-    ],  # fmt: skip
+    ],
 )
 def test_prefix_patterns_reach_their_index_through_the_security_barrier(db: Session, query: str) -> None:
     plan = plan_of(db, query)
