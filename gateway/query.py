@@ -539,6 +539,16 @@ def parse_read(
     if filters > source.limits.max_filters:
         raise too_many("filters", "too_many_filters", source.limits.max_filters, filters)
 
+    _page(plan, headers, offset, limit, max_rows)
+    count = parse_prefer(headers).get("count")
+    if count in COUNT_METHODS:
+        plan.count = count
+    plan.singular = wants_object(headers)
+    return plan
+
+
+def _page(plan: ReadPlan, headers: Mapping[str, str], offset: int, limit: int | None, max_rows: int) -> None:
+    """The page of a read: offset and limit, narrowed by a Range header, capped at max_rows."""
     lower, upper = offset, (offset + limit - 1 if limit is not None else None)
     range_header = headers.get("range")
     if range_header is not None and "=" in range_header and not range_header.lower().startswith("items="):
@@ -564,12 +574,6 @@ def parse_read(
     if max_rows and (plan.limit is None or plan.limit > max_rows):
         plan.limit = max_rows
     plan.range_requested = plan.range_requested or limit is not None or offset > 0
-
-    count = parse_prefer(headers).get("count")
-    if count in COUNT_METHODS:
-        plan.count = count
-    plan.singular = wants_object(headers)
-    return plan
 
 
 def filter_sql(item: Filter | Logic, catalog: Catalog) -> Fragment:

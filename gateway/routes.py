@@ -572,6 +572,30 @@ def build_response(request: Request, prepared: Prepared, result: db.Result) -> R
     return response
 
 
+def prepared_read(
+    request: Request,
+    table: RouteTable,
+    endpoint: Endpoint,
+    params: Mapping[str, str],
+    settings: Settings,
+    anonymous: bool,
+) -> Prepared:
+    """A read's statements, kept for the next request with the same URL, the same headers that shape a read
+    and the same kind of caller (an anonymous count is bounded)."""
+    key = (
+        request.method,
+        request.scope["path"],
+        request.scope["query_string"],
+        anonymous,
+        *map(headers_of(request).get, _READ_HEADERS),
+    )
+    cached = table.prepared.get(key)
+    if cached is None:
+        cached = prepare(request, endpoint, params, None, table.catalog, settings, anonymous=anonymous)
+        table.remember(key, cached)
+    return cached
+
+
 async def dispatch(request: Request) -> Response:
     """Every path the gateway does not serve itself: declared routes, /rpc/{fn}, /{view}."""
     gateway = request.app.state.gateway
@@ -619,21 +643,6 @@ async def dispatch(request: Request) -> Response:
             request, endpoint, match.params, body, catalog, gateway.settings, anonymous=anonymous
         )
     else:
-        # a read is the same statements whenever the URL, the headers that shape it and whether the caller
-        # is anonymous (a bounded count) are the same
-        key = (
-            request.method,
-            request.scope["path"],
-            request.scope["query_string"],
-            anonymous,
-            *map(headers_of(request).get, _READ_HEADERS),
-        )
-        cached = table.prepared.get(key)
-        if cached is None:
-            cached = prepare(
-                request, endpoint, match.params, body, catalog, gateway.settings, anonymous=anonymous
-            )
-            table.remember(key, cached)
-        prepared = cached
+        prepared = prepared_read(request, table, endpoint, match.params, gateway.settings, anonymous)
     result = await execute(request, prepared, identity, catalog)
     return build_response(request, prepared, result)
