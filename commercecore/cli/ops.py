@@ -574,7 +574,7 @@ def audit_tail(
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """Periodic jobs: expire unpaid orders, refresh reports, reconcile payments."""
+    """Periodic jobs: expire unpaid orders, refresh reports, reconcile payments, purge what expired."""
 
 
 @jobs_group.command("run")
@@ -591,9 +591,18 @@ def jobs_group() -> None:
     show_default=True,
     help="Payment attempts open this long are looked up at Stripe.",
 )
+@click.option(
+    "--purge-batch",
+    default=jobs.DEFAULT_PURGE_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1, max=100_000),
+    help="Rows deleted per transaction when purging expired sessions, login failures and idempotency keys.",
+)
 @db_url_option
 @_expected_errors
-def jobs_run(interval: float, once: bool, ttl: str | None, reconcile_after: str, db_url: str | None) -> None:
+def jobs_run(
+    interval: float, once: bool, ttl: str | None, reconcile_after: str, purge_batch: int, db_url: str | None
+) -> None:
     """Run the jobs every --interval seconds (each job once per tick across all runners); SIGTERM stops."""
     from gateway import logs
 
@@ -602,7 +611,7 @@ def jobs_run(interval: float, once: bool, ttl: str | None, reconcile_after: str,
     ttl = ttl or os.environ.get("ORDER_PAYMENT_TTL") or "30min"
     jobs.check_interval(url, ttl, "--ttl")
     after = jobs.check_interval(url, reconcile_after, "--reconcile-after")
-    runner = jobs.Runner(url, jobs.default_jobs(url, ttl, after), interval=interval)
+    runner = jobs.Runner(url, jobs.default_jobs(url, ttl, after, purge_batch), interval=interval)
     with jobs.stop_on_signals(runner.stop):
         if once:
             try:
