@@ -26,29 +26,28 @@ PASSWORD_MAX_LENGTH = 1024
 
 
 # The actions with their own budgets, each per client address and per account (the email address for
-# signup, login and token; the signed-in user for the others): COMMERCECORE_RATE_<ACTION>_CLIENT and
-# _ACCOUNT, in the notation of the `limits` library ("30/minute", "10/hour", "5/10 minutes") or "off".
+# signup, login and token; the signed-in user for the others), in the notation of the `limits` library
+# ("30/minute", "10/hour", "5/10 minutes") or "off": budget key, variable, default.
 RATE_ACTIONS = ("signup", "login", "token", "password", "checkout", "refund")
-RATE_DEFAULTS: Mapping[str, str] = MappingProxyType(
-    {
-        # a shared address (an office, a carrier's NAT) signs up a few people an hour; one email, once
-        "signup_client": "20/hour",
-        "signup_account": "5/hour",
-        # the account budget of login and token counts only clients that already failed for that account
-        # (see gateway.throttle): it never stops the owner at a clean address
-        "login_client": "30/minute",
-        "login_account": "10/minute",
-        "token_client": "30/minute",
-        "token_account": "10/minute",
-        "password_client": "10/minute",
-        "password_account": "5/minute",
-        # each checkout opens a Stripe session: a few a minute is plenty for a person
-        "checkout_client": "30/minute",
-        "checkout_account": "10/minute",
-        "refund_client": "60/minute",
-        "refund_account": "30/minute",
-    }
+RATE_SETTINGS = (
+    # a shared address (an office, a carrier's NAT) signs up a few people an hour; one email, once
+    ("signup_client", "COMMERCECORE_RATE_SIGNUP_CLIENT", "20/hour"),
+    ("signup_account", "COMMERCECORE_RATE_SIGNUP_ACCOUNT", "5/hour"),
+    # the account budget of login and token counts only clients that already failed for that account (see
+    # gateway.throttle): it never stops the owner at a clean address
+    ("login_client", "COMMERCECORE_RATE_LOGIN_CLIENT", "30/minute"),
+    ("login_account", "COMMERCECORE_RATE_LOGIN_ACCOUNT", "10/minute"),
+    ("token_client", "COMMERCECORE_RATE_TOKEN_CLIENT", "30/minute"),
+    ("token_account", "COMMERCECORE_RATE_TOKEN_ACCOUNT", "10/minute"),
+    ("password_client", "COMMERCECORE_RATE_PASSWORD_CLIENT", "10/minute"),
+    ("password_account", "COMMERCECORE_RATE_PASSWORD_ACCOUNT", "5/minute"),
+    # each checkout opens a Stripe session: a few a minute is plenty for a person
+    ("checkout_client", "COMMERCECORE_RATE_CHECKOUT_CLIENT", "30/minute"),
+    ("checkout_account", "COMMERCECORE_RATE_CHECKOUT_ACCOUNT", "10/minute"),
+    ("refund_client", "COMMERCECORE_RATE_REFUND_CLIENT", "60/minute"),
+    ("refund_account", "COMMERCECORE_RATE_REFUND_ACCOUNT", "30/minute"),
 )
+RATE_DEFAULTS: Mapping[str, str] = MappingProxyType({key: default for key, _name, default in RATE_SETTINGS})
 RATES_OFF: Mapping[str, str] = MappingProxyType(dict.fromkeys(RATE_DEFAULTS, "off"))
 # clients whose X-Forwarded-For is believed by default: a proxy on the gateway's own host
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
@@ -86,8 +85,7 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
 def _rate_limits(env: Mapping[str, str]) -> Mapping[str, str]:
     """COMMERCECORE_RATE_<ACTION>_<CLIENT|ACCOUNT>, each checked by the parser that will read it."""
     rates = dict(RATE_DEFAULTS)
-    for key in RATE_DEFAULTS:
-        name = "COMMERCECORE_RATE_" + key.upper()
+    for key, name, _default in RATE_SETTINGS:
         raw = (env.get(name) or "").strip()
         if not raw:
             continue

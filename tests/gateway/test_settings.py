@@ -13,6 +13,7 @@ from gateway.settings import (
     DEMO_JWT_SECRET,
     RATE_ACTIONS,
     RATE_DEFAULTS,
+    RATE_SETTINGS,
     Settings,
     SettingsError,
     random_secret,
@@ -189,3 +190,28 @@ def test_trusted_proxies_are_networks() -> None:
     for bad in ("*", "proxy.example", "10.0.0.0/33"):
         with pytest.raises(SettingsError, match="COMMERCECORE_TRUSTED_PROXIES"):
             Settings.from_env({**base, "COMMERCECORE_TRUSTED_PROXIES": bad})
+
+
+def test_the_throttle_settings_are_documented_and_the_lockout_ones_gone() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    compose = (root / "docker-compose.yml").read_text()
+    names = [name for _key, name, _default in RATE_SETTINGS]
+    names += [
+        "COMMERCECORE_LOGIN_FREE_ATTEMPTS",
+        "COMMERCECORE_LOGIN_DELAY_MAX",
+        "COMMERCECORE_TRUSTED_PROXIES",
+    ]
+    for name in names:
+        assert f"{name}=" in example, name
+        assert f"{name}:" in compose, name
+    assert "`COMMERCECORE_RATE_<ACTION>_CLIENT`, `_<ACTION>_ACCOUNT`" in readme
+    assert "`COMMERCECORE_LOGIN_FREE_ATTEMPTS`, `_LOGIN_DELAY_BASE`, `_LOGIN_DELAY_MAX`" in readme
+    assert "`COMMERCECORE_TRUSTED_PROXIES`" in readme
+    for _key, name, default in RATE_SETTINGS:
+        action = name.removeprefix("COMMERCECORE_RATE_").rsplit("_", 1)[0]
+        assert f"`{action}` (" in readme, action
+        assert f"{name}={default}" in example, name
+    for gone in ("LOGIN_MAX_FAILURES", "LOGIN_LOCKOUT", "LOGIN_RATE", "forwarded-allow-ips"):
+        assert gone not in readme + example + compose, gone
