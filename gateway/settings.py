@@ -190,7 +190,7 @@ def check_key_pair(algorithm: str, private_pem: str, public_pem: str | None) -> 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the gateway reads from the environment."""
+    """Everything the gateway reads from the environment (the configuration table of README.md)."""
 
     database_url: str = field(repr=False)
     demo: bool = False

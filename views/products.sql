@@ -90,8 +90,8 @@ as $$
 $$;
 
 comment on function core.product_document(bigint, boolean) is
-'The product shape of the API (SPEC §5) for one product, with active; include_private adds the staff-only
-cost_minor. Null when the product does not exist.';
+'The product shape of the API (docs/http-api.md section 6) for one product, with active; include_private
+adds the staff-only cost_minor. Null when the product does not exist.';
 
 create function api.get_product(id bigint)
 returns jsonb

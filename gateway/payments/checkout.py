@@ -175,8 +175,8 @@ def start_checkout(
     request_id: str = "",
     now: datetime.datetime | None = None,
 ) -> CheckoutResult:
-    """Start paying an order; raises ApiError (the API's error shape) on any refusal, and
-    gateway.db.SessionInactive when `session` (jti, user id, role) is no longer active."""
+    """Start paying an order; raises ApiError (the error shape, docs/http-api.md section 4) on any refusal,
+    and gateway.db.SessionInactive when `session` (jti, user id, role) is no longer active."""
     if not claims.get("sub") or claims.get("role") not in ("app_readwrite", "app_admin"):
         raise ApiError(
             401,
