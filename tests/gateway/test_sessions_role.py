@@ -130,3 +130,18 @@ async def test_a_role_change_revokes_the_old_sessions_and_the_new_ones_carry_the
         assert (
             await client.get("/me", headers=bearer(resigned(fresh, role="app_readwrite")))
         ).status_code == 401
+
+
+async def test_an_ended_session_at_the_refund_path_is_401(gw_db: GatewayDb) -> None:
+    """The refund path checks the session in its transaction like every other path: an ended one is 401."""
+    async with demo_gateway(gw_db) as client:
+        staff, token = await customer_token(client)
+        make_admin(gw_db, staff["id"])
+        token = (
+            await client.post("/auth/token", json={"email": staff["email"], "password": PASSWORD})
+        ).json()["access_token"]
+        assert (await client.post("/orders/999999999/refund", headers=bearer(token))).status_code == 404
+        assert (await client.post("/auth/logout", headers=bearer(token))).status_code == 204
+        response = await client.post("/orders/999999999/refund", headers=bearer(token))
+        assert response.status_code == 401, response.text
+        assert response.json()["details"]["code"] == "session_revoked"
