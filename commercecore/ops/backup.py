@@ -28,12 +28,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from commercecore.deploy.dburl import display_url, libpq_url
 from commercecore.deploy.engine import Deployer
 from commercecore.deploy.errors import DeployError
 from commercecore.local import embedded
+from commercecore.ops.target import OpsError, Target
+from commercecore.text import one_line
 
 BIN_DIR_ENV = "COMMERCECORE_PG_BINDIR"
 CHECKSUM_SUFFIX = ".sha256"
@@ -47,66 +47,11 @@ _DB_LEVEL_RE = re.compile(
 _DB_NAME_RE = r"\bDATABASE\s+(?:{quoted}|{bare})(?=[\s;]|\Z)"
 
 
-class BackupError(RuntimeError):
+class BackupError(OpsError):
     """A backup or restore was refused or failed; the message says why, in one line."""
 
 
-# -- connections and client programs ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A server and database to connect to: libpq conninfo without the password, which goes in the env."""
-
-    conninfo: str
-    password: str | None
-    display: str
-
-    @classmethod
-    def from_url(cls, url: str) -> Target:
-        try:
-            params = conninfo_to_dict(libpq_url(url))
-        except (psycopg.ProgrammingError, DeployError) as exc:
-            raise BackupError(f"not a PostgreSQL URL: {display_url(url)} ({exc})") from None
-        password = params.pop("password", None)
-        return cls(make_conninfo("", **params), None if password is None else str(password), display_url(url))
-
-    @property
-    def dbname(self) -> str:
-        return str(conninfo_to_dict(self.conninfo).get("dbname") or "")
-
-    def with_dbname(self, dbname: str) -> Target:
-        return Target(
-            make_conninfo(self.conninfo, dbname=dbname), self.password, f"{self.display} [{dbname}]"
-        )
-
-    def connect(self, **kwargs: Any) -> psycopg.Connection[tuple[Any, ...]]:
-        extra: dict[str, Any] = {"connect_timeout": 10, "application_name": "commercecore-dba", **kwargs}
-        if self.password is not None:
-            extra["password"] = self.password
-        try:
-            return psycopg.connect(self.conninfo, **extra)
-        except psycopg.OperationalError as exc:
-            raise BackupError(f"cannot connect to {self.display}: {_one_line(str(exc))}") from None
-
-    def conninfo_with_password(self) -> str:
-        """For this process's own connections (never for a command line)."""
-        if self.password is None:
-            return self.conninfo
-        return make_conninfo(self.conninfo, password=self.password)
-
-    def env(self) -> dict[str, str]:
-        """The environment of a client program: the password never goes on a command line (ps shows it)."""
-        env = dict(os.environ)
-        env.pop("PGPASSWORD", None)
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
-        env.setdefault("PGCONNECT_TIMEOUT", "10")
-        return env
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+# -- client programs -----------------------------------------------------------------------------------
 
 
 def client_program(name: str) -> Path:
@@ -165,7 +110,7 @@ def run_program(
         raise BackupError(f"{what}: cannot run {args[0]}: {exc.strerror}") from None
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise BackupError(f"{what} failed (exit {proc.returncode}): {_one_line(' '.join(lines[-3:]))}")
+        raise BackupError(f"{what} failed (exit {proc.returncode}): {one_line(' '.join(lines[-3:]))}")
     return proc
 
 
@@ -220,7 +165,7 @@ def verify_dump(dump: Path) -> str:
         [str(client_program("pg_restore")), "--list", str(dump)], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
-        raise BackupError(f"{dump.name} is not a readable pg_dump archive: {_one_line(proc.stderr)}")
+        raise BackupError(f"{dump.name} is not a readable pg_dump archive: {one_line(proc.stderr)}")
     return proc.stdout
 
 
@@ -600,8 +545,8 @@ def restore(
     restored_url = server.with_dbname(target)
     try:
         registry = check_registry(restored_url.conninfo_with_password(), project_dir)
-    except (BackupError, DeployError) as exc:
-        registry = RegistryCheck("", None, 0, [], [], note=f"not checked: {_one_line(str(exc))}")
+    except (OpsError, DeployError) as exc:
+        registry = RegistryCheck("", None, 0, [], [], note=f"not checked: {one_line(exc)}")
     return RestoreResult(
         dump=dump,
         database=target,

@@ -26,7 +26,8 @@ from typing import Any
 import psycopg
 
 from commercecore.local import embedded
-from commercecore.ops.backup import BackupError, Target, check_client, client_program, run_program
+from commercecore.ops.backup import check_client, client_program, run_program
+from commercecore.ops.target import OpsError, Target
 
 METADATA = "commercecore-backup.json"
 MANIFEST = "backup_manifest"
@@ -34,7 +35,7 @@ FORMATS = ("tar", "plain")
 _LSN_RE = re.compile(r"\A[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}\Z")
 
 
-class PitrError(BackupError):
+class PitrError(OpsError):
     """A physical backup or point-in-time restore failed or was refused."""
 
 

@@ -21,7 +21,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from commercecore.ops.backup import BackupError, Target
+from commercecore.ops.target import OpsError, Target
+from commercecore.text import one_line
 
 Row = dict[str, Any]
 Status = Literal["ok", "warn", "critical"]
@@ -49,7 +50,7 @@ THRESHOLDS: dict[str, float] = {
 }
 
 
-class DbaError(BackupError):
+class DbaError(OpsError):
     """A report could not be produced; the message says why."""
 
 
@@ -71,9 +72,7 @@ def open_connection(url: str) -> psycopg.Connection[Row]:
     try:
         return connect(url)
     except psycopg.OperationalError as exc:
-        raise DbaError(
-            f"cannot connect to {Target.from_url(url).display}: {' '.join(str(exc).split())}"
-        ) from None
+        raise DbaError(f"cannot connect to {Target.from_url(url).display}: {one_line(exc)}") from None
 
 
 def plain(value: Any) -> Any:
@@ -416,7 +415,7 @@ def _safely(name: str, probe: Callable[[], Check]) -> Check:
     try:
         return probe()
     except (DbaError, psycopg.Error) as exc:
-        return Check(name, "warn", None, f"could not check: {' '.join(str(exc).split())}")
+        return Check(name, "warn", None, f"could not check: {one_line(exc)}")
 
 
 def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None = None) -> Health:
