@@ -455,84 +455,19 @@ def restore(
         raise BackupError("--jobs must be at least 1")
     started = time.monotonic()
     toc = verify_dump(dump)
-    source_db = _toc_header(toc, "dbname")
-    if not source_db:
-        raise BackupError(f"{dump.name}: the archive does not name its database")
-    target = target_db or source_db
-    if len(target.encode()) > 63:
-        raise BackupError(f"database name {target!r} is longer than 63 bytes")
+    source_db, target = _restore_names(dump, toc, target_db)
     server = Target.from_url(url)
     maintenance = server.with_dbname("postgres")
-    if target in {"postgres", "template0", "template1"}:
-        raise BackupError(f"refusing to restore over the system database {target}")
     staging = f"{target[:40]}_restore_{secrets.token_hex(4)}"
     with maintenance.connect(autocommit=True) as conn:
-        version_num = int(conn.info.server_version)
-        check_client("pg_restore", version_num)
-        missing = _missing_owners(conn, toc)
-        if missing:
-            raise BackupError(
-                f"roles owning objects of the dump do not exist on this server: {', '.join(missing)} "
-                "(roles are cluster-wide: create them first, e.g. `commercecore db deploy --to roles/base` "
-                "on a scratch database, or restore `pg_dumpall --roles-only`)"
-            )
-        sessions = _sessions(conn, target)
-        exists = sessions is not None
-        if exists and not force:
-            others = f", {sessions} open connection{'s' if sessions != 1 else ''}" if sessions else ""
-            raise BackupError(
-                f"database {target} exists{others}: refusing to replace it; pass --force to drop it "
-                "(its sessions are terminated) and restore in its place, or --target-db to restore beside it"
-            )
+        exists = _check_replaceable(conn, toc, target, force)
         options, db_statements = database_level_sql(dump, source_db, staging)
         conn.execute(sql.SQL("create database {} with {}").format(sql.Identifier(staging), sql.SQL(options)))
-        # materialized views are refreshed after the restore, in an ordinary session: pg_restore runs
-        # with row_security = off, under which a view over a FORCE ROW LEVEL SECURITY table cannot refresh
-        entries, matviews = _restore_list(toc)
-        scratch = tempfile.TemporaryDirectory(prefix="cc-restore-")
-        list_file = Path(scratch.name) / "restore.list"
         try:
-            staged = maintenance.with_dbname(staging)
-            list_file.write_text(entries)
-            run_program(
-                [
-                    client_program("pg_restore"),
-                    "--no-password",
-                    "--exit-on-error",
-                    f"--jobs={jobs}",
-                    f"--use-list={list_file}",
-                    f"--dbname={staged.conninfo}",
-                    str(dump),
-                ],
-                env=server.env(),
-                what="pg_restore",
-            )
+            tables, size = _fill_staging(server, maintenance.with_dbname(staging), dump, toc, jobs)
             for statement in db_statements:
                 conn.execute(statement.encode())
-            with staged.connect(autocommit=True) as restored:
-                for schema, name in matviews:
-                    restored.execute(
-                        sql.SQL("refresh materialized view {}.{}").format(
-                            sql.Identifier(schema), sql.Identifier(name)
-                        )
-                    )
-                # statistics are not part of a dump: without them the first queries get bad plans
-                restored.execute("analyze")
-                stats = restored.execute(
-                    "select count(*) filter (where c.relkind in ('r', 'p')),"
-                    " pg_database_size(current_database())"
-                    " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
-                    " where n.nspname not in ('pg_catalog', 'information_schema')"
-                    " and n.nspname !~ '^pg_toast'"
-                ).fetchone()
-            assert stats is not None
-            if exists:
-                conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(target)))
-            conn.execute(
-                sql.SQL("alter database {} rename to {}").format(
-                    sql.Identifier(staging), sql.Identifier(target)
-                )
-            )
+            _swap_in(conn, staging, target, replace=exists)
         except BaseException:
             # the first error is the one to report; a staging database left over is named by its error
             with contextlib.suppress(psycopg.Error):
@@ -540,23 +475,108 @@ def restore(
                     sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(staging))
                 )
             raise
-        finally:
-            scratch.cleanup()
-    restored_url = server.with_dbname(target)
-    try:
-        registry = check_registry(restored_url.conninfo_with_password(), project_dir)
-    except (OpsError, DeployError) as exc:
-        registry = RegistryCheck("", None, 0, [], [], note=f"not checked: {one_line(exc)}")
     return RestoreResult(
         dump=dump,
         database=target,
         source_database=source_db,
         replaced=exists,
-        tables=int(stats[0]),
-        size=int(stats[1]),
+        tables=tables,
+        size=size,
         seconds=time.monotonic() - started,
-        registry=registry,
+        registry=_registry_after_restore(server.with_dbname(target), project_dir),
     )
+
+
+def _restore_names(dump: Path, toc: str, target_db: str | None) -> tuple[str, str]:
+    """The database the dump was taken of, and the one to restore into; system databases are refused."""
+    source_db = _toc_header(toc, "dbname")
+    if not source_db:
+        raise BackupError(f"{dump.name}: the archive does not name its database")
+    target = target_db or source_db
+    if len(target.encode()) > 63:
+        raise BackupError(f"database name {target!r} is longer than 63 bytes")
+    if target in {"postgres", "template0", "template1"}:
+        raise BackupError(f"refusing to restore over the system database {target}")
+    return source_db, target
+
+
+def _check_replaceable(conn: psycopg.Connection[tuple[Any, ...]], toc: str, target: str, force: bool) -> bool:
+    """Refuses a restore that cannot work (old pg_restore, missing owner roles) or would replace a database
+    without `force`; returns whether the target exists."""
+    check_client("pg_restore", int(conn.info.server_version))
+    missing = _missing_owners(conn, toc)
+    if missing:
+        raise BackupError(
+            f"roles owning objects of the dump do not exist on this server: {', '.join(missing)} "
+            "(roles are cluster-wide: create them first, e.g. `commercecore db deploy --to roles/base` "
+            "on a scratch database, or restore `pg_dumpall --roles-only`)"
+        )
+    sessions = _sessions(conn, target)
+    if sessions is not None and not force:
+        others = f", {sessions} open connection{'s' if sessions != 1 else ''}" if sessions else ""
+        raise BackupError(
+            f"database {target} exists{others}: refusing to replace it; pass --force to drop it "
+            "(its sessions are terminated) and restore in its place, or --target-db to restore beside it"
+        )
+    return sessions is not None
+
+
+def _fill_staging(server: Target, staged: Target, dump: Path, toc: str, jobs: int) -> tuple[int, int]:
+    """pg_restore into the staging database, then its materialized views and statistics; returns its
+    table count and size."""
+    # materialized views are refreshed after the restore, in an ordinary session: pg_restore runs
+    # with row_security = off, under which a view over a FORCE ROW LEVEL SECURITY table cannot refresh
+    entries, matviews = _restore_list(toc)
+    with tempfile.TemporaryDirectory(prefix="cc-restore-") as scratch:
+        list_file = Path(scratch) / "restore.list"
+        list_file.write_text(entries)
+        run_program(
+            [
+                client_program("pg_restore"),
+                "--no-password",
+                "--exit-on-error",
+                f"--jobs={jobs}",
+                f"--use-list={list_file}",
+                f"--dbname={staged.conninfo}",
+                str(dump),
+            ],
+            env=server.env(),
+            what="pg_restore",
+        )
+    with staged.connect(autocommit=True) as restored:
+        for schema, name in matviews:
+            restored.execute(
+                sql.SQL("refresh materialized view {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(name)
+                )
+            )
+        # statistics are not part of a dump: without them the first queries get bad plans
+        restored.execute("analyze")
+        stats = restored.execute(
+            "select count(*) filter (where c.relkind in ('r', 'p')),"
+            " pg_database_size(current_database())"
+            " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+            " where n.nspname not in ('pg_catalog', 'information_schema')"
+            " and n.nspname !~ '^pg_toast'"
+        ).fetchone()
+    assert stats is not None
+    return int(stats[0]), int(stats[1])
+
+
+def _swap_in(conn: psycopg.Connection[tuple[Any, ...]], staging: str, target: str, *, replace: bool) -> None:
+    """The complete staging database takes the target's name; the old target is dropped first."""
+    if replace:
+        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(target)))
+    conn.execute(
+        sql.SQL("alter database {} rename to {}").format(sql.Identifier(staging), sql.Identifier(target))
+    )
+
+
+def _registry_after_restore(restored: Target, project_dir: Path | None) -> RegistryCheck:
+    try:
+        return check_registry(restored.conninfo_with_password(), project_dir)
+    except (OpsError, DeployError) as exc:
+        return RegistryCheck("", None, 0, [], [], note=f"not checked: {one_line(exc)}")
 
 
 def _sessions(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> int | None:
