@@ -222,66 +222,97 @@ def backup(
     pg_dump = check_client("pg_dump", version_num)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime(STAMP_FORMAT)
-    base = f"backup_{_safe(database)}_{stamp}"
-    dump = directory / f"{base}.dump"
-    sums_file = directory / f"{base}{CHECKSUM_SUFFIX}"
-    sql_file = directory / f"{base}.sql" if plain else None
-    if dump.exists():
-        raise BackupError(f"{dump} exists already (one backup per database and second)")
-    partial = directory / f".{base}.dump.partial"
-    partial_sql = directory / f".{base}.sql.partial"
-    try:
-        _create_private(partial)
-        run_program(
-            [
-                pg_dump,
-                "--format=custom",
-                "--no-password",
-                "--lock-wait-timeout=60s",
-                f"--file={partial}",
-                f"--dbname={target.conninfo}",
-            ],
-            env=target.env(),
-            what="pg_dump",
-        )
-        sums = {dump.name: sha256_file(partial)}
-        if sql_file is not None:
-            # the plain script is rendered from the dump, so it shows the very same snapshot
-            _create_private(partial_sql)
-            run_program(
-                [client_program("pg_restore"), f"--file={partial_sql}", str(partial)],
-                what="pg_restore --file",
-            )
-            sums[sql_file.name] = sha256_file(partial_sql)
-        partial.rename(dump)
-        if sql_file is not None:
-            partial_sql.rename(sql_file)
-        partial_sums = directory / f".{base}{CHECKSUM_SUFFIX}.partial"
-        _create_private(partial_sums)
-        partial_sums.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
-        partial_sums.rename(sums_file)
-    except BaseException:
-        for leftover in (partial, partial_sql, dump, sql_file):
-            if leftover is not None and not sums_file.exists():
-                leftover.unlink(missing_ok=True)
-        raise
-    removed: list[Path] = []
-    if keep is not None:
-        for old in backups_of(directory, database)[:-keep]:
-            for path in (old, checksum_path(old), old.with_suffix(".sql")):
-                if path.exists():
-                    path.unlink()
-                    removed.append(path)
+    files = _BackupFiles(directory, f"backup_{_safe(database)}_{stamp}", plain)
+    if files.dump.exists():
+        raise BackupError(f"{files.dump} exists already (one backup per database and second)")
+    files.write(target, pg_dump)
     return BackupResult(
-        dump=dump,
-        checksum=sums_file,
-        plain=sql_file,
+        dump=files.dump,
+        checksum=files.sums,
+        plain=files.sql,
         database=database,
         server_version=server_version,
-        size=dump.stat().st_size,
+        size=files.dump.stat().st_size,
         seconds=time.monotonic() - started,
-        removed=removed,
+        removed=[] if keep is None else _keep_newest(directory, database, keep),
     )
+
+
+@dataclass(frozen=True)
+class _BackupFiles:
+    """The files of one backup: written under temporary names, renamed into place when complete, the
+    checksum file last, so a backup with its .sha256 is a whole one."""
+
+    directory: Path
+    base: str
+    plain: bool
+
+    @property
+    def dump(self) -> Path:
+        return self.directory / f"{self.base}.dump"
+
+    @property
+    def sums(self) -> Path:
+        return self.directory / f"{self.base}{CHECKSUM_SUFFIX}"
+
+    @property
+    def sql(self) -> Path | None:
+        return self.directory / f"{self.base}.sql" if self.plain else None
+
+    def partial(self, suffix: str) -> Path:
+        return self.directory / f".{self.base}{suffix}.partial"
+
+    def write(self, target: Target, pg_dump: Path) -> None:
+        partial, partial_sql = self.partial(".dump"), self.partial(".sql")
+        try:
+            _create_private(partial)
+            run_program(
+                [
+                    pg_dump,
+                    "--format=custom",
+                    "--no-password",
+                    "--lock-wait-timeout=60s",
+                    f"--file={partial}",
+                    f"--dbname={target.conninfo}",
+                ],
+                env=target.env(),
+                what="pg_dump",
+            )
+            sums = {self.dump.name: sha256_file(partial)}
+            if self.sql is not None:
+                # the plain script is rendered from the dump, so it shows the very same snapshot
+                _create_private(partial_sql)
+                run_program(
+                    [client_program("pg_restore"), f"--file={partial_sql}", str(partial)],
+                    what="pg_restore --file",
+                )
+                sums[self.sql.name] = sha256_file(partial_sql)
+            self._rename_into_place(partial, partial_sql, sums)
+        except BaseException:
+            for leftover in (partial, partial_sql, self.dump, self.sql):
+                if leftover is not None and not self.sums.exists():
+                    leftover.unlink(missing_ok=True)
+            raise
+
+    def _rename_into_place(self, partial: Path, partial_sql: Path, sums: dict[str, str]) -> None:
+        partial.rename(self.dump)
+        if self.sql is not None:
+            partial_sql.rename(self.sql)
+        partial_sums = self.partial(CHECKSUM_SUFFIX)
+        _create_private(partial_sums)
+        partial_sums.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+        partial_sums.rename(self.sums)
+
+
+def _keep_newest(directory: Path, database: str, keep: int) -> list[Path]:
+    """Removes all but the newest `keep` backups of a database (dump, checksum, plain script)."""
+    removed: list[Path] = []
+    for old in backups_of(directory, database)[:-keep]:
+        for path in (old, checksum_path(old), old.with_suffix(".sql")):
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 # -- restore -------------------------------------------------------------------------------------------
