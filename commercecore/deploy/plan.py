@@ -418,68 +418,17 @@ class _Parser:
 def _build(file: Path, project: str, pragmas: dict[str, str], raw: list[_RawChange]) -> Plan:
     """Second pass: ids need the parent's id and each dependency's project, so build in plan order."""
     uri = pragmas.get("uri")
-    uri_line = f"uri {canonical_uri(uri)}" if _truthy(uri) and uri is not None else None
+    head = [f"project {project}"]
+    if _truthy(uri) and uri is not None:
+        head.append(f"uri {canonical_uri(uri)}")
     known_ids: set[str] = set()
     built: list[Change] = []
     tags_of: dict[int, Tag] = {}  # id(_RawTag) -> Tag
     parent: Change | None = None
     for item in raw:
-        requires = tuple(_dependency(dep, project, known_ids) for dep in item.requires)
-        conflicts = tuple(_dependency(dep, project, known_ids) for dep in item.conflicts)
-        info_lines = [f"project {project}"]
-        if uri_line:
-            info_lines.append(uri_line)
-        info_lines.append(f"change {item.name}")
-        if parent is not None:
-            info_lines.append(f"parent {parent.id}")
-        info_lines.append(f"planner {item.planner_name} <{item.planner_email}>")
-        info_lines.append(f"date {format_timestamp(item.timestamp)}")
-        if requires:
-            info_lines.append("requires\n  + " + "\n  + ".join(dep.as_string for dep in requires))
-        if conflicts:
-            info_lines.append("conflicts\n  - " + "\n  - ".join(dep.as_string for dep in conflicts))
-        if _truthy(item.note):
-            info_lines.extend(["", item.note])
-        info = "\n".join(info_lines)
-        change = Change(
-            name=item.name,
-            id=_sha1_object("change", info),
-            info=info,
-            project=project,
-            note=item.note,
-            timestamp=item.timestamp,
-            planner_name=item.planner_name,
-            planner_email=item.planner_email,
-            requires=requires,
-            conflicts=conflicts,
-            parent=parent,
-            line=item.line,
-            operator=item.operator,
-        )
+        change = _change(head, item, parent, project, known_ids)
         for raw_tag in item.tags:
-            tag_lines = [f"project {project}"]
-            if uri_line:
-                tag_lines.append(uri_line)
-            tag_lines += [
-                f"tag @{raw_tag.name}",
-                f"change {change.id}",
-                f"planner {raw_tag.planner_name} <{raw_tag.planner_email}>",
-                f"date {format_timestamp(raw_tag.timestamp)}",
-            ]
-            if _truthy(raw_tag.note):
-                tag_lines.extend(["", raw_tag.note])
-            tag_info = "\n".join(tag_lines)
-            tag = Tag(
-                name=raw_tag.name,
-                id=_sha1_object("tag", tag_info),
-                info=tag_info,
-                note=raw_tag.note,
-                timestamp=raw_tag.timestamp,
-                planner_name=raw_tag.planner_name,
-                planner_email=raw_tag.planner_email,
-                change=change,
-                line=raw_tag.line,
-            )
+            tag = _tag(head, raw_tag, change)
             change.tags.append(tag)
             tags_of[id(raw_tag)] = tag
         known_ids.add(change.id)
@@ -488,6 +437,66 @@ def _build(file: Path, project: str, pragmas: dict[str, str], raw: list[_RawChan
     for item, change in zip(raw, built, strict=True):
         change.rework_tags = [tags_of[id(tag)] for tag in item.rework_tags]
     return Plan(file, project, uri, pragmas, built)
+
+
+def _change(
+    head: list[str], item: _RawChange, parent: Change | None, project: str, known_ids: set[str]
+) -> Change:
+    """A change with its id: the SHA-1 of its info (Change.pm `info`), which `head` (project, uri) starts."""
+    requires = tuple(_dependency(dep, project, known_ids) for dep in item.requires)
+    conflicts = tuple(_dependency(dep, project, known_ids) for dep in item.conflicts)
+    info_lines = [*head, f"change {item.name}"]
+    if parent is not None:
+        info_lines.append(f"parent {parent.id}")
+    info_lines.append(f"planner {item.planner_name} <{item.planner_email}>")
+    info_lines.append(f"date {format_timestamp(item.timestamp)}")
+    if requires:
+        info_lines.append("requires\n  + " + "\n  + ".join(dep.as_string for dep in requires))
+    if conflicts:
+        info_lines.append("conflicts\n  - " + "\n  - ".join(dep.as_string for dep in conflicts))
+    if _truthy(item.note):
+        info_lines.extend(["", item.note])
+    info = "\n".join(info_lines)
+    return Change(
+        name=item.name,
+        id=_sha1_object("change", info),
+        info=info,
+        project=project,
+        note=item.note,
+        timestamp=item.timestamp,
+        planner_name=item.planner_name,
+        planner_email=item.planner_email,
+        requires=requires,
+        conflicts=conflicts,
+        parent=parent,
+        line=item.line,
+        operator=item.operator,
+    )
+
+
+def _tag(head: list[str], raw_tag: _RawTag, change: Change) -> Tag:
+    """A tag with its id: the SHA-1 of its info (Tag.pm `info`)."""
+    tag_lines = [
+        *head,
+        f"tag @{raw_tag.name}",
+        f"change {change.id}",
+        f"planner {raw_tag.planner_name} <{raw_tag.planner_email}>",
+        f"date {format_timestamp(raw_tag.timestamp)}",
+    ]
+    if _truthy(raw_tag.note):
+        tag_lines.extend(["", raw_tag.note])
+    tag_info = "\n".join(tag_lines)
+    return Tag(
+        name=raw_tag.name,
+        id=_sha1_object("tag", tag_info),
+        info=tag_info,
+        note=raw_tag.note,
+        timestamp=raw_tag.timestamp,
+        planner_name=raw_tag.planner_name,
+        planner_email=raw_tag.planner_email,
+        change=change,
+        line=raw_tag.line,
+    )
 
 
 def _dependency(dep: _RawDep, project: str, known_ids: set[str]) -> Dependency:
