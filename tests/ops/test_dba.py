@@ -90,7 +90,7 @@ def test_bloat_after_mass_updates_is_reported(fresh_db: str) -> None:
     assert by_name["public.planted_tight"]["bloated"] is False
 
     health = _json(
-        "dba", "health", "--json", "--database-url", fresh_db, "--threshold", "bloat_min_bytes=1000000", code=1
+        "dba", "health", "--json", "--db-url", fresh_db, "--threshold", "bloat_min_bytes=1000000", code=1
     )
     check = next(c for c in health["checks"] if c["name"] == "bloat")
     assert check["status"] == "warn"
@@ -149,7 +149,9 @@ def test_blocked_session_is_reported_with_its_blocker(fresh_db: str) -> None:
         idle = [row for row in locks["sessions"] if row["pid"] == holder_pid]
         assert [row["kind"] for row in idle] == ["idle_in_transaction"]
 
-        result = cli("dba", "health", "--json", "--threshold", "blocked_wait_warn=0", "--database-url", fresh_db)
+        result = cli(
+            "dba", "health", "--json", "--threshold", "blocked_wait_warn=0", "--database-url", fresh_db
+        )
         health = json.loads(result.stdout)
         check = next(c for c in health["checks"] if c["name"] == "blocking")
         assert check["status"] == "warn"
