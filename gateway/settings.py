@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Self
+from typing import Any, Self
 
 import limits
 
@@ -100,6 +100,22 @@ def _rate_limits(env: Mapping[str, str]) -> Mapping[str, str]:
                 raise SettingsError(f"{name}={raw!r} allows nothing; use off to turn the budget off")
         rates[key] = raw
     return MappingProxyType(rates)
+
+
+def _login_delays(env: Mapping[str, str]) -> dict[str, Any]:
+    """COMMERCECORE_LOGIN_FREE_ATTEMPTS, _DELAY_BASE and _DELAY_MAX, as Settings fields."""
+    delay_base = _number(env, "COMMERCECORE_LOGIN_DELAY_BASE", 5.0, minimum=0.001)
+    delay_max = _number(env, "COMMERCECORE_LOGIN_DELAY_MAX", 900.0, minimum=0.001)
+    if delay_max < delay_base:
+        raise SettingsError(
+            f"COMMERCECORE_LOGIN_DELAY_MAX={delay_max:g} is below"
+            f" COMMERCECORE_LOGIN_DELAY_BASE={delay_base:g}"
+        )
+    return {
+        "login_free_attempts": _integer(env, "COMMERCECORE_LOGIN_FREE_ATTEMPTS", 3, minimum=1),
+        "login_delay_base": delay_base,
+        "login_delay_max": delay_max,
+    }
 
 
 def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -281,13 +297,6 @@ class Settings:
         pool_max = _integer(env, "COMMERCECORE_POOL_MAX", 10, minimum=1)
         if pool_max < pool_min:
             raise SettingsError(f"COMMERCECORE_POOL_MAX={pool_max} is below COMMERCECORE_POOL_MIN={pool_min}")
-        delay_base = _number(env, "COMMERCECORE_LOGIN_DELAY_BASE", 5.0, minimum=0.001)
-        delay_max = _number(env, "COMMERCECORE_LOGIN_DELAY_MAX", 900.0, minimum=0.001)
-        if delay_max < delay_base:
-            raise SettingsError(
-                f"COMMERCECORE_LOGIN_DELAY_MAX={delay_max:g} is below"
-                f" COMMERCECORE_LOGIN_DELAY_BASE={delay_base:g}"
-            )
         return cls(
             database_url=database_url,
             demo=demo,
@@ -306,9 +315,7 @@ class Settings:
             max_rows=_integer(env, "COMMERCECORE_MAX_ROWS", 1000),
             prepared_statements=_flag(env.get("COMMERCECORE_PREPARED_STATEMENTS", "on")),
             access_log=_flag(env.get("COMMERCECORE_ACCESS_LOG", "on")),
-            login_free_attempts=_integer(env, "COMMERCECORE_LOGIN_FREE_ATTEMPTS", 3, minimum=1),
-            login_delay_base=delay_base,
-            login_delay_max=delay_max,
+            **_login_delays(env),
             rate_limits=_rate_limits(env),
             trusted_proxies=_trusted_proxies(env),
             metrics_token=_metrics_token(env),

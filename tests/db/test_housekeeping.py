@@ -170,7 +170,7 @@ def test_jobs_run_once_prints_the_purge_counts(arranged: tuple[str, dict[str, in
             "--once",
             "--purge-batch",
             "3",
-            "--db-url",
+            "--database-url",
             url,
         ],
         capture_output=True,
