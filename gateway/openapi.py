@@ -362,6 +362,11 @@ def _auth_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
             "expires_in": {"type": "integer"},
         },
     }
+    throttled = {
+        "description": "Failed too often for this address from this client (a delay), or a budget of the"
+        " client or the account is spent: Retry-After says when to try again",
+        **error,
+    }
     return {
         "/auth/signup": {
             "post": {
@@ -390,6 +395,7 @@ def _auth_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
                     "201": {"description": "Created", "content": user},
                     "409": {"description": "Email already registered", **error},
                     "422": {"description": "Invalid input", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
@@ -404,7 +410,7 @@ def _auth_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Signed in", "content": user},
                     "401": {"description": "Wrong email or password", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
@@ -418,7 +424,7 @@ def _auth_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Token", "content": {"application/json": {"schema": token}}},
                     "401": {"description": "Wrong email or password", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
@@ -462,7 +468,7 @@ def _auth_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
                     },
                     "401": {"description": "Not signed in", **error},
                     "403": {"description": "Current password wrong (or CSRF token missing)", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
