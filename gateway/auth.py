@@ -352,6 +352,7 @@ def login_delayed(retry_after: int, settings: Settings) -> ApiError:
             "code": "too_many_attempts",
             "retry_after": retry_after,
             "free_attempts": settings.login_free_attempts,
+            "delay_base_seconds": settings.login_delay_base,
             "delay_max_seconds": settings.login_delay_max,
         },
         headers={"Retry-After": str(retry_after)},

@@ -105,7 +105,9 @@ async def test_twenty_wrong_passwords_then_the_owner_from_another_address_signs_
             statuses = [(await login(attacker, email, WRONG)).status_code for _ in range(20)]
             assert statuses == [401] * 3 + [429] * 17
             delayed = await login(attacker, email, PASSWORD)
-            assert_429(delayed, "too_many_attempts", free_attempts=3)
+            assert_429(
+                delayed, "too_many_attempts", free_attempts=3, delay_base_seconds=5, delay_max_seconds=900
+            )
             assert int(delayed.headers["retry-after"]) <= 5
         async with client_at(app, "127.0.0.2") as owner:
             response = await login(owner, email, PASSWORD)
