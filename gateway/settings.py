@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,15 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 PASSWORD_MIN_LENGTH = 10
 # argon2 hashes whatever it is given: a megabyte "password" is a denial of service, not a password
 PASSWORD_MAX_LENGTH = 1024
+DEFAULT_MAX_UNPAID_AGE = datetime.timedelta(minutes=60)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)\s*")
+_DURATION_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+}
 
 
 class SettingsError(ValueError):
@@ -46,6 +57,44 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     if value != int(value):
         raise SettingsError(f"{name}={env.get(name)!r} is not a whole number")
     return int(value)
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """Plain seconds (`3600`) or numbers with units: `90s`, `15m`, `60min`, `1 hour`, `2d`, `1h30m`."""
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        return datetime.timedelta(seconds=float(value))
+    seconds = 0.0
+    position = 0
+    while position < len(value):
+        match = _DURATION_PART.match(value, position)
+        # a bare number is seconds only on its own: in `1h 30` the 30 could mean anything
+        if match is None or match.group(2) not in _DURATION_UNITS:
+            position = -1
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if position <= 0:
+        raise ValueError(f"{text!r} is not a duration (examples: 3600, 90s, 60min, '1 hour', 2d)")
+    return datetime.timedelta(seconds=seconds)
+
+
+def _duration(env: Mapping[str, str], name: str, default: datetime.timedelta) -> datetime.timedelta:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse_duration(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={exc}") from None
+    if value <= datetime.timedelta(0):
+        raise SettingsError(f"{name}={raw!r} must be longer than zero")
+    return value
+
+
+def max_unpaid_age_from_env(env: Mapping[str, str]) -> datetime.timedelta:
+    """ORDER_MAX_UNPAID_AGE, else 60 minutes: the gateway's checkout and the expiry job read it alike."""
+    return _duration(env, "ORDER_MAX_UNPAID_AGE", DEFAULT_MAX_UNPAID_AGE)
 
 
 def _check_secret(secret: str) -> None:
@@ -154,6 +203,10 @@ class Settings:
     argon2_parallelism: int = 4
     # the bearer token /metrics requires; None: /metrics answers loopback clients only
     metrics_token: str | None = field(default=None, repr=False)
+    # limits on a customer's unpaid orders, enforced in SQL (see `order_settings`)
+    max_open_orders: int = 5
+    max_units_per_product: int = 100
+    order_max_unpaid_age: datetime.timedelta = DEFAULT_MAX_UNPAID_AGE
 
     @property
     def signing_key(self) -> str:
@@ -162,6 +215,16 @@ class Settings:
     @property
     def verifying_key(self) -> str:
         return self.jwt_secret if self.jwt_algorithm == "HS256" else self.jwt_public_key or ""
+
+    @property
+    def order_settings(self) -> tuple[tuple[str, str], ...]:
+        """The shop's order limits as the settings (GUCs) every request transaction sets: the functions
+        of the database read them there, so the rules stay in SQL and the values in the environment."""
+        return (
+            ("commercecore.max_open_orders", str(self.max_open_orders)),
+            ("commercecore.max_units_per_product", str(self.max_units_per_product)),
+            ("commercecore.order_max_unpaid_age", f"{self.order_max_unpaid_age.total_seconds():g} seconds"),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -227,6 +290,9 @@ class Settings:
             login_lockout=_integer(env, "COMMERCECORE_LOGIN_LOCKOUT", 900, minimum=1),
             login_rate=_integer(env, "COMMERCECORE_LOGIN_RATE", 30),
             metrics_token=_metrics_token(env),
+            max_open_orders=_integer(env, "COMMERCECORE_MAX_OPEN_ORDERS", 5, minimum=1),
+            max_units_per_product=_integer(env, "COMMERCECORE_MAX_UNITS_PER_PRODUCT", 100, minimum=1),
+            order_max_unpaid_age=max_unpaid_age_from_env(env),
         )
 
 

@@ -6,6 +6,7 @@ one line on stderr and exits 1 (`dba health` exits 0/1/2 for ok/warn/critical).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -21,10 +22,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from commercecore.cli.payments import DurationType
 from commercecore.deploy.errors import DeployError
 from commercecore.local import embedded, service_user
 from commercecore.ops import backup as backups
 from commercecore.ops import jobs, pitr, reports
+from gateway.settings import SettingsError, max_unpaid_age_from_env
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -583,7 +586,17 @@ def jobs_group() -> None:
 )
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 @click.option(
-    "--ttl", default=None, help="Unpaid orders older than this expire [$ORDER_PAYMENT_TTL, else 30min]."
+    "--ttl",
+    default=None,
+    help="Unpaid orders older than this expire unless a checkout is under way"
+    " [$ORDER_PAYMENT_TTL, else 30min].",
+)
+@click.option(
+    "--max-age",
+    default=None,
+    type=DurationType(),
+    help="Unpaid orders older than this expire, whatever their checkouts (3600, 90s, 60min, '1 hour', 2d)"
+    " [$ORDER_MAX_UNPAID_AGE, else 60min].",
 )
 @click.option(
     "--reconcile-after",
@@ -593,7 +606,14 @@ def jobs_group() -> None:
 )
 @db_url_option
 @_expected_errors
-def jobs_run(interval: float, once: bool, ttl: str | None, reconcile_after: str, db_url: str | None) -> None:
+def jobs_run(
+    interval: float,
+    once: bool,
+    ttl: str | None,
+    max_age: datetime.timedelta | None,
+    reconcile_after: str,
+    db_url: str | None,
+) -> None:
     """Run the jobs every --interval seconds (each job once per tick across all runners); SIGTERM stops."""
     from gateway import logs
 
@@ -601,8 +621,16 @@ def jobs_run(interval: float, once: bool, ttl: str | None, reconcile_after: str,
     url = _url(db_url)
     ttl = ttl or os.environ.get("ORDER_PAYMENT_TTL") or "30min"
     jobs.check_interval(url, ttl, "--ttl")
+    if max_age is None:
+        # as the gateway reads it (the same forms and default): checkout and expiry agree on the end
+        try:
+            max_age = max_unpaid_age_from_env(os.environ)
+        except SettingsError as exc:
+            raise jobs.JobsError(str(exc)) from None
+    elif max_age <= datetime.timedelta(0):
+        raise jobs.JobsError(f"--max-age {max_age} must be positive")
     after = jobs.check_interval(url, reconcile_after, "--reconcile-after")
-    runner = jobs.Runner(url, jobs.default_jobs(url, ttl, after), interval=interval)
+    runner = jobs.Runner(url, jobs.default_jobs(url, ttl, after, max_age), interval=interval)
     with jobs.stop_on_signals(runner.stop):
         if once:
             try:

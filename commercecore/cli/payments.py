@@ -5,26 +5,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import sys
 
 import click
 import psycopg
 from psycopg_pool import PoolTimeout
 
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """`15m`, `90s`, `2h`, `1d`, `1h30m`, or plain seconds (`900`)."""
-    value = text.strip().lower()
-    if value.isdigit():
-        return datetime.timedelta(seconds=int(value))
-    parts = _DURATION.findall(value)
-    if not parts or _DURATION.sub("", value).strip():
-        raise ValueError(f"{text!r} is not a duration (examples: 15m, 90s, 2h, 1h30m)")
-    return datetime.timedelta(seconds=sum(int(n) * _UNITS[unit] for n, unit in parts))
+from gateway.settings import parse_duration
 
 
 class DurationType(click.ParamType[datetime.timedelta]):

@@ -1,6 +1,7 @@
 """`commercecore jobs run`: the periodic maintenance jobs, safe to run on several machines at once.
 
-Jobs: expire unpaid orders (ops.expire_unpaid_orders), refresh the daily sales report
+Jobs: expire unpaid orders (ops.expire_unpaid_orders: stale after a ttl without a live checkout, and
+always at their maximum age from creation), refresh the daily sales report
 (ops.refresh_sales_daily, concurrently) and reconcile payments with Stripe (gateway.payments.reconcile,
 when Stripe is configured).
 
@@ -71,11 +72,18 @@ def check_interval(url: str, value: str, option: str) -> timedelta:
     return interval
 
 
-def expire_unpaid_orders(ttl: str) -> Job:
+def expire_unpaid_orders(ttl: str, max_age: timedelta | None = None) -> Job:
+    """`max_age` None: the database's setting (commercecore.order_max_unpaid_age, else 60 minutes)."""
+
     def run(conn: Conn) -> dict[str, Any]:
         with conn.transaction():
-            row = conn.execute("select ops.expire_unpaid_orders(%s::interval)", [ttl]).fetchone()
-        return {"expired": int(row[0]) if row else 0, "ttl": ttl}
+            row = conn.execute(
+                "select ops.expire_unpaid_orders(%s::interval, %s::interval)", [ttl, max_age]
+            ).fetchone()
+        result: dict[str, Any] = {"expired": int(row[0]) if row else 0, "ttl": ttl}
+        if max_age is not None:
+            result["max_age_seconds"] = int(max_age.total_seconds())
+        return result
 
     return Job("expire_unpaid_orders", run)
 
@@ -113,8 +121,17 @@ def reconcile_payments(url: str, older_than: timedelta) -> Job:
     return Job("reconcile_payments", run)
 
 
-def default_jobs(url: str, ttl: str, reconcile_after: timedelta = timedelta(minutes=15)) -> list[Job]:
-    return [expire_unpaid_orders(ttl), refresh_sales_daily(), reconcile_payments(url, reconcile_after)]
+def default_jobs(
+    url: str,
+    ttl: str,
+    reconcile_after: timedelta = timedelta(minutes=15),
+    max_age: timedelta | None = None,
+) -> list[Job]:
+    return [
+        expire_unpaid_orders(ttl, max_age),
+        refresh_sales_daily(),
+        reconcile_payments(url, reconcile_after),
+    ]
 
 
 @dataclass
