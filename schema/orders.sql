@@ -202,7 +202,10 @@ begin
   if check_unpaid_age.target.status = 'pending' and check_unpaid_age.target.created_at <= now() - max_age then
     perform core.raise_error(
       '409', 'order_expired',
-      format('Order %s was placed more than %s ago and was not paid: it has expired.', check_unpaid_age.target.id, max_age),
+      format(
+        'Order %s was not paid within %s minutes of its creation: it has expired.',
+        check_unpaid_age.target.id, trim_scale(round(extract(epoch from max_age) / 60, 2))
+      ),
       jsonb_build_object(
         'order_id', check_unpaid_age.target.id,
         'created_at', check_unpaid_age.target.created_at,
