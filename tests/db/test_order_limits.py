@@ -40,7 +40,8 @@ def place(db: Session, *lines: tuple[int, int]) -> dict[str, Any]:
 def pending_units(conn: psycopg.Connection[Any], user_id: int, product_id: int) -> int:
     conn.execute("reset role")
     row = conn.execute(
-        "select coalesce(sum(i.quantity), 0) from core.order_items as i join core.orders as o on o.id = i.order_id"
+        "select coalesce(sum(i.quantity), 0) from core.order_items as i"
+        " join core.orders as o on o.id = i.order_id"
         " where o.user_id = %s and o.status = 'pending' and i.product_id = %s",
         [user_id, product_id],
     ).fetchone()
@@ -138,7 +139,12 @@ def test_a_products_own_limit_is_staff_settable_and_wins(db: Session) -> None:
     with db.raises("PT409") as info:
         place(db, (console["id"], 2))
     found = detail(info)
-    assert (found["code"], found["limit"], found["held"], found["remaining"]) == ("per_customer_limit", 2, 1, 1)
+    assert (found["code"], found["limit"], found["held"], found["remaining"]) == (
+        "per_customer_limit",
+        2,
+        1,
+        1,
+    )
     # staff changing the customer's order are held to the customer's limit
     as_staff(db, staff)
     with db.raises("PT409"):
@@ -163,7 +169,9 @@ def test_an_order_past_its_maximum_age_can_only_be_cancelled(db: Session) -> Non
     as_customer(db, alice)
     order = place(db, (lamp, 2))["id"]
     db.as_superuser()
-    db.conn.execute("update core.orders set created_at = now() - interval '61 minutes' where id = %s", [order])
+    db.conn.execute(
+        "update core.orders set created_at = now() - interval '61 minutes' where id = %s", [order]
+    )
     as_customer(db, alice)
     with db.raises("PT409") as info:
         db.one(MODIFY, [order, lamp, 3])
