@@ -25,7 +25,7 @@ from gateway.payments import PaymentService, PaymentSettings
 from gateway.payments.client import make_client
 from gateway.payments.store import PaymentStore
 from gateway.settings import Settings
-from tests.gateway.conftest import GatewayDb, bearer, serve, settings_for, signup
+from tests.gateway.conftest import GatewayDb, bearer, make_admin, serve, settings_for, signup
 
 WEBHOOK_SECRET = "whsec_" + uuid.uuid4().hex
 STOCK = 1000
@@ -199,3 +199,38 @@ async def test_a_hoarding_account_holds_at_most_the_limits_and_loses_them_at_the
     # every attempt ended: the superseded ones when the next began, the last ones with their orders
     assert {status for status, _count in attempts} <= {"canceled", "expired"}
     assert sum(count for _status, count in attempts) == 5 * 3
+
+
+@pytest.mark.anyio
+async def test_the_limits_come_from_the_gateways_settings_and_the_products_own(gw_fresh: GatewayDb) -> None:
+    settings = settings_for(gw_fresh, max_open_orders=2, max_units_per_product=3)
+    mug, lamp, console = (new_product(gw_fresh, sku) for sku in ("LIM-MUG", "LIM-LAMP", "LIM-CONSOLE"))
+    async with serve(create_app(settings)) as client:
+        buyer = await signup(client)
+        auth = await bearer(client, buyer["email"])
+        assert (await order(client, auth, (mug, 3))).status_code == 201
+        over = await order(client, auth, (mug, 1))
+        assert over.status_code == 409
+        assert (over.json()["details"]["code"], over.json()["details"]["limit"]) == ("per_customer_limit", 3)
+        assert (await order(client, auth, (lamp, 1))).status_code == 201
+        third = await order(client, auth, (console, 1))
+        assert third.json()["details"] == {"code": "too_many_open_orders", "limit": 2, "open_orders": 2}
+
+        # staff set a product's own limit through the product routes; it wins over the shop's
+        staff = await signup(client)
+        make_admin(gw_fresh, staff["id"])
+        staff_auth = await bearer(client, staff["email"])
+        patched = await client.patch(f"/products/{console}", json={"max_per_customer": 1}, headers=staff_auth)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["max_per_customer"] == 1
+        assert (await client.get(f"/products/{console}")).json()["max_per_customer"] == 1
+        other = await signup(client)
+        other_auth = await bearer(client, other["email"])
+        two = await order(client, other_auth, (console, 2))
+        assert (two.json()["details"]["code"], two.json()["details"]["limit"]) == ("per_customer_limit", 1)
+        bad = await client.patch(f"/products/{console}", json={"max_per_customer": 0}, headers=staff_auth)
+        assert (bad.status_code, bad.json()["details"]["field"]) == (422, "max_per_customer")
+        refused = await client.patch(
+            f"/products/{console}", json={"max_per_customer": 50}, headers=other_auth
+        )
+        assert refused.status_code == 403, refused.text  # customers cannot change their own limits
