@@ -3,7 +3,7 @@
 SET ROLE does not load a role's own settings (ALTER ROLE ... SET applies at login only), so the
 per-role statement_timeout is read from the catalog once and applied per transaction, as PostgREST does.
 The shop's settings from the gateway's environment (the limits on unpaid orders, `commercecore.*`) are
-applied the same way, in the same statement.
+applied the same way, in the same statement, in read-write transactions.
 
 A request is one transaction, sent in pipeline mode: `BEGIN [READ ONLY]`, the context statement, the
 request's statements, the read of `response.status` / `response.headers`, `COMMIT` and a sync go out in
@@ -469,7 +469,8 @@ async def run(
 
     With `as_service` the statements run as the authenticator (the auth functions) after the identity's
     session check. With `prepare` they run as prepared statements of the connection (see `_send`).
-    `shop_settings` (name, value) pairs are set with the request context (not for `as_service` calls).
+    `shop_settings` (name, value) pairs are set with the request context of a read-write transaction (not
+    for `as_service` calls).
 
     The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
     sync): one write to the server and one read of the results. A signed-in request sends its session
@@ -514,7 +515,9 @@ async def _run(
 ) -> Result:
     encoding = conn.info.encoding
     try:
-        params = _context_params(identity, role_settings, shop_settings, as_service, request_id, method, path)
+        # reads never place or change an order: the shop's settings go with read-write transactions only
+        shop = () if read_only else shop_settings
+        params = _context_params(identity, role_settings, shop, as_service, request_id, method, path)
         context = _command(_context_sql(len(params) // 2), params, encoding)
     except psycopg.Error as exc:  # a NUL character in the path
         raise StatementError(exc, statements[0] if statements else None) from None
