@@ -352,7 +352,7 @@ def _payment_service(
     """The Stripe paths' service: given, built from the environment, or none.
 
     By default they are on when the settings come from the environment (`commercecore serve`: then a
-    missing STRIPE_SECRET_KEY refuses to start, SPEC §7), in demo mode (the local stand-in), or when
+    missing STRIPE_SECRET_KEY refuses to start), in demo mode (the local stand-in), or when
     STRIPE_SECRET_KEY is set; tests that build settings by hand get none unless they pass one.
     """
     if payments is None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
+
+from gateway.durations import parse_duration
 
 # The fixed secret of demo mode: public on purpose, so a demo token never works outside demo mode.
 DEMO_JWT_SECRET = "commercecore-demo-secret-not-for-production-use"  # noqa: S105
@@ -21,14 +22,6 @@ PASSWORD_MIN_LENGTH = 10
 # argon2 hashes whatever it is given: a megabyte "password" is a denial of service, not a password
 PASSWORD_MAX_LENGTH = 1024
 DEFAULT_MAX_UNPAID_AGE = datetime.timedelta(minutes=60)
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)\s*")
-_DURATION_UNITS = {
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
-    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
-    **dict.fromkeys(("d", "day", "days"), 86400),
-}
 
 
 class SettingsError(ValueError):
@@ -57,26 +50,6 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     if value != int(value):
         raise SettingsError(f"{name}={env.get(name)!r} is not a whole number")
     return int(value)
-
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """Plain seconds (`3600`) or numbers with units: `90s`, `15m`, `60min`, `1 hour`, `2d`, `1h30m`."""
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return datetime.timedelta(seconds=float(value))
-    seconds = 0.0
-    position = 0
-    while position < len(value):
-        match = _DURATION_PART.match(value, position)
-        # a bare number is seconds only on its own: in `1h 30` the 30 could mean anything
-        if match is None or match.group(2) not in _DURATION_UNITS:
-            position = -1
-            break
-        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if position <= 0:
-        raise ValueError(f"{text!r} is not a duration (examples: 3600, 90s, 60min, '1 hour', 2d)")
-    return datetime.timedelta(seconds=seconds)
 
 
 def _duration(env: Mapping[str, str], name: str, default: datetime.timedelta) -> datetime.timedelta:
@@ -167,7 +140,7 @@ def check_key_pair(algorithm: str, private_pem: str, public_pem: str | None) -> 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the gateway reads from the environment (SPEC §7)."""
+    """Everything the gateway reads from the environment (the configuration table of README.md)."""
 
     database_url: str = field(repr=False)
     demo: bool = False

@@ -2,8 +2,9 @@
 -- requires: schema/payments
 -- requires: schema/audit
 -- requires: schema/errors
--- The payment state machine (SPEC §4) and the Stripe inbox, for the gateway's Stripe paths (role
--- app_payments), plus the two api functions staff and customers reach it by (refund, payment list).
+-- The payment state machine (docs/http-api.md section 11) and the Stripe inbox, for the gateway's Stripe
+-- paths (role app_payments), plus the two api functions staff and customers reach it by (refund, payment
+-- list).
 --
 -- States: created -> open -> succeeded | failed | expired | canceled; succeeded -> refunded. Forward-only:
 -- a late event never moves a state back; the one exception is money: a success reported for a failed,

@@ -281,8 +281,8 @@ pg_monitor); it runs with the caller''s rights.';
 
 grant execute on function ops.table_bloat(regclass) to app_dba;
 
--- app_dba has no usage on core (SPEC §4), so it cannot cast 'core.orders' to regclass itself: this overload
--- finds the table in the catalog by its (schema-qualified) name
+-- app_dba has no usage on core (docs/architecture.md, "Schemas"), so it cannot cast 'core.orders' to
+-- regclass itself: this overload finds the table in the catalog by its (schema-qualified) name
 create function ops.table_bloat("table" text) returns table (
   table_name text,
   table_len bigint,

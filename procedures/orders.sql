@@ -58,10 +58,10 @@ as $$
 $$;
 
 comment on function core.order_document(bigint) is
-'The order shape of the API (SPEC §5) for one order: {id, user_id, status, currency, total_minor,
-refunded_minor, items: [{product_id, sku, name, quantity, unit_price_minor, line_total_minor}] by product id,
-shipping_address (snapshot), cancel_reason, created_at, updated_at, paid_at, cancelled_at}. Row-level
-security applies: null for an order the request may not see.';
+'The order shape of the API (docs/http-api.md section 6) for one order: {id, user_id, status, currency,
+total_minor, refunded_minor, items: [{product_id, sku, name, quantity, unit_price_minor, line_total_minor}]
+by product id, shipping_address (snapshot), cancel_reason, created_at, updated_at, paid_at, cancelled_at}.
+Row-level security applies: null for an order the request may not see.';
 
 create function core.require_customer()
 returns bigint

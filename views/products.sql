@@ -91,9 +91,9 @@ as $$
 $$;
 
 comment on function core.product_document(bigint, boolean) is
-'The product shape of the API for one product, with active and max_per_customer (the units one customer may
-hold in unpaid orders; null: the shop''s default); include_private adds the staff-only cost_minor. Null when
-the product does not exist.';
+'The product shape of the API (docs/http-api.md section 6) for one product, with active and max_per_customer
+(the units one customer may hold in unpaid orders; null: the shop''s default); include_private adds the
+staff-only cost_minor. Null when the product does not exist.';
 
 create function api.get_product(id bigint)
 returns jsonb

@@ -30,7 +30,8 @@ from typing import Any
 
 import psycopg
 
-from commercecore.ops.backup import BackupError, Target
+from commercecore.ops.target import OpsError, Target
+from commercecore.text import one_line
 from gateway.payments.client import client_from_settings
 from gateway.payments.config import PaymentSettings
 from gateway.payments.reconcile import reconcile
@@ -44,7 +45,7 @@ LOCK_NAMESPACE = int.from_bytes(hashlib.sha256(b"commercecore.jobs").digest()[:4
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-class JobsError(RuntimeError):
+class JobsError(OpsError):
     """The runner could not start; the message says why."""
 
 
@@ -58,21 +59,7 @@ class Job:
         return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big", signed=True)
 
 
-def check_interval(url: str, value: str, option: str) -> timedelta:
-    """A duration as PostgreSQL reads it ('30min', '1 hour', '1800' seconds); refused unless positive."""
-    with Target.from_url(url).connect(autocommit=True) as conn:
-        try:
-            row = conn.execute("select %s::interval", [value]).fetchone()
-        except psycopg.DataError:
-            raise JobsError(f"{option} {value!r} is not a duration (e.g. 30min, '1 hour', 1800)") from None
-    assert row is not None
-    interval: timedelta = row[0]
-    if interval <= timedelta(0):
-        raise JobsError(f"{option} {value!r} must be positive")
-    return interval
-
-
-def expire_unpaid_orders(ttl: str, max_age: timedelta | None = None) -> Job:
+def expire_unpaid_orders(ttl: timedelta, max_age: timedelta | None = None) -> Job:
     """`max_age` None: the database's setting (commercecore.order_max_unpaid_age, else 60 minutes)."""
 
     def run(conn: Conn) -> dict[str, Any]:
@@ -80,7 +67,7 @@ def expire_unpaid_orders(ttl: str, max_age: timedelta | None = None) -> Job:
             row = conn.execute(
                 "select ops.expire_unpaid_orders(%s::interval, %s::interval)", [ttl, max_age]
             ).fetchone()
-        result: dict[str, Any] = {"expired": int(row[0]) if row else 0, "ttl": ttl}
+        result: dict[str, Any] = {"expired": int(row[0]) if row else 0, "ttl": str(ttl)}
         if max_age is not None:
             result["max_age_seconds"] = int(max_age.total_seconds())
         return result
@@ -123,7 +110,7 @@ def reconcile_payments(url: str, older_than: timedelta) -> Job:
 
 def default_jobs(
     url: str,
-    ttl: str,
+    ttl: timedelta,
     reconcile_after: timedelta = timedelta(minutes=15),
     max_age: timedelta | None = None,
 ) -> list[Job]:
@@ -161,10 +148,10 @@ class Runner:
             for key in sorted(self._held):
                 conn.execute("select pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
             self._held.clear()
-        except (psycopg.Error, BackupError) as exc:
+        except (psycopg.Error, OpsError) as exc:
             # the runner outlives an outage: the next tick connects again
             self.close()
-            log.error("database unavailable", extra={"event": "tick_failed", "error": _one_line(exc)})
+            log.error("database unavailable", extra={"event": "tick_failed", "error": one_line(exc)})
             return {job.name: "failed" for job in self.jobs}
         for job in self.jobs:
             if self.stop.is_set():
@@ -178,7 +165,7 @@ class Runner:
                 "select pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, job.lock_key]
             ).fetchone()
         except psycopg.Error as exc:
-            log.error("lock failed", extra={"event": "job_failed", "job": job.name, "error": _one_line(exc)})
+            log.error("lock failed", extra={"event": "job_failed", "job": job.name, "error": one_line(exc)})
             return "failed"
         if not row or not row[0]:
             log.info("skipped: another runner has it", extra={"event": "job_skipped", "job": job.name})
@@ -193,7 +180,7 @@ class Runner:
                 extra={
                     "event": "job_failed",
                     "job": job.name,
-                    "error": _one_line(exc),
+                    "error": one_line(exc),
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
             )
@@ -255,7 +242,3 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

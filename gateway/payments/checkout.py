@@ -176,7 +176,7 @@ def start_checkout(
     request_id: str = "",
     now: datetime.datetime | None = None,
 ) -> CheckoutResult:
-    """Start paying an order; raises ApiError (the SPEC error shape) on any refusal."""
+    """Start paying an order; raises ApiError (the error shape, docs/http-api.md section 4) on any refusal."""
     if not claims.get("sub") or claims.get("role") not in ("app_readwrite", "app_admin"):
         raise ApiError(
             401,

@@ -1,5 +1,6 @@
 """The privilege matrix: every role x every table, view, sequence and function of the project's schemas,
-read from the catalog at test time and compared with the policy of SPEC §4, written as rules.
+read from the catalog at test time and compared with the policy of docs/architecture.md ("Schemas",
+"Roles"), written as rules.
 
 The rules decide each (role, object, privilege) by schema, kind and a few named lists, so they hold for
 objects added later: a new api function needs no edit here unless it belongs to the public catalog. Each

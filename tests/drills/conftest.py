@@ -87,7 +87,8 @@ def healthy(http: httpx.Client) -> bool:
 
 
 def error_body(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The SPEC error shape {code, message, details, hint} with this status; the body."""
+    """The error shape {code, message, details, hint} (docs/http-api.md section 4) with this status; the
+    body."""
     assert response.status_code == status, f"{response.status_code} {response.text[:500]}"
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body: dict[str, Any] = response.json()

@@ -14,7 +14,7 @@ import yaml
 from commercecore.local import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC_7 = (
+DEPLOYMENT_SETTINGS = (
     "DATABASE_URL",
     "COMMERCECORE_JWT_SECRET",
     "COMMERCECORE_JWT_AUDIENCE",
@@ -103,7 +103,7 @@ def test_gateway_gets_every_setting_it_needs_and_nothing_unknown(compose: dict[s
     assert gateway["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
     env = _service_env(compose, "gateway")
     read = _names_read_by([ROOT / "gateway" / "settings.py", *sorted((ROOT / "gateway").rglob("*.py"))])
-    unknown = set(env) - read - set(SPEC_7)
+    unknown = set(env) - read - set(DEPLOYMENT_SETTINGS)
     assert not unknown, f"compose passes variables nothing reads: {unknown}"
     # what Settings.from_env refuses to start without, outside demo mode
     assert "COMMERCECORE_JWT_SECRET" in env
@@ -136,9 +136,9 @@ def test_jobs_service(compose: dict[str, Any]) -> None:
     assert "ORDER_MAX_UNPAID_AGE" in env  # the gateway refuses checkout at the age the job expires at
 
 
-def test_env_example_lists_spec_settings_and_every_compose_variable(compose: dict[str, Any]) -> None:
+def test_env_example_lists_deployment_settings_and_every_compose_variable(compose: dict[str, Any]) -> None:
     example = _env_example()
-    assert set(SPEC_7) <= set(example)
+    assert set(DEPLOYMENT_SETTINGS) <= set(example)
     used = set(_INTERPOLATION.findall((ROOT / "docker-compose.yml").read_text()))
     assert used <= set(example), f"compose uses variables .env.example does not list: {used - set(example)}"
     # placeholders only: secrets are empty, so nothing starts with a secret from the example

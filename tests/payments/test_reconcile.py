@@ -9,7 +9,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from commercecore.cli.payments import parse_duration, payments
+from commercecore.cli.common import parse_duration
+from commercecore.cli.payments import payments
 from gateway.payments.reconcile import reconcile
 from tests.db.shop import no_order_limits_in_database
 from tests.payments.conftest import WEBHOOK_SECRET, Shop
