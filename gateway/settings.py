@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from gateway.durations import parse_duration
 
@@ -138,6 +138,15 @@ def check_key_pair(algorithm: str, private_pem: str, public_pem: str | None) -> 
     return derived
 
 
+def _order_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """The limits on a customer's unpaid orders, as keyword arguments of Settings."""
+    return {
+        "max_open_orders": _integer(env, "COMMERCECORE_MAX_OPEN_ORDERS", 5, minimum=1),
+        "max_units_per_product": _integer(env, "COMMERCECORE_MAX_UNITS_PER_PRODUCT", 100, minimum=1),
+        "order_max_unpaid_age": max_unpaid_age_from_env(env),
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from the environment (the configuration table of README.md)."""
@@ -263,9 +272,7 @@ class Settings:
             login_lockout=_integer(env, "COMMERCECORE_LOGIN_LOCKOUT", 900, minimum=1),
             login_rate=_integer(env, "COMMERCECORE_LOGIN_RATE", 30),
             metrics_token=_metrics_token(env),
-            max_open_orders=_integer(env, "COMMERCECORE_MAX_OPEN_ORDERS", 5, minimum=1),
-            max_units_per_product=_integer(env, "COMMERCECORE_MAX_UNITS_PER_PRODUCT", 100, minimum=1),
-            order_max_unpaid_age=max_unpaid_age_from_env(env),
+            **_order_limits(env),
         )
 
 
