@@ -3,11 +3,12 @@
 -- requires: schema/idempotency
 -- requires: views/products
 -- requires: schema/errors
--- Placing and changing orders. Lock order: the customer (an advisory lock, where units are added), then the
--- order row (when there is one), then the product rows it touches in product id order, so concurrent orders
--- queue instead of deadlocking; stock moves only through ledger rows, and the order total follows its items
--- by trigger. A customer's unpaid orders are limited in number and in units per product, counted under the
--- customer's lock, so that no account can take the stock and keep it unpaid.
+-- Placing and changing orders. Lock order: the customer (an advisory lock, in create_order and
+-- modify_order, the functions that add units), then the order row (when there is one), then the product rows
+-- it touches in product id order, so concurrent orders queue instead of deadlocking; stock moves only
+-- through ledger rows, and the order total follows its items by trigger. A customer's unpaid orders are
+-- limited in number and in units per product, counted under the customer's lock, so that no account can
+-- take the stock and keep it unpaid.
 begin;
 
 set local role app_owner;

@@ -190,10 +190,10 @@ comment on function core.max_units_per_product() is
 max_per_customer of their own: the setting commercecore.max_units_per_product
 (COMMERCECORE_MAX_UNITS_PER_PRODUCT in the gateway), else 100.';
 
+-- volatile, as the functions of schema/errors: it raises, and must not be evaluated ahead of its statement
 create function core.check_unpaid_age(target core.orders)
 returns void
 language plpgsql
-stable
 set search_path = pg_catalog, pg_temp
 as $$
 declare
