@@ -5,7 +5,7 @@
 -- Orders and their items. Items carry the price at the time of ordering; the order total is kept equal to
 -- the sum of its items by a trigger, so it holds whoever writes the items. The shop's limits on unpaid
 -- orders are settings (commercecore.*): the gateway sets them per transaction from its environment, and
--- any other session (psql, the jobs) gets the database's or role's value, else the defaults below.
+-- any other session (psql, a script) gets the database's or role's value, else the defaults below.
 begin;
 
 set local role app_owner;
