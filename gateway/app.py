@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import auth, catalog, db, guard, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
@@ -64,13 +65,28 @@ class Gateway:
         self.settings = settings
         self.auth = auth.AuthService.create(settings)
         self.pool: AsyncConnectionPool[Any] | None = None
-        self.metrics = Metrics(pool_stats(self), token=settings.metrics_token)
+        self.metrics = Metrics(pool_stats(self), token=settings.metrics_token, purged=self.purge_totals)
         self.schema_state: SchemaState | None = None
         self._reload_lock = asyncio.Lock()
         self._last_attempt = 0.0
 
     def authenticate(self, request: Request) -> Any:
-        return auth.authenticate(request, self.auth.tokens)
+        return self.auth.authenticate(request)
+
+    async def purge_totals(self) -> dict[str, int] | None:
+        """The rows `commercecore jobs run` has purged, per table, for /metrics; None without the database
+        (the rest of /metrics is served all the same)."""
+        pool = self.pool
+        if pool is None:
+            return None
+        try:
+            async with pool.connection(timeout=self.settings.pool_timeout) as conn:
+                cursor = await conn.execute("select table_name, purged_rows from auth.purge_totals()")
+                rows = await cursor.fetchall()
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("metrics: purge totals not read: %s", str(exc).strip() or type(exc).__name__)
+            return None
+        return {str(table): int(count) for table, count in rows}
 
     async def reload(self) -> SchemaState:
         """Reads the schema cache and swaps it in; requests in flight keep the one they started with."""
@@ -88,7 +104,11 @@ class Gateway:
             routes = RouteTable(loaded)
             for warning in (*loaded.warnings, *routes.warnings):
                 log.warning("schema cache: %s", warning)
-            document = json.dumps(openapi.build(loaded), separators=(",", ":")).encode()
+            cookies = self.auth.cookies
+            document = json.dumps(
+                openapi.build(loaded, session_cookie=cookies.session, csrf_cookie=cookies.csrf),
+                separators=(",", ":"),
+            ).encode()
             state = SchemaState(loaded, routes, document, time.time())
             self.schema_state = state
             self.metrics.schema_reloads.labels("ok").inc()
@@ -451,6 +471,7 @@ def create_app(
         if service is not None:
             if service.authenticate is None:
                 service.authenticate = gateway.authenticate
+            service.session_ended = gateway.auth.session_ended
             await anyio.to_thread.run_sync(service.open)
             app.state.payments = service
         if getattr(app.state, "freeze_gc", False):
@@ -507,7 +528,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.budgets = gateway.auth.budgets
     app.add_middleware(RequestMiddleware, gateway=gateway)
+    if settings.trusted_proxies:
+        # outermost: the access log, the metrics' loopback check and the throttles all see the client the
+        # proxy named. Only a peer in COMMERCECORE_TRUSTED_PROXIES is believed, whatever server runs the app
+        # (`commercecore serve` leaves uvicorn's own proxy handling off)
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     return app
 
 

@@ -8,9 +8,9 @@ applied the same way, in the same statement, in read-write transactions.
 A request is one transaction, sent in pipeline mode: `BEGIN [READ ONLY]`, the context statement, the
 request's statements, the read of `response.status` / `response.headers`, `COMMIT` and a sync go out in
 one write, and the results come back in one read: one round trip, with libpq driven directly (no cursor
-per statement). A signed-in request checks its session (`auth.session_active`) as the authenticator
-first, in the same transaction, and waits for the answer before anything runs under the request role:
-two round trips.
+per statement). A signed-in request checks its session (`auth.session_active`: this user's, issued with the
+token's role, neither revoked nor expired) as the authenticator first, in the same transaction, and waits
+for the answer before anything runs under the request role: two round trips.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ where s.setdatabase in (0, (select oid from pg_catalog.pg_database where datname
 order by s.setdatabase  -- database-specific settings come last and win
 """
 
-SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint)"
+SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint, %s::text)"
 RESPONSE_GUCS = "select current_setting('response.status', true), current_setting('response.headers', true)"
-_SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint)"
+_SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint, $3::text)"
 _RESPONSE_GUCS = RESPONSE_GUCS.encode()
 _PARAMETER_CONTEXT = re.compile(r"portal parameter \$(\d+)")
 
@@ -133,7 +133,8 @@ class Result:
 
 
 class SessionInactive(Exception):
-    """The JWT's session was revoked or has expired in the database."""
+    """The JWT's session was revoked or has expired in the database, or the token's role is not the one
+    the session was issued with."""
 
 
 def failed_parameter(exc: psycopg.Error, fields: Sequence[str]) -> str | None:
@@ -531,7 +532,7 @@ async def _run(
             raise StatementError(exc, statement) from None
     session = None
     if identity is not None and identity.jti is not None:
-        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id)], encoding)
+        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id), identity.role], encoding)
     begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
     # the response settings come with the last statement that carries them, or with a statement of their own
     carrier = next((i for i in range(len(statements) - 1, -1, -1) if statements[i].response), None)

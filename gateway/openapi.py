@@ -331,7 +331,7 @@ class _Builder:
         self.add(route.template, route.method.lower(), operation)
 
 
-def _auth_paths() -> dict[str, Any]:
+def _auth_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     credentials = {
         "required": True,
@@ -350,7 +350,10 @@ def _auth_paths() -> dict[str, Any]:
         },
     }
     user = {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}
-    cookies = "Sets `cc_session` (HttpOnly JWT) and `cc_csrf` (send it back in X-CSRF-Token on writes)."
+    cookies = (
+        f"Sets `{session_cookie}` (HttpOnly JWT) and `{csrf_cookie}` (send it back in X-CSRF-Token on "
+        "writes)."
+    )
     token = {
         "type": "object",
         "properties": {
@@ -358,6 +361,11 @@ def _auth_paths() -> dict[str, Any]:
             "token_type": {"type": "string", "const": "bearer"},
             "expires_in": {"type": "integer"},
         },
+    }
+    throttled = {
+        "description": "Failed too often for this address from this client (a delay), or a budget of the"
+        " client or the account is spent: Retry-After says when to try again",
+        **error,
     }
     return {
         "/auth/signup": {
@@ -387,6 +395,7 @@ def _auth_paths() -> dict[str, Any]:
                     "201": {"description": "Created", "content": user},
                     "409": {"description": "Email already registered", **error},
                     "422": {"description": "Invalid input", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
@@ -401,7 +410,7 @@ def _auth_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Signed in", "content": user},
                     "401": {"description": "Wrong email or password", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
@@ -415,7 +424,7 @@ def _auth_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Token", "content": {"application/json": {"schema": token}}},
                     "401": {"description": "Wrong email or password", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
@@ -459,7 +468,7 @@ def _auth_paths() -> dict[str, Any]:
                     },
                     "401": {"description": "Not signed in", **error},
                     "403": {"description": "Current password wrong (or CSRF token missing)", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
+                    "429": throttled,
                     "default": {"description": "Error", **error},
                 },
             }
@@ -475,24 +484,32 @@ def _auth_paths() -> dict[str, Any]:
     }
 
 
-def build(catalog: Catalog, *, title: str = "CommerceCore DBX API") -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the catalog."""
+def build(
+    catalog: Catalog,
+    *,
+    title: str = "CommerceCore DBX API",
+    session_cookie: str = "cc_session",
+    csrf_cookie: str = "cc_csrf",
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the catalog; the cookie names are the gateway's (`__Host-` prefixed when
+    the cookies are Secure, see gateway.auth.Cookies)."""
     builder = _Builder(catalog)
     for view in catalog.views.values():
         builder.view(view)
     for overloads in catalog.functions.values():
         for fn in overloads:
             builder.function(fn)
-    paths = {**_auth_paths(), **dict(sorted(builder.paths.items()))}
+    paths = {**_auth_paths(session_cookie, csrf_cookie), **dict(sorted(builder.paths.items()))}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": title,
             "version": __version__,
             "description": (catalog.description or "")
-            + "\n\nSigned-in browsers use the `cc_session` cookie (writes need X-CSRF-Token = the `cc_csrf` "
-            "cookie); API clients send `Authorization: Bearer <token>` from POST /auth/token. Collections "
-            "speak the PostgREST read dialect; errors are `{code, message, details, hint}`.",
+            + f"\n\nSigned-in browsers use the `{session_cookie}` cookie (writes need X-CSRF-Token = the "
+            f"`{csrf_cookie}` cookie); API clients send `Authorization: Bearer <token>` from POST "
+            "/auth/token. Collections speak the PostgREST read dialect; errors are "
+            "`{code, message, details, hint}`.",
         },
         "servers": [{"url": "/"}],
         "security": [{}, {"bearerAuth": []}, {"cookieAuth": []}],
@@ -501,7 +518,7 @@ def build(catalog: Catalog, *, title: str = "CommerceCore DBX API") -> dict[str,
             "schemas": builder.schemas,
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "cc_session"},
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": session_cookie},
             },
         },
     }
@@ -541,7 +558,7 @@ DOCS_INIT = """window.onload = function () {
     layout: "BaseLayout",
     withCredentials: true,
     requestInterceptor: function (request) {
-      var match = document.cookie.match(/(?:^|; )cc_csrf=([^;]*)/);
+      var match = document.cookie.match(/(?:^|; )(?:__Host-)?cc_csrf=([^;]*)/);
       if (match) { request.headers["X-CSRF-Token"] = decodeURIComponent(match[1]); }
       return request;
     }

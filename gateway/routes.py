@@ -471,9 +471,7 @@ async def execute(request: Request, prepared: Prepared, identity: db.Identity, c
                 )
             raise error from None
         except db.SessionInactive:
-            from gateway.auth import session_ended
-
-            raise session_ended() from None
+            raise gateway.auth.session_ended() from None
         except PoolTimeout:
             raise unavailable("No database connection is free; retry shortly.") from None
         except psycopg.OperationalError as exc:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Self
+
+import limits
 
 from gateway.durations import parse_duration
 
@@ -22,6 +27,35 @@ PASSWORD_MIN_LENGTH = 10
 # argon2 hashes whatever it is given: a megabyte "password" is a denial of service, not a password
 PASSWORD_MAX_LENGTH = 1024
 DEFAULT_MAX_UNPAID_AGE = datetime.timedelta(minutes=60)
+
+
+# The actions with their own budgets, each per client address and per account (the email address for
+# signup, login and token; the signed-in user for the others), in the notation of the `limits` library
+# ("30/minute", "10/hour", "5/10 minutes") or "off": budget key, variable, default.
+RATE_ACTIONS = ("signup", "login", "token", "password", "checkout", "refund")
+RATE_SETTINGS = (
+    # a shared address (an office, a carrier's NAT) signs up a few people an hour; one email, once
+    ("signup_client", "COMMERCECORE_RATE_SIGNUP_CLIENT", "20/hour"),
+    ("signup_account", "COMMERCECORE_RATE_SIGNUP_ACCOUNT", "5/hour"),
+    # the account budget of login and token counts only clients that already failed for that account (see
+    # gateway.throttle): it never stops the owner at a clean address
+    ("login_client", "COMMERCECORE_RATE_LOGIN_CLIENT", "30/minute"),
+    ("login_account", "COMMERCECORE_RATE_LOGIN_ACCOUNT", "10/minute"),
+    ("token_client", "COMMERCECORE_RATE_TOKEN_CLIENT", "30/minute"),
+    ("token_account", "COMMERCECORE_RATE_TOKEN_ACCOUNT", "10/minute"),
+    ("password_client", "COMMERCECORE_RATE_PASSWORD_CLIENT", "10/minute"),
+    ("password_account", "COMMERCECORE_RATE_PASSWORD_ACCOUNT", "5/minute"),
+    # each checkout opens a Stripe session: a few a minute is plenty for a person
+    ("checkout_client", "COMMERCECORE_RATE_CHECKOUT_CLIENT", "30/minute"),
+    ("checkout_account", "COMMERCECORE_RATE_CHECKOUT_ACCOUNT", "10/minute"),
+    ("refund_client", "COMMERCECORE_RATE_REFUND_CLIENT", "60/minute"),
+    ("refund_account", "COMMERCECORE_RATE_REFUND_ACCOUNT", "30/minute"),
+)
+RATE_DEFAULTS: Mapping[str, str] = MappingProxyType({key: default for key, _name, default in RATE_SETTINGS})
+RATES_OFF: Mapping[str, str] = MappingProxyType(dict.fromkeys(RATE_DEFAULTS, "off"))
+# clients whose X-Forwarded-For is believed by default: a proxy on the gateway's own host
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+_LIST_SEPARATORS = re.compile(r"[\s,]+")
 
 
 class SettingsError(ValueError):
@@ -68,6 +102,60 @@ def _duration(env: Mapping[str, str], name: str, default: datetime.timedelta) ->
 def max_unpaid_age_from_env(env: Mapping[str, str]) -> datetime.timedelta:
     """ORDER_MAX_UNPAID_AGE, else 60 minutes: the gateway's checkout and the expiry job read it alike."""
     return _duration(env, "ORDER_MAX_UNPAID_AGE", DEFAULT_MAX_UNPAID_AGE)
+
+
+def _rate_limits(env: Mapping[str, str]) -> Mapping[str, str]:
+    """COMMERCECORE_RATE_<ACTION>_<CLIENT|ACCOUNT>, each checked by the parser that will read it."""
+    rates = dict(RATE_DEFAULTS)
+    for key, name, _default in RATE_SETTINGS:
+        raw = (env.get(name) or "").strip()
+        if not raw:
+            continue
+        if raw.lower() != "off":
+            try:
+                item = limits.parse(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"{name}={raw!r} is not a rate: write e.g. 30/minute, 10/hour, 5/10 minutes, or off"
+                ) from None
+            if item.amount < 1:
+                raise SettingsError(f"{name}={raw!r} allows nothing; use off to turn the budget off")
+        rates[key] = raw
+    return MappingProxyType(rates)
+
+
+def _login_delays(env: Mapping[str, str]) -> dict[str, Any]:
+    """COMMERCECORE_LOGIN_FREE_ATTEMPTS, _DELAY_BASE and _DELAY_MAX, as Settings fields."""
+    delay_base = _number(env, "COMMERCECORE_LOGIN_DELAY_BASE", 5.0, minimum=0.001)
+    delay_max = _number(env, "COMMERCECORE_LOGIN_DELAY_MAX", 900.0, minimum=0.001)
+    if delay_max < delay_base:
+        raise SettingsError(
+            f"COMMERCECORE_LOGIN_DELAY_MAX={delay_max:g} is below"
+            f" COMMERCECORE_LOGIN_DELAY_BASE={delay_base:g}"
+        )
+    return {
+        "login_free_attempts": _integer(env, "COMMERCECORE_LOGIN_FREE_ATTEMPTS", 3, minimum=1),
+        "login_delay_base": delay_base,
+        "login_delay_max": delay_max,
+    }
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    """COMMERCECORE_TRUSTED_PROXIES: addresses or CIDR networks, separated by commas or spaces."""
+    raw = env.get("COMMERCECORE_TRUSTED_PROXIES")
+    if raw is None:
+        return DEFAULT_TRUSTED_PROXIES
+    networks = []
+    for item in _LIST_SEPARATORS.split(raw.strip()):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"COMMERCECORE_TRUSTED_PROXIES: {item!r} is not an IP address or network (CIDR)"
+            ) from None
+    return tuple(networks)
 
 
 def _check_secret(secret: str) -> None:
@@ -174,11 +262,15 @@ class Settings:
     prepared_statements: bool = True
     # one JSON line per request on stderr (commercecore.access); off when a proxy in front logs requests
     access_log: bool = True
-    # failures in a row before auth.record_login_failure locks an account, and for how long
-    login_max_failures: int = 5
-    login_lockout: int = 900
-    # login attempts per client address and minute, before any database work; 0: no limit
-    login_rate: int = 30
+    # failed logins of one (email address, client) pair: the free ones, then a delay before the pair's next
+    # attempt of base seconds, doubling with each further failure up to max (auth.record_login_failure)
+    login_free_attempts: int = 3
+    login_delay_base: float = 5.0
+    login_delay_max: float = 900.0
+    # budgets per action, client and account ("30/minute" or "off"; see RATE_DEFAULTS, gateway.throttle)
+    rate_limits: Mapping[str, str] = field(default_factory=lambda: RATE_DEFAULTS, hash=False)
+    # peers whose X-Forwarded-For (and -Proto) name the client: networks as strings ("10.0.0.0/8")
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     # argon2id cost (RFC 9106 second recommendation: t=3, 64 MiB, p=4)
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
@@ -268,9 +360,9 @@ class Settings:
             max_rows=_integer(env, "COMMERCECORE_MAX_ROWS", 1000),
             prepared_statements=_flag(env.get("COMMERCECORE_PREPARED_STATEMENTS", "on")),
             access_log=_flag(env.get("COMMERCECORE_ACCESS_LOG", "on")),
-            login_max_failures=_integer(env, "COMMERCECORE_LOGIN_MAX_FAILURES", 5, minimum=1),
-            login_lockout=_integer(env, "COMMERCECORE_LOGIN_LOCKOUT", 900, minimum=1),
-            login_rate=_integer(env, "COMMERCECORE_LOGIN_RATE", 30),
+            **_login_delays(env),
+            rate_limits=_rate_limits(env),
+            trusted_proxies=_trusted_proxies(env),
             metrics_token=_metrics_token(env),
             **_order_limits(env),
         )

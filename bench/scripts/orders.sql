@@ -4,7 +4,8 @@
 -- the benchmark gateway's are (its other request settings as the gateway sends them)
 \set pid random(:first_id, :last_id)
 begin;
-select auth.session_active(:jti::uuid, :user_id::bigint), set_config('role', 'app_readwrite', true),
+select auth.session_active(:jti::uuid, :user_id::bigint, 'app_readwrite'),
+       set_config('role', 'app_readwrite', true),
        set_config('request.jwt.claims', :claims, true), set_config('request.id', 'pgbench', true),
        set_config('request.method', 'POST', true), set_config('request.path', '/orders', true),
        set_config('statement_timeout', '5s', true),

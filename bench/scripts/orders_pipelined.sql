@@ -6,7 +6,7 @@
 \set pid random(:first_id, :last_id)
 \startpipeline
 begin;
-select auth.session_active(:jti::uuid, :user_id::bigint);
+select auth.session_active(:jti::uuid, :user_id::bigint, 'app_readwrite');
 \endpipeline
 \startpipeline
 select set_config('role', 'app_readwrite', true), set_config('request.jwt.claims', :claims, true),

@@ -146,14 +146,9 @@ def _metrics_directory(workers: int) -> Iterator[None]:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
-@click.option(
-    "--forwarded-allow-ips",
-    default="127.0.0.1",
-    show_default=True,
-    help="Proxies whose X-Forwarded-For/-Proto are trusted (the client address of the login throttle).",
-)
-def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
-    """Run the HTTP gateway (uvicorn); settings from the environment (DATABASE_URL, COMMERCECORE_*)."""
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP gateway (uvicorn); settings from the environment (DATABASE_URL, COMMERCECORE_*).
+    Proxies whose X-Forwarded-For is believed: COMMERCECORE_TRUSTED_PROXIES."""
     import uvicorn
 
     from gateway import logs
@@ -179,8 +174,9 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
             log_config=None,
             access_log=False,  # the gateway writes its own JSON access log (gateway/logs.py)
             server_header=False,
-            proxy_headers=True,
-            forwarded_allow_ips=forwarded_allow_ips,
+            # the app reads X-Forwarded-For itself, from COMMERCECORE_TRUSTED_PROXIES only (gateway.app);
+            # uvicorn's own handling would believe whatever FORWARDED_ALLOW_IPS says
+            proxy_headers=False,
         )
 
 

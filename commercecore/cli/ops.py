@@ -570,7 +570,7 @@ def audit_tail(
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """Periodic jobs: expire unpaid orders, refresh reports, reconcile payments."""
+    """Periodic jobs: expire unpaid orders, refresh reports, reconcile payments, purge what expired."""
 
 
 @jobs_group.command("run")
@@ -597,6 +597,13 @@ def jobs_group() -> None:
     show_default=True,
     help="Payment attempts open this long are looked up at Stripe.",
 )
+@click.option(
+    "--purge-batch",
+    default=jobs.DEFAULT_PURGE_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1, max=100_000),
+    help="Rows deleted per transaction when purging expired sessions, login failures and idempotency keys.",
+)
 @database_url_option()
 @_expected_errors
 def jobs_run(
@@ -605,6 +612,7 @@ def jobs_run(
     ttl: str | None,
     max_age: timedelta | None,
     reconcile_after: str,
+    purge_batch: int,
     database_url: str | None,
 ) -> None:
     """Run the jobs every --interval seconds (each job once per tick across all runners); SIGTERM stops."""
@@ -622,7 +630,9 @@ def jobs_run(
     elif max_age <= timedelta(0):
         raise jobs.JobsError(f"--max-age {max_age} must be positive")
     after = _positive_duration(reconcile_after, "--reconcile-after")
-    runner = jobs.Runner(url, jobs.default_jobs(url, expire_after, after, max_age), interval=interval)
+    runner = jobs.Runner(
+        url, jobs.default_jobs(url, expire_after, after, purge_batch, max_age), interval=interval
+    )
     with jobs.stop_on_signals(runner.stop):
         if once:
             try:

@@ -122,6 +122,7 @@ def serve(stack: DevStack, port: int) -> None:
             log_config=None,
             access_log=False,  # the gateway writes its own JSON access log
             server_header=False,
+            proxy_headers=False,  # the app reads X-Forwarded-For itself (COMMERCECORE_TRUSTED_PROXIES)
         )
     finally:
         if standin is not None:

@@ -1,9 +1,9 @@
 """`commercecore jobs run`: the periodic maintenance jobs, safe to run on several machines at once.
 
 Jobs: expire unpaid orders (ops.expire_unpaid_orders: stale after a ttl without a live checkout, and
-always at their maximum age from creation), refresh the daily sales report
-(ops.refresh_sales_daily, concurrently) and reconcile payments with Stripe (gateway.payments.reconcile,
-when Stripe is configured).
+always at their maximum age from creation), refresh the daily sales report (ops.refresh_sales_daily,
+concurrently), reconcile payments with Stripe (gateway.payments.reconcile, when Stripe is configured) and
+purge expired sessions, idle login failures and old idempotency keys (ops.purge_batch, in batches).
 
 Ticks are aligned on the wall clock (every `interval` seconds since the epoch), so runners on several
 machines tick together. At each tick a runner releases the job locks it won at the previous tick, then
@@ -84,6 +84,33 @@ def refresh_sales_daily() -> Job:
     return Job("refresh_sales_daily", run)
 
 
+# the tables ops.purge_batch knows, in the order they are purged
+PURGED_TABLES = ("auth.sessions", "auth.login_failures", "core.idempotency_keys")
+DEFAULT_PURGE_BATCH = 1000
+
+
+def purge_expired_rows(batch_size: int = DEFAULT_PURGE_BATCH) -> Job:
+    """Each table purged one batch per transaction until a batch comes back short: no long transaction,
+    no lock held on many rows, however much has piled up. The counts go to the log line and, through
+    ops.purged_rows, to the gateway's /metrics."""
+
+    def run(conn: Conn) -> dict[str, Any]:
+        purged: dict[str, int] = {}
+        for table in PURGED_TABLES:
+            total = 0
+            while True:
+                with conn.transaction():
+                    row = conn.execute("select ops.purge_batch(%s, %s)", [table, batch_size]).fetchone()
+                count = int(row[0]) if row else 0
+                total += count
+                if count < batch_size:
+                    break
+            purged[table] = total
+        return {"purged": purged, "batch_size": batch_size}
+
+    return Job("purge_expired_rows", run)
+
+
 class JobFailed(RuntimeError):
     """A job ran but did not finish its work; the message says what is left."""
 
@@ -112,12 +139,14 @@ def default_jobs(
     url: str,
     ttl: timedelta,
     reconcile_after: timedelta = timedelta(minutes=15),
+    purge_batch: int = DEFAULT_PURGE_BATCH,
     max_age: timedelta | None = None,
 ) -> list[Job]:
     return [
         expire_unpaid_orders(ttl, max_age),
         refresh_sales_daily(),
         reconcile_payments(url, reconcile_after),
+        purge_expired_rows(purge_batch),
     ]
 
 

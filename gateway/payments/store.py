@@ -109,16 +109,17 @@ class PaymentStore:
         request_id: str = "",
         method: str = "",
         path: str = "",
-        session: tuple[str, int] | None = None,
+        session: tuple[str, int, str] | None = None,
     ) -> Iterator[Tx]:
-        """BEGIN; [the session check, as the login role]; the request context; the caller's statements;
-        COMMIT (ROLLBACK on an exception). Raises gateway.db.SessionInactive for a revoked session,
+        """BEGIN; [the session check of (jti, user id, role), as the login role]; the request context; the
+        caller's statements; COMMIT (ROLLBACK on an exception). Raises gateway.db.SessionInactive for a
+        revoked or expired session or one issued with another role,
         psycopg_pool.PoolTimeout when no connection is free, psycopg.Error for database errors."""
         with self._pool.connection(timeout=self.timeout) as conn:
             settings = self._settings(conn)
             with conn.transaction():
                 if session is not None:
-                    row = conn.execute(gwdb.SESSION_CHECK, [session[0], session[1]]).fetchone()
+                    row = conn.execute(gwdb.SESSION_CHECK, list(session)).fetchone()
                     if not (row and row[0] is True):
                         raise gwdb.SessionInactive()
                 query, params = gwdb.request_context(

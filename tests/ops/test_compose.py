@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from commercecore.local import embedded
+from gateway.settings import Settings, random_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT_SETTINGS = (
@@ -183,3 +185,22 @@ def test_logged_statements_carry_no_bind_values(compose: dict[str, Any]) -> None
     for setting in ("log_parameter_max_length", "log_parameter_max_length_on_error"):
         assert f"{setting}=0" in command
         assert embedded.BASE_SETTINGS[setting] == "0"
+
+
+def test_the_gateway_trusts_forwarded_for_from_the_compose_network_only(compose: dict[str, Any]) -> None:
+    """Behind the compose network every client would otherwise share the proxy's address, and so its login
+    delays and budgets."""
+    subnets = [item["subnet"] for item in compose["networks"]["default"]["ipam"]["config"]]
+    assert len(subnets) == 1
+    env = _service_env(compose, "gateway")
+    match = re.fullmatch(r"\$\{COMMERCECORE_TRUSTED_PROXIES:-([^}]*)\}", env["COMMERCECORE_TRUSTED_PROXIES"])
+    assert match, env["COMMERCECORE_TRUSTED_PROXIES"]
+    trusted = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://authenticator@postgres/commercecore",
+            "COMMERCECORE_JWT_SECRET": random_secret(),
+            "COMMERCECORE_TRUSTED_PROXIES": match.group(1),
+        }
+    ).trusted_proxies
+    assert trusted == (str(ipaddress.ip_network(subnets[0])),)
+    assert "--forwarded-allow-ips" not in _command(compose, "gateway")

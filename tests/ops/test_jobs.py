@@ -52,7 +52,7 @@ def test_each_job_runs_once_per_tick_across_runners(shop: str, monkeypatch: pyte
         conn.execute("update core.orders set created_at = now() where id = %s", [fresh])
     first = jobs.Runner(shop, jobs.default_jobs(shop, jobs.timedelta(minutes=30)), interval=60)
     second = jobs.Runner(shop, jobs.default_jobs(shop, jobs.timedelta(minutes=30)), interval=60)
-    names = ["expire_unpaid_orders", "refresh_sales_daily", "reconcile_payments"]
+    names = ["expire_unpaid_orders", "refresh_sales_daily", "reconcile_payments", "purge_expired_rows"]
     try:
         assert first.tick() == dict.fromkeys(names, "done")
         assert _status(shop, stale) == ("cancelled", "expired")
@@ -135,7 +135,12 @@ def test_jobs_run_once_logs_json_lines(shop: str) -> None:
     done = {event["job"]: event for event in events if event.get("event") == "job_done"}
     assert done["expire_unpaid_orders"]["expired"] == 1
     assert "skipped" in done["reconcile_payments"]  # no Stripe settings here
-    assert set(done) == {"expire_unpaid_orders", "refresh_sales_daily", "reconcile_payments"}
+    assert set(done) == {
+        "expire_unpaid_orders",
+        "refresh_sales_daily",
+        "reconcile_payments",
+        "purge_expired_rows",
+    }
     assert all({"ts", "level", "logger"} <= set(event) for event in events)
     assert _status(shop, stale) == ("cancelled", "expired")
 
@@ -152,8 +157,8 @@ def test_jobs_run_stops_cleanly_on_sigterm(shop: str) -> None:
         try:
             assert proc.stderr is not None
             seen: list[dict[str, Any]] = []
-            # the first tick runs at once; wait (on the log, not the clock) until all three jobs are through
-            while len([e for e in seen if e.get("event") in ("job_done", "job_skipped", "job_failed")]) < 3:
+            # the first tick runs at once; wait (on the log, not the clock) until all four jobs are through
+            while len([e for e in seen if e.get("event") in ("job_done", "job_skipped", "job_failed")]) < 4:
                 line = proc.stderr.readline()
                 assert line, f"runner exited early: {seen}"
                 seen.append(json.loads(line))
