@@ -383,7 +383,12 @@ def _payment_service(
 
     if payments is True:
         environ = {**os.environ, **({"COMMERCECORE_DEMO": "1"} if settings.demo else {})}
-        return PaymentService.from_env(settings.database_url, environ, pool_timeout=settings.pool_timeout)
+        return PaymentService.from_env(
+            settings.database_url,
+            environ,
+            pool_timeout=settings.pool_timeout,
+            shop_settings=settings.order_settings,
+        )
     assert isinstance(payments, PaymentService)
     return payments
 

@@ -452,6 +452,7 @@ async def execute(request: Request, prepared: Prepared, identity: db.Identity, c
                 path=url_path(request.scope),
                 timeout=gateway.settings.pool_timeout,
                 prepare=gateway.settings.prepared_statements,
+                shop_settings=gateway.settings.order_settings,
             )
         except db.StatementError as exc:
             sqlstate = exc.error.sqlstate or ""

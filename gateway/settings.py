@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 import re
@@ -14,6 +15,8 @@ from typing import Any, Self
 
 import limits
 
+from gateway.durations import parse_duration
+
 # The fixed secret of demo mode: public on purpose, so a demo token never works outside demo mode.
 DEMO_JWT_SECRET = "commercecore-demo-secret-not-for-production-use"  # noqa: S105
 MIN_SECRET_BYTES = 32
@@ -23,6 +26,7 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 PASSWORD_MIN_LENGTH = 10
 # argon2 hashes whatever it is given: a megabyte "password" is a denial of service, not a password
 PASSWORD_MAX_LENGTH = 1024
+DEFAULT_MAX_UNPAID_AGE = datetime.timedelta(minutes=60)
 
 
 # The actions with their own budgets, each per client address and per account (the email address for
@@ -80,6 +84,24 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     if value != int(value):
         raise SettingsError(f"{name}={env.get(name)!r} is not a whole number")
     return int(value)
+
+
+def _duration(env: Mapping[str, str], name: str, default: datetime.timedelta) -> datetime.timedelta:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse_duration(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={exc}") from None
+    if value <= datetime.timedelta(0):
+        raise SettingsError(f"{name}={raw!r} must be longer than zero")
+    return value
+
+
+def max_unpaid_age_from_env(env: Mapping[str, str]) -> datetime.timedelta:
+    """ORDER_MAX_UNPAID_AGE, else 60 minutes: the gateway's checkout and the expiry job read it alike."""
+    return _duration(env, "ORDER_MAX_UNPAID_AGE", DEFAULT_MAX_UNPAID_AGE)
 
 
 def _rate_limits(env: Mapping[str, str]) -> Mapping[str, str]:
@@ -204,6 +226,15 @@ def check_key_pair(algorithm: str, private_pem: str, public_pem: str | None) -> 
     return derived
 
 
+def _order_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """The limits on a customer's unpaid orders, as keyword arguments of Settings."""
+    return {
+        "max_open_orders": _integer(env, "COMMERCECORE_MAX_OPEN_ORDERS", 5, minimum=1),
+        "max_units_per_product": _integer(env, "COMMERCECORE_MAX_UNITS_PER_PRODUCT", 100, minimum=1),
+        "order_max_unpaid_age": max_unpaid_age_from_env(env),
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from the environment (the configuration table of README.md)."""
@@ -246,6 +277,10 @@ class Settings:
     argon2_parallelism: int = 4
     # the bearer token /metrics requires; None: /metrics answers loopback clients only
     metrics_token: str | None = field(default=None, repr=False)
+    # limits on a customer's unpaid orders, enforced in SQL (see `order_settings`)
+    max_open_orders: int = 5
+    max_units_per_product: int = 100
+    order_max_unpaid_age: datetime.timedelta = DEFAULT_MAX_UNPAID_AGE
 
     @property
     def signing_key(self) -> str:
@@ -254,6 +289,16 @@ class Settings:
     @property
     def verifying_key(self) -> str:
         return self.jwt_secret if self.jwt_algorithm == "HS256" else self.jwt_public_key or ""
+
+    @property
+    def order_settings(self) -> tuple[tuple[str, str], ...]:
+        """The shop's order limits as the settings (GUCs) every request transaction sets: the functions
+        of the database read them there, so the rules stay in SQL and the values in the environment."""
+        return (
+            ("commercecore.max_open_orders", str(self.max_open_orders)),
+            ("commercecore.max_units_per_product", str(self.max_units_per_product)),
+            ("commercecore.order_max_unpaid_age", f"{self.order_max_unpaid_age.total_seconds():g} seconds"),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -319,6 +364,7 @@ class Settings:
             rate_limits=_rate_limits(env),
             trusted_proxies=_trusted_proxies(env),
             metrics_token=_metrics_token(env),
+            **_order_limits(env),
         )
 
 

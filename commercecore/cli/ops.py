@@ -21,12 +21,13 @@ import psycopg
 from rich.markup import escape
 from rich.table import Table
 
-from commercecore.cli.common import database_url_option, err, fail, out, parse_duration
+from commercecore.cli.common import DurationType, database_url_option, err, fail, out, parse_duration
 from commercecore.deploy.errors import DeployError
 from commercecore.local import embedded, service_user
 from commercecore.ops import backup as backups
 from commercecore.ops import jobs, pitr, reports
 from commercecore.ops.target import OpsError, Target
+from gateway.settings import SettingsError, max_unpaid_age_from_env
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -578,7 +579,17 @@ def jobs_group() -> None:
 )
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 @click.option(
-    "--ttl", default=None, help="Unpaid orders older than this expire [$ORDER_PAYMENT_TTL, else 30min]."
+    "--ttl",
+    default=None,
+    help="Unpaid orders older than this expire unless a checkout is under way"
+    " [$ORDER_PAYMENT_TTL, else 30min].",
+)
+@click.option(
+    "--max-age",
+    default=None,
+    type=DurationType(),
+    help="Unpaid orders older than this expire, whatever their checkouts (3600, 90s, 60min, '1 hour', 2d)"
+    " [$ORDER_MAX_UNPAID_AGE, else 60min].",
 )
 @click.option(
     "--reconcile-after",
@@ -599,6 +610,7 @@ def jobs_run(
     interval: float,
     once: bool,
     ttl: str | None,
+    max_age: timedelta | None,
     reconcile_after: str,
     purge_batch: int,
     database_url: str | None,
@@ -609,8 +621,18 @@ def jobs_run(
     logs.configure(logging.INFO)
     url = _url(database_url)
     expire_after = _positive_duration(ttl or os.environ.get("ORDER_PAYMENT_TTL") or "30min", "--ttl")
+    if max_age is None:
+        # as the gateway reads it (the same forms and default): checkout and expiry agree on the end
+        try:
+            max_age = max_unpaid_age_from_env(os.environ)
+        except SettingsError as exc:
+            raise jobs.JobsError(str(exc)) from None
+    elif max_age <= timedelta(0):
+        raise jobs.JobsError(f"--max-age {max_age} must be positive")
     after = _positive_duration(reconcile_after, "--reconcile-after")
-    runner = jobs.Runner(url, jobs.default_jobs(url, expire_after, after, purge_batch), interval=interval)
+    runner = jobs.Runner(
+        url, jobs.default_jobs(url, expire_after, after, purge_batch, max_age), interval=interval
+    )
     with jobs.stop_on_signals(runner.stop):
         if once:
             try:

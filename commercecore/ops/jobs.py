@@ -1,9 +1,9 @@
 """`commercecore jobs run`: the periodic maintenance jobs, safe to run on several machines at once.
 
-Jobs: expire unpaid orders (ops.expire_unpaid_orders), refresh the daily sales report
-(ops.refresh_sales_daily, concurrently), reconcile payments with Stripe (gateway.payments.reconcile,
-when Stripe is configured) and purge expired sessions, idle login failures and old idempotency keys
-(ops.purge_batch, in batches).
+Jobs: expire unpaid orders (ops.expire_unpaid_orders: stale after a ttl without a live checkout, and
+always at their maximum age from creation), refresh the daily sales report (ops.refresh_sales_daily,
+concurrently), reconcile payments with Stripe (gateway.payments.reconcile, when Stripe is configured) and
+purge expired sessions, idle login failures and old idempotency keys (ops.purge_batch, in batches).
 
 Ticks are aligned on the wall clock (every `interval` seconds since the epoch), so runners on several
 machines tick together. At each tick a runner releases the job locks it won at the previous tick, then
@@ -59,11 +59,18 @@ class Job:
         return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big", signed=True)
 
 
-def expire_unpaid_orders(ttl: timedelta) -> Job:
+def expire_unpaid_orders(ttl: timedelta, max_age: timedelta | None = None) -> Job:
+    """`max_age` None: the database's setting (commercecore.order_max_unpaid_age, else 60 minutes)."""
+
     def run(conn: Conn) -> dict[str, Any]:
         with conn.transaction():
-            row = conn.execute("select ops.expire_unpaid_orders(%s::interval)", [ttl]).fetchone()
-        return {"expired": int(row[0]) if row else 0, "ttl": str(ttl)}
+            row = conn.execute(
+                "select ops.expire_unpaid_orders(%s::interval, %s::interval)", [ttl, max_age]
+            ).fetchone()
+        result: dict[str, Any] = {"expired": int(row[0]) if row else 0, "ttl": str(ttl)}
+        if max_age is not None:
+            result["max_age_seconds"] = int(max_age.total_seconds())
+        return result
 
     return Job("expire_unpaid_orders", run)
 
@@ -133,9 +140,10 @@ def default_jobs(
     ttl: timedelta,
     reconcile_after: timedelta = timedelta(minutes=15),
     purge_batch: int = DEFAULT_PURGE_BATCH,
+    max_age: timedelta | None = None,
 ) -> list[Job]:
     return [
-        expire_unpaid_orders(ttl),
+        expire_unpaid_orders(ttl, max_age),
         refresh_sales_daily(),
         reconcile_payments(url, reconcile_after),
         purge_expired_rows(purge_batch),

@@ -4,7 +4,7 @@ entry points the HTTP routes, the CLI and the jobs runner call."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import stripe
@@ -77,13 +77,18 @@ class PaymentService:
         authenticate: Callable[[Request], AuthContext] | None = None,
         max_connections: int = 8,
         pool_timeout: float = 5.0,
+        shop_settings: Sequence[tuple[str, str]] = (),
     ) -> PaymentService:
         """Settings from the environment (PaymentSettings.from_env), a pool on `conninfo` (the gateway's
         authenticator URL, whose connections are refused when it is a superuser or has BYPASSRLS, as the
-        gateway's own) and a client for STRIPE_API_BASE or Stripe."""
+        gateway's own; its transactions set `shop_settings`) and a client for STRIPE_API_BASE or Stripe."""
         settings = PaymentSettings.from_env(environ)
         store = PaymentStore(
-            conninfo, max_size=max_connections, timeout=pool_timeout, configure=check_connection
+            conninfo,
+            max_size=max_connections,
+            timeout=pool_timeout,
+            configure=check_connection,
+            shop_settings=shop_settings,
         )
         return cls(store, client_from_settings(settings), settings, authenticate=authenticate)
 

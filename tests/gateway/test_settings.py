@@ -215,3 +215,63 @@ def test_the_throttle_settings_are_documented_and_the_lockout_ones_gone() -> Non
         assert f"{name}={default}" in example, name
     for gone in ("LOGIN_MAX_FAILURES", "LOGIN_LOCKOUT", "LOGIN_RATE", "forwarded-allow-ips"):
         assert gone not in readme + example + compose, gone
+
+
+def test_the_order_limits_default_and_reach_sql_as_settings() -> None:
+    demo = {**URL, "COMMERCECORE_DEMO": "1"}
+    defaults = Settings.from_env(demo)
+    assert dict(defaults.order_settings) == {
+        "commercecore.max_open_orders": "5",
+        "commercecore.max_units_per_product": "100",
+        "commercecore.order_max_unpaid_age": "3600 seconds",
+    }
+    chosen = Settings.from_env(
+        {
+            **demo,
+            "COMMERCECORE_MAX_OPEN_ORDERS": "3",
+            "COMMERCECORE_MAX_UNITS_PER_PRODUCT": "12",
+            "ORDER_MAX_UNPAID_AGE": "90s",
+        }
+    )
+    assert dict(chosen.order_settings) == {
+        "commercecore.max_open_orders": "3",
+        "commercecore.max_units_per_product": "12",
+        "commercecore.order_max_unpaid_age": "90 seconds",
+    }
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [
+        ("3600", 3600),
+        ("90s", 90),
+        ("60min", 3600),
+        ("1 hour", 3600),
+        ("2d", 172800),
+        ("1h30m", 5400),
+        (" 45 minutes ", 2700),
+        ("1.5h", 5400),
+    ],
+)
+def test_order_max_unpaid_age_forms(given: str, seconds: int) -> None:
+    settings = Settings.from_env({**URL, "COMMERCECORE_DEMO": "1", "ORDER_MAX_UNPAID_AGE": given})
+    assert settings.order_max_unpaid_age.total_seconds() == seconds
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ORDER_MAX_UNPAID_AGE", "soon", "not a duration"),
+        ("ORDER_MAX_UNPAID_AGE", "1h 30", "not a duration"),
+        ("ORDER_MAX_UNPAID_AGE", "-5min", "longer than zero"),
+        ("ORDER_MAX_UNPAID_AGE", "0", "longer than zero"),
+        ("COMMERCECORE_MAX_OPEN_ORDERS", "0", "at least 1"),
+        ("COMMERCECORE_MAX_OPEN_ORDERS", "2.5", "whole number"),
+        ("COMMERCECORE_MAX_UNITS_PER_PRODUCT", "0", "at least 1"),
+        ("COMMERCECORE_MAX_UNITS_PER_PRODUCT", "many", "not a number"),
+    ],
+)
+def test_bad_order_limits_are_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as info:
+        Settings.from_env({**URL, "COMMERCECORE_DEMO": "1", name: value})
+    assert name in str(info.value)

@@ -26,6 +26,9 @@ DEPLOYMENT_SETTINGS = (
     "STRIPE_API_BASE",
     "PUBLIC_BASE_URL",
     "ORDER_PAYMENT_TTL",
+    "ORDER_MAX_UNPAID_AGE",
+    "COMMERCECORE_MAX_OPEN_ORDERS",
+    "COMMERCECORE_MAX_UNITS_PER_PRODUCT",
 )
 _ENV_NAME = re.compile(r"[\"']((?:COMMERCECORE|DATABASE|STRIPE|PUBLIC|ORDER)_[A-Z0-9_]+)[\"']")
 _INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
@@ -116,6 +119,12 @@ def test_gateway_gets_every_setting_it_needs_and_nothing_unknown(compose: dict[s
     settings_names = _names_read_by([ROOT / "gateway" / "settings.py"])
     assert "COMMERCECORE_JWT_SECRET" in settings_names
     assert {"COMMERCECORE_GATEWAY_URL", "DATABASE_URL"} <= settings_names
+    # the limits on unpaid orders reach the gateway
+    assert {
+        "ORDER_MAX_UNPAID_AGE",
+        "COMMERCECORE_MAX_OPEN_ORDERS",
+        "COMMERCECORE_MAX_UNITS_PER_PRODUCT",
+    } <= set(env)
 
 
 def test_jobs_service(compose: dict[str, Any]) -> None:
@@ -126,6 +135,7 @@ def test_jobs_service(compose: dict[str, Any]) -> None:
     env = _service_env(compose, "jobs")
     assert "DATABASE_URL" in env
     assert "ORDER_PAYMENT_TTL" in env
+    assert "ORDER_MAX_UNPAID_AGE" in env  # the gateway refuses checkout at the age the job expires at
 
 
 def test_env_example_lists_deployment_settings_and_every_compose_variable(compose: dict[str, Any]) -> None:
