@@ -199,9 +199,10 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway(db: Database, *, workers: int, pool: int, limits: OrderLimits) -> Iterator[Gateway]:
+def gateway(db: Database, *, workers: int, pool: int, limits: OrderLimits | None = None) -> Iterator[Gateway]:
     """The gateway as `commercecore serve` runs it (uvicorn, its production settings: access log on,
-    prepared statements on), on a free loopback port; `pool` connections per worker process."""
+    prepared statements on), on a free loopback port; `pool` connections per worker process; the shop's
+    order limits unless `limits` (for benchmarks that place orders)."""
     port = embedded.free_port()
     env = {
         **os.environ,
@@ -218,7 +219,7 @@ def gateway(db: Database, *, workers: int, pool: int, limits: OrderLimits) -> It
         # the buyers sign up and take their tokens from one address, dozens in a few seconds
         "COMMERCECORE_RATE_SIGNUP_CLIENT": "off",
         "COMMERCECORE_RATE_TOKEN_CLIENT": "off",
-        **limits.environment(),
+        **(limits.environment() if limits is not None else {}),
     }
     for name in ("COMMERCECORE_DEMO", "COMMERCECORE_ACCESS_LOG", "COMMERCECORE_PREPARED_STATEMENTS"):
         env.pop(name, None)
