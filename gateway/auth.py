@@ -1,8 +1,9 @@
-"""Authentication: JWTs in (cookie or Bearer) and out, CSRF, argon2id passwords, login throttling, and
-the /auth/* and /me/password endpoints.
+"""Authentication: JWTs in (cookie or Bearer) and out, CSRF, argon2id passwords, and the /auth/* and
+/me/password endpoints with their throttles.
 
-What the database decides stays there: accounts, lockouts and sessions are the `auth.*` functions
-(procedures/auth.sql). The gateway hashes passwords, signs and checks tokens, and maps outcomes to HTTP.
+What the database decides stays there: accounts, the delays after failed logins and sessions (with the role
+each was issued with) are the `auth.*` functions (procedures/auth.sql). The gateway hashes passwords, signs
+and checks tokens, counts the budgets of gateway.throttle, and maps outcomes to HTTP.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,13 +31,16 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import db
 from gateway.errors import ApiError, unauthorized, unavailable
-from gateway.http import SAFE_METHODS, client_address, read_json_object, url_path
+from gateway.http import SAFE_METHODS, read_json_object, url_path
 from gateway.settings import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Settings
+from gateway.throttle import Budgets, client_key, email_account, user_account
 
 log = logging.getLogger("commercecore.auth")
 
 SESSION_COOKIE = "cc_session"
 CSRF_COOKIE = "cc_csrf"
+# a browser keeps a cookie of this prefix only when Secure, without Domain and with Path=/ (RFC 6265bis)
+HOST_PREFIX = "__Host-"
 CSRF_HEADER = "x-csrf-token"
 TOKEN_ROLES = frozenset({"app_readwrite", "app_admin"})
 REQUIRED_CLAIMS = ["exp", "iat", "jti", "sub", "role"]
@@ -158,29 +162,29 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def authenticate(request: Request, tokens: Tokens) -> db.Identity:
+def authenticate(request: Request, tokens: Tokens, cookies: Cookies) -> db.Identity:
     """The request's identity: Bearer first, then the session cookie, else anonymous; CSRF for cookies."""
     token = bearer_token(request)
     if token is not None:
         return identity_from_claims(tokens.decode(token), "bearer")
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(cookies.session)
     if not cookie:
         return db.ANONYMOUS
     try:
         claims = tokens.decode(cookie)
     except ApiError as exc:
-        exc.headers.update(clear_cookie_headers())
+        exc.headers.update(cookies.clear_session())
         raise
     identity = identity_from_claims(claims, "cookie")
     if request.method not in SAFE_METHODS:
-        check_csrf(request, tokens, identity)
+        check_csrf(request, tokens, identity, cookies)
     return identity
 
 
-def check_csrf(request: Request, tokens: Tokens, identity: db.Identity) -> None:
-    """Cookie-authenticated writes carry X-CSRF-Token equal to the cc_csrf cookie (and to the session's)."""
+def check_csrf(request: Request, tokens: Tokens, identity: db.Identity, cookies: Cookies) -> None:
+    """Cookie-authenticated writes carry X-CSRF-Token equal to the CSRF cookie (and to the session's)."""
     header = request.headers.get(CSRF_HEADER, "")
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    cookie = request.cookies.get(cookies.csrf, "")
     expected = tokens.csrf_token(identity.jti or "")
     # every comparison runs, each in constant time
     ok = hmac.compare_digest(header.encode(), cookie.encode()) & hmac.compare_digest(
@@ -190,36 +194,63 @@ def check_csrf(request: Request, tokens: Tokens, identity: db.Identity) -> None:
         raise ApiError(
             403,
             "CC403",
-            "A cookie-authenticated write needs the X-CSRF-Token header, equal to the cc_csrf cookie.",
+            f"A cookie-authenticated write needs the X-CSRF-Token header equal to the {cookies.csrf} cookie.",
             details={"code": "csrf_failed"},
-            hint="Read the cc_csrf cookie and send its value in X-CSRF-Token; or use a Bearer token.",
+            hint=f"Read the {cookies.csrf} cookie and send its value in X-CSRF-Token; or use a Bearer token.",
         )
 
 
 # -- cookies -----------------------------------------------------------------------------------------
 
 
-def _cookie(name: str, value: str, max_age: int, *, http_only: bool, secure: bool) -> str:
-    parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Lax"]
-    if max_age == 0:
-        parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
-    if http_only:
-        parts.append("HttpOnly")
-    if secure:
-        parts.append("Secure")
-    return "; ".join(parts)
+@dataclass(frozen=True)
+class Cookies:
+    """The session cookie (HttpOnly, the JWT) and the CSRF cookie (readable by the page's script).
 
+    Secure cookies are named with the `__Host-` prefix: a browser then accepts them only over HTTPS, for
+    this very host (no Domain) and Path=/, so neither a sibling subdomain nor a plain-http response can
+    plant or overwrite them. Without Secure (demo mode, a try on http://127.0.0.1, where a browser refuses
+    `__Host-` cookies) they keep the plain names cc_session and cc_csrf.
+    """
 
-def session_cookies(token: str, csrf: str, ttl: int, *, secure: bool) -> list[str]:
-    return [
-        _cookie(SESSION_COOKIE, token, ttl, http_only=True, secure=secure),
-        _cookie(CSRF_COOKIE, csrf, ttl, http_only=False, secure=secure),
-    ]
+    secure: bool
 
+    @property
+    def session(self) -> str:
+        return HOST_PREFIX + SESSION_COOKIE if self.secure else SESSION_COOKIE
 
-def clear_cookie_headers() -> dict[str, str]:
-    # only one Set-Cookie fits a plain mapping: the session cookie is the one that matters
-    return {"Set-Cookie": _cookie(SESSION_COOKIE, "", 0, http_only=True, secure=False)}
+    @property
+    def csrf(self) -> str:
+        return HOST_PREFIX + CSRF_COOKIE if self.secure else CSRF_COOKIE
+
+    def _cookie(self, name: str, value: str, max_age: int, *, http_only: bool) -> str:
+        parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Lax"]
+        if max_age == 0:
+            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        if http_only:
+            parts.append("HttpOnly")
+        if self.secure:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+    def issued(self, token: str, csrf: str, ttl: int) -> list[str]:
+        """The Set-Cookie values of a new session."""
+        return [
+            self._cookie(self.session, token, ttl, http_only=True),
+            self._cookie(self.csrf, csrf, ttl, http_only=False),
+        ]
+
+    def cleared(self) -> list[str]:
+        """The Set-Cookie values that delete both cookies."""
+        return [
+            self._cookie(self.session, "", 0, http_only=True),
+            self._cookie(self.csrf, "", 0, http_only=False),
+        ]
+
+    def clear_session(self) -> dict[str, str]:
+        """Deletes the session cookie, as the headers of an ApiError (a plain mapping holds one Set-Cookie:
+        the session cookie is the one that matters)."""
+        return {"Set-Cookie": self._cookie(self.session, "", 0, http_only=True)}
 
 
 def set_cookies(response: Response, cookies: list[str]) -> None:
@@ -309,57 +340,36 @@ def _only_fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
             )
 
 
-# -- login throttling (before any database work) -----------------------------------------------------
+# -- login failures --------------------------------------------------------------------------------------
 
 
-class RateLimiter:
-    """Attempts per key (client address) in a sliding minute; memory stays bounded."""
-
-    def __init__(self, per_minute: int, max_keys: int = 10000) -> None:
-        self.per_minute = per_minute
-        self.max_keys = max_keys
-        self.attempts: dict[str, deque[float]] = {}
-
-    def hit(self, key: str, now: float | None = None) -> int:
-        """Counts an attempt; returns 0 when allowed, else the seconds to wait."""
-        if self.per_minute <= 0:
-            return 0
-        now = time.monotonic() if now is None else now
-        window = self.attempts.get(key)
-        if window is None:
-            if len(self.attempts) >= self.max_keys:
-                self._prune(now)
-            window = self.attempts[key] = deque()
-        while window and window[0] <= now - 60:
-            window.popleft()
-        if len(window) >= self.per_minute:
-            return max(1, int(window[0] + 60 - now) + 1)
-        window.append(now)
-        return 0
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, w in self.attempts.items() if not w or w[-1] <= now - 60]:
-            del self.attempts[key]
-        while len(self.attempts) >= self.max_keys:
-            self.attempts.pop(next(iter(self.attempts)))
-
-
-def too_many_attempts(retry_after: int) -> ApiError:
+def login_delayed(retry_after: int, settings: Settings) -> ApiError:
     return ApiError(
         429,
         "CC429",
-        "Too many failed sign-in attempts; try again later.",
-        details={"code": "too_many_attempts", "retry_after": retry_after},
+        "Too many failed sign-in attempts for this account from this address; try again later.",
+        details={
+            "code": "too_many_attempts",
+            "retry_after": retry_after,
+            "free_attempts": settings.login_free_attempts,
+            "delay_base_seconds": settings.login_delay_base,
+            "delay_max_seconds": settings.login_delay_max,
+        },
         headers={"Retry-After": str(retry_after)},
+        hint="Wait Retry-After seconds (each further failure doubles it); other addresses are not delayed.",
     )
 
 
-def invalid_credentials() -> ApiError:
+def invalid_credentials(retry_after: int | None = None) -> ApiError:
+    """401; with `retry_after` when this failure started a delay before the next attempt."""
+    details: dict[str, Any] = {"code": "invalid_credentials"}
+    if retry_after is not None:
+        details["retry_after"] = retry_after
     return ApiError(
         401,
         "CC401",
         "The email address or the password is not correct.",
-        details={"code": "invalid_credentials"},
+        details=details,
         headers={"WWW-Authenticate": "Bearer"},
     )
 
@@ -374,11 +384,29 @@ class AuthService:
     settings: Settings
     tokens: Tokens
     passwords: Passwords
-    limiter: RateLimiter
+    budgets: Budgets
+    cookies: Cookies
 
     @classmethod
     def create(cls, settings: Settings) -> AuthService:
-        return cls(settings, Tokens(settings), Passwords(settings), RateLimiter(settings.login_rate))
+        return cls(
+            settings,
+            Tokens(settings),
+            Passwords(settings),
+            Budgets(settings.rate_limits),
+            Cookies(settings.cookie_secure),
+        )
+
+    def authenticate(self, request: Request) -> db.Identity:
+        return authenticate(request, self.tokens, self.cookies)
+
+    def session_ended(self) -> ApiError:
+        """401 for a revoked or expired session, deleting the session cookie."""
+        error = unauthorized(
+            "The session has ended (signed out, password changed or expired).", "session_revoked"
+        )
+        error.headers.update(self.cookies.clear_session())
+        return error
 
     # database ------------------------------------------------------------------------------------
 
@@ -407,7 +435,7 @@ class AuthService:
                 prepare=self.settings.prepared_statements,
             )
         except db.SessionInactive:
-            raise session_ended() from None
+            raise self.session_ended() from None
         except db.StatementError as exc:
             raise ApiError.from_database(exc.error, authenticated=session is not None) from None
         except PoolTimeout:
@@ -415,61 +443,69 @@ class AuthService:
         except psycopg.OperationalError:
             raise unavailable("The database is unreachable; retry shortly.") from None
 
-    def _lockout(self) -> str:
-        return f"{self.settings.login_lockout} seconds"
-
-    async def _lookup(self, request: Request, email: str) -> tuple[Any, ...] | None:
+    async def _lookup(self, request: Request, email: str, client: str) -> tuple[tuple[Any, ...] | None, int]:
+        """(the account's row or None, the pair's failures in a row); 429 while the pair's delay runs."""
         result = await self._run(
             request,
             [
+                db.Statement("select user_id, role, password_hash from auth.login_lookup(%s)", [email]),
                 db.Statement(
-                    "select user_id, role, password_hash, locked_until from auth.login_lookup(%s)", [email]
-                )
+                    "select failed_attempts, retry_at from auth.login_delay(%s, %s::inet)", [email, client]
+                ),
             ],
             read_only=True,
         )
-        rows = result.rows[0]
-        return rows[0] if rows else None
+        account, pair = result.rows
+        failed, retry_at = pair[0] if pair else (0, None)
+        if retry_at is not None:
+            raise login_delayed(_seconds_until(retry_at), self.settings)
+        return (account[0] if account else None), int(failed)
 
-    async def _failure(self, request: Request, email: str) -> ApiError:
+    async def _failure(self, request: Request, email: str, client: str) -> int | None:
+        """Records a failed attempt of (email, client); the seconds its next attempt must wait, if any."""
         result = await self._run(
             request,
             [
                 db.Statement(
-                    "select failed_attempts, locked_until"
-                    " from auth.record_login_failure(%s, %s, %s::interval)",
-                    [email, self.settings.login_max_failures, self._lockout()],
+                    "select retry_at from auth.record_login_failure(%s, %s::inet, %s,"
+                    " make_interval(secs => %s), make_interval(secs => %s))",
+                    [
+                        email,
+                        client,
+                        self.settings.login_free_attempts,
+                        self.settings.login_delay_base,
+                        self.settings.login_delay_max,
+                    ],
                 )
             ],
         )
-        row = result.rows[0][0] if result.rows[0] else None
-        if row is not None and row[1] is not None:
-            return too_many_attempts(_seconds_until(row[1]))
-        return invalid_credentials()
-
-    def _throttle(self, request: Request) -> None:
-        wait = self.limiter.hit(client_address(request.scope))
-        if wait:
-            raise too_many_attempts(wait)
+        retry_at = result.rows[0][0][0] if result.rows[0] else None
+        return _seconds_until(retry_at) if retry_at is not None else None
 
     async def _check_password(
-        self, request: Request, email: str, password: str
+        self, request: Request, action: str, email: str, password: str
     ) -> tuple[int, str, tuple[db.Statement, ...]]:
-        """(user_id, role, the statements that record the success) when the password is right and no
-        lockout runs; else 401 or 429.
+        """(user_id, role, the statements that record the success) when the password is right; else 401,
+        or 429 while this client's delay for this address runs or a budget is spent.
 
-        Every path verifies one argon2 hash and records the outcome, so that the answer and its timing
-        are the same for unknown addresses, wrong passwords and locked accounts. A hash made with older
-        argon2 parameters is replaced by one made with the current ones, the only moment the password is
-        known.
+        Every checked path verifies one argon2 hash and records the outcome, so that the answer and its
+        timing are the same for unknown addresses and wrong passwords. A hash made with older argon2
+        parameters is replaced by one made with the current ones, the only moment the password is known.
         """
-        row = await self._lookup(request, email)
+        client = client_key(request.scope)
+        self.budgets.spend(action, "client", client)
+        row, failed = await self._lookup(request, email, client)
+        if failed:
+            # only clients that failed for this address spend its account budget (see gateway.throttle)
+            self.budgets.spend(action, "account", email_account(email))
         stored_hash = row[2] if row is not None else None
         ok = await self.passwords.verify(stored_hash, password)
-        if row is None or not ok or row[3] is not None or row[1] not in TOKEN_ROLES:
-            raise await self._failure(request, email)
+        if row is None or not ok or row[1] not in TOKEN_ROLES:
+            raise invalid_credentials(await self._failure(request, email, client))
         user_id = int(row[0])
-        success = [db.Statement("select auth.record_login_success(%s)", [user_id])]
+        success: list[db.Statement] = []
+        if failed:
+            success.append(db.Statement("select auth.record_login_success(%s, %s::inet)", [user_id, client]))
         if stored_hash is not None and self.passwords.needs_rehash(stored_hash):
             new_hash = await self.passwords.hash(password)
             success.append(
@@ -490,7 +526,8 @@ class AuthService:
     ) -> tuple[str, str, db.Result]:
         """Records a new session between `before` and `after` (one transaction); (token, jti, result).
 
-        The claims are the database's (auth.user_claims); the gateway adds iat, exp, jti and aud.
+        The claims are the database's (auth.user_claims); the gateway adds iat, exp, jti and aud. The
+        session row records the same role (auth.create_session reads the same user row).
         """
         jti, expires = self.tokens.new_session()
         create = db.Statement(
@@ -504,10 +541,7 @@ class AuthService:
         return self.tokens.sign(json.loads(claims_text), jti, expires), jti, result
 
     def _with_cookies(self, response: Response, token: str, jti: str) -> Response:
-        cookies = session_cookies(
-            token, self.tokens.csrf_token(jti), self.tokens.ttl, secure=self.settings.cookie_secure
-        )
-        set_cookies(response, cookies)
+        set_cookies(response, self.cookies.issued(token, self.tokens.csrf_token(jti), self.tokens.ttl))
         response.headers["cache-control"] = "no-store"
         return response
 
@@ -524,7 +558,8 @@ class AuthService:
         email = _string_field(body, "email")
         full_name = _string_field(body, "full_name", required=False)
         password = check_password_rules(body.get("password"))
-        self._throttle(request)
+        # before the argon2 hash, the expensive part
+        self.budgets.spend_both("signup", client_key(request.scope), email_account(email))
         password_hash = await self.passwords.hash(password)
         register = db.Statement(
             "select auth.register_user(%s, %s, %s)::text", [email, full_name, password_hash]
@@ -557,8 +592,7 @@ class AuthService:
 
     async def login(self, request: Request) -> Response:
         email, password = await self._credentials(request)
-        self._throttle(request)
-        user_id, role, success = await self._check_password(request, email, password)
+        user_id, role, success = await self._check_password(request, "login", email, password)
         request.state.user_id, request.state.role = user_id, role
         token, jti, result = await self._issue(
             request, user_id, before=success, after=self._me_statements(user_id, role)
@@ -569,8 +603,7 @@ class AuthService:
 
     async def token(self, request: Request) -> Response:
         email, password = await self._credentials(request)
-        self._throttle(request)
-        user_id, role, success = await self._check_password(request, email, password)
+        user_id, role, success = await self._check_password(request, "token", email, password)
         request.state.user_id, request.state.role = user_id, role
         token, _jti, _ = await self._issue(request, user_id, before=success)
         return JSONResponse(
@@ -583,25 +616,45 @@ class AuthService:
         if identity is not None and identity.jti is not None:
             await self._run(request, [db.Statement("select auth.revoke_session(%s::uuid)", [identity.jti])])
         response = Response(status_code=204)
-        for name in (SESSION_COOKIE, CSRF_COOKIE):
-            response.headers.append(
-                "set-cookie",
-                _cookie(name, "", 0, http_only=name == SESSION_COOKIE, secure=self.settings.cookie_secure),
-            )
+        set_cookies(response, self.cookies.cleared())
         return response
 
     def _optional_identity(self, request: Request) -> db.Identity | None:
         """Logout works with any token state: a bad or expired token has nothing left to revoke."""
         try:
-            identity = authenticate(request, self.tokens)
+            identity = self.authenticate(request)
         except ApiError as exc:
             if exc.status == 403:
                 raise
             return None
         return identity if identity.authenticated else None
 
+    async def _current_password(self, request: Request, identity: db.Identity) -> tuple[str | None, str]:
+        """(the stored hash, the email) of the signed-in user; 429 while this client's delay for the
+        user's address runs (failed password checks here count as failed logins)."""
+        client = client_key(request.scope)
+        lookup = await self._run(
+            request,
+            [
+                db.Statement(
+                    "select l.password_hash, c ->> 'email', d.retry_at from auth.user_claims(%s) as c"
+                    " cross join auth.login_lookup(c ->> 'email') as l"
+                    " left join auth.login_delay(c ->> 'email', %s::inet) as d on true",
+                    [identity.user_id, client],
+                )
+            ],
+            read_only=True,
+            session=identity,
+        )
+        row = lookup.rows[0][0] if lookup.rows[0] else None
+        if row is None:
+            raise self.session_ended()
+        if row[2] is not None:
+            raise login_delayed(_seconds_until(row[2]), self.settings)
+        return row[0], str(row[1])
+
     async def change_password(self, request: Request) -> Response:
-        identity = authenticate(request, self.tokens)
+        identity = self.authenticate(request)
         if not identity.authenticated or identity.user_id is None:
             raise unauthorized("Sign in to change your password.", "not_authenticated")
         request.state.role = identity.role
@@ -614,32 +667,17 @@ class AuthService:
         new = check_password_rules(body.get("new_password"), "new_password")
         if new == current:
             raise invalid_input("new_password", "must differ from the current password", reason="unchanged")
-        self._throttle(request)
-        lookup = await self._run(
-            request,
-            [
-                db.Statement(
-                    "select l.password_hash, l.locked_until, c ->> 'email' from auth.user_claims(%s) as c,"
-                    " auth.login_lookup(c ->> 'email') as l",
-                    [identity.user_id],
-                )
-            ],
-            read_only=True,
-            session=identity,
-        )
-        row = lookup.rows[0][0] if lookup.rows[0] else None
-        if row is None:
-            raise session_ended()
-        ok = await self.passwords.verify(row[0], current)
-        if not ok or row[1] is not None:
-            error = await self._failure(request, row[2])
-            if error.status == 429:
-                raise error
+        client = client_key(request.scope)
+        self.budgets.spend_both("password", client, user_account(identity.user_id))
+        stored_hash, email = await self._current_password(request, identity)
+        if not await self.passwords.verify(stored_hash, current):
+            retry_after = await self._failure(request, email, client)
             raise ApiError(
                 403,
                 "CC403",
                 "The current password is not correct.",
-                details={"code": "invalid_credentials", "field": "current_password"},
+                details={"code": "invalid_credentials", "field": "current_password"}
+                | ({"retry_after": retry_after} if retry_after is not None else {}),
             )
         new_hash = await self.passwords.hash(new)
         token, jti, _ = await self._issue(
@@ -657,13 +695,5 @@ class AuthService:
         )
 
 
-def session_ended() -> ApiError:
-    error = unauthorized(
-        "The session has ended (signed out, password changed or expired).", "session_revoked"
-    )
-    error.headers.update(clear_cookie_headers())
-    return error
-
-
 def _seconds_until(moment: datetime) -> int:
-    return max(1, int((moment - datetime.now(UTC)).total_seconds()) + 1)
+    return max(1, math.ceil((moment - datetime.now(UTC)).total_seconds()))

@@ -2,13 +2,15 @@
 
 SET ROLE does not load a role's own settings (ALTER ROLE ... SET applies at login only), so the
 per-role statement_timeout is read from the catalog once and applied per transaction, as PostgREST does.
+The shop's settings from the gateway's environment (the limits on unpaid orders, `commercecore.*`) are
+applied the same way, in the same statement, in read-write transactions.
 
 A request is one transaction, sent in pipeline mode: `BEGIN [READ ONLY]`, the context statement, the
 request's statements, the read of `response.status` / `response.headers`, `COMMIT` and a sync go out in
 one write, and the results come back in one read: one round trip, with libpq driven directly (no cursor
-per statement). A signed-in request checks its session (`auth.session_active`) as the authenticator
-first, in the same transaction, and waits for the answer before anything runs under the request role:
-two round trips.
+per statement). A signed-in request checks its session (`auth.session_active`: this user's, issued with the
+token's role, neither revoked nor expired) as the authenticator first, in the same transaction, and waits
+for the answer before anything runs under the request role: two round trips.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ where s.setdatabase in (0, (select oid from pg_catalog.pg_database where datname
 order by s.setdatabase  -- database-specific settings come last and win
 """
 
-SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint)"
+SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint, %s::text)"
 RESPONSE_GUCS = "select current_setting('response.status', true), current_setting('response.headers', true)"
-_SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint)"
+_SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint, $3::text)"
 _RESPONSE_GUCS = RESPONSE_GUCS.encode()
 _PARAMETER_CONTEXT = re.compile(r"portal parameter \$(\d+)")
 
@@ -74,6 +76,7 @@ def request_context(
     request_id: str = "",
     method: str = "",
     path: str = "",
+    shop_settings: Sequence[tuple[str, str]] = (),
 ) -> tuple[sql.Composed, list[str]]:
     """One statement that sets everything a request's transaction needs (values are parameters)."""
     if role not in REQUEST_ROLES:
@@ -86,6 +89,7 @@ def request_context(
         ("request.path", path),
     ]
     pairs.extend(sorted(role_settings.get(role, {}).items()))
+    pairs.extend(shop_settings)
     calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in pairs)
     params = [item for pair in pairs for item in pair]
     return sql.SQL("select {}").format(calls), params
@@ -131,7 +135,8 @@ class Result:
 
 
 class SessionInactive(Exception):
-    """The JWT's session was revoked or has expired in the database."""
+    """The JWT's session was revoked or has expired in the database, or the token's role is not the one
+    the session was issued with."""
 
 
 def failed_parameter(exc: psycopg.Error, fields: Sequence[str]) -> str | None:
@@ -236,6 +241,7 @@ def _context_sql(pairs: int) -> bytes:
 def _context_params(
     identity: Identity | None,
     role_settings: Mapping[str, Mapping[str, str]],
+    shop_settings: Sequence[tuple[str, str]],
     as_service: bool,
     request_id: str,
     method: str,
@@ -259,6 +265,9 @@ def _context_params(
         path,
     ]
     for name, value in sorted(role_settings.get(role, {}).items()):
+        params.append(name)
+        params.append(value)
+    for name, value in shop_settings:
         params.append(name)
         params.append(value)
     return params
@@ -466,11 +475,14 @@ async def run(
     timeout: float,  # noqa: ASYNC109 - the pool's wait for a connection, not a deadline for the call
     as_service: bool = False,
     prepare: bool = True,
+    shop_settings: Sequence[tuple[str, str]] = (),
 ) -> Result:
     """Runs statements in one transaction under the identity's role (None: as the authenticator).
 
     With `as_service` the statements run as the authenticator (the auth functions) after the identity's
     session check. With `prepare` they run as prepared statements of the connection (see `_send`).
+    `shop_settings` (name, value) pairs are set with the request context of a read-write transaction (not
+    for `as_service` calls).
 
     The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
     sync): one write to the server and one read of the results. A signed-in request sends its session
@@ -488,6 +500,7 @@ async def run(
             identity,
             statements,
             role_settings,
+            shop_settings,
             read_only,
             request_id,
             method,
@@ -504,6 +517,7 @@ async def _run(
     identity: Identity | None,
     statements: Sequence[Statement],
     role_settings: Mapping[str, Mapping[str, str]],
+    shop_settings: Sequence[tuple[str, str]],
     read_only: bool,
     request_id: str,
     method: str,
@@ -513,13 +527,10 @@ async def _run(
 ) -> Result:
     encoding = conn.info.encoding
     try:
-        context = _command(
-            _context_sql(
-                3 if identity is None or as_service else 5 + len(role_settings.get(identity.role, {}))
-            ),
-            _context_params(identity, role_settings, as_service, request_id, method, path),
-            encoding,
-        )
+        # reads never place or change an order: the shop's settings go with read-write transactions only
+        shop = () if read_only else shop_settings
+        params = _context_params(identity, role_settings, shop, as_service, request_id, method, path)
+        context = _command(_context_sql(len(params) // 2), params, encoding)
     except psycopg.Error as exc:  # a NUL character in the path
         raise StatementError(exc, statements[0] if statements else None) from None
     # request statements are dumped with the connection's adapters (its encoding, its types); a value
@@ -532,7 +543,7 @@ async def _run(
             raise StatementError(exc, statement) from None
     session = None
     if identity is not None and identity.jti is not None:
-        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id)], encoding)
+        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id), identity.role], encoding)
     begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
     # the response settings come with the last statement that carries them, or with a statement of their own
     carrier = next((i for i in range(len(statements) - 1, -1, -1) if statements[i].response), None)

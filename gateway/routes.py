@@ -470,6 +470,7 @@ async def _run(request: Request, prepared: Prepared, identity: db.Identity, cata
         method=request.method,
         path=url_path(request.scope),
         prepare=settings.prepared_statements,
+        shop_settings=settings.order_settings,
     )
     if identity.authenticated:
         return await run(timeout=settings.pool_timeout)
@@ -498,9 +499,7 @@ async def execute(request: Request, prepared: Prepared, identity: db.Identity, c
                 )
             raise error from None
         except db.SessionInactive:
-            from gateway.auth import session_ended
-
-            raise session_ended() from None
+            raise request.app.state.gateway.auth.session_ended() from None
         except PoolTimeout:
             raise unavailable("No database connection is free; retry shortly.") from None
         except psycopg.OperationalError as exc:

@@ -2,8 +2,9 @@
 -- requires: schema/payments
 -- requires: schema/audit
 -- requires: schema/errors
--- The payment state machine (SPEC §4) and the Stripe inbox, for the gateway's Stripe paths (role
--- app_payments), plus the two api functions staff and customers reach it by (refund, payment list).
+-- The payment state machine (docs/http-api.md section 11) and the Stripe inbox, for the gateway's Stripe
+-- paths (role app_payments), plus the two api functions staff and customers reach it by (refund, payment
+-- list).
 --
 -- States: created -> open -> succeeded | failed | expired | canceled; succeeded -> refunded. Forward-only:
 -- a late event never moves a state back; the one exception is money: a success reported for a failed,
@@ -170,6 +171,8 @@ begin
       pg_catalog.jsonb_build_object('order_id', ord.id, 'status', ord.status), 'Only pending orders can be paid.'
     );
   end if;
+  -- the maximum age counts from the order's creation: a new attempt never gives an unpaid order more time
+  perform core.check_unpaid_age(ord);
 
   select
     pg_catalog.jsonb_agg(
@@ -228,7 +231,8 @@ checkout_session_id}]}. previous_open lists the older attempts still created/ope
 the gateway expires their sessions at Stripe and then calls mark_payment_expired or mark_payment_canceled.
 Every call is a new attempt: create the Stripe session with idempotency key checkout_<payment_id>.
 When the request carries a customer''s JWT claims, the order must be theirs. PT404 missing (or not yours),
-PT409 order_not_payable (not pending) or order_empty (no items, nothing to pay).';
+PT409 order_not_payable (not pending), order_expired (older than its maximum unpaid age,
+commercecore.order_max_unpaid_age, however many attempts it had) or order_empty (no items, nothing to pay).';
 
 create function billing.attach_checkout_session(
   payment_id bigint, checkout_session_id text, checkout_url text, expires_at timestamptz

@@ -22,7 +22,6 @@ import psycopg
 import stripe
 from psycopg_pool import PoolTimeout
 
-from gateway.db import SessionInactive
 from gateway.errors import ApiError
 from gateway.payments import transitions as tr
 from gateway.payments.common import db_error, error_code, log, stripe_reason, text, upstream_error
@@ -172,11 +171,12 @@ def start_checkout(
     order_id: int,
     *,
     claims: Mapping[str, Any],
-    session: tuple[str, int] | None = None,
+    session: tuple[str, int, str] | None = None,
     request_id: str = "",
     now: datetime.datetime | None = None,
 ) -> CheckoutResult:
-    """Start paying an order; raises ApiError (the SPEC error shape) on any refusal."""
+    """Start paying an order; raises ApiError (the error shape, docs/http-api.md section 4) on any refusal,
+    and gateway.db.SessionInactive when `session` (jti, user id, role) is no longer active."""
     if not claims.get("sub") or claims.get("role") not in ("app_readwrite", "app_admin"):
         raise ApiError(
             401,
@@ -191,10 +191,6 @@ def start_checkout(
             claims=claims, request_id=request_id, method="POST", path=path, session=session
         ) as tx:
             attempt = dict(tx.one("select billing.begin_payment(%s)", [order_id]))
-    except SessionInactive:
-        from gateway.auth import session_ended
-
-        raise session_ended() from None
     except (psycopg.Error, PoolTimeout) as exc:
         raise db_error(exc) from None
     payment_id = int(attempt["payment_id"])

@@ -142,7 +142,7 @@ def refund_order(
     *,
     role: str,
     claims: Mapping[str, Any],
-    session: tuple[str, int] | None = None,
+    session: tuple[str, int, str] | None = None,
     request_id: str = "",
 ) -> tuple[int, dict[str, Any]]:
     """Staff refund: api.refund_order under the caller's role (the database decides who may), then Stripe.

@@ -7,7 +7,8 @@ GET  /checkout/success, /checkout/cancel   where Stripe Checkout sends the custo
 
 The handlers find `request.app.state.payments` (a PaymentService) and the caller on `request.state.auth`
 (an AuthContext: role + claims; the gateway's db.Identity fits), else through
-`PaymentService.authenticate(request)`; without either the caller is anonymous.
+`PaymentService.authenticate(request)`; without either the caller is anonymous. Checkout and refund spend
+the budgets of `request.app.state.budgets` (the gateway's gateway.throttle.Budgets) when there is one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.errors import ApiError, unavailable
 from gateway.http import read_body, read_json_object, request_id_from
 from gateway.payments.refunds import refund_amount
 from gateway.payments.service import AuthContext, PaymentService
+from gateway.throttle import Budgets, client_key, user_account
 
 __all__ = ["Anonymous", "AuthContext", "payment_routes"]
 
@@ -69,11 +71,21 @@ def _caller(request: Request, service: PaymentService) -> AuthContext:
     return auth
 
 
+def _spend(request: Request, action: str, auth: AuthContext) -> None:
+    """The action's budgets: the client's, and the signed-in caller's account."""
+    budgets: Budgets | None = getattr(request.app.state, "budgets", None)
+    if budgets is None:  # the routes mounted without the gateway (the tests of this package)
+        return
+    sub = auth.claims.get("sub")
+    budgets.spend_both(action, client_key(request.scope), user_account(sub) if sub else None)
+
+
 async def checkout(request: Request) -> Response:
     request.state.route = "/orders/{order_id}/checkout"
     try:
         service = _service(request)
         auth = _caller(request, service)
+        _spend(request, "checkout", auth)
         result = await run_in_threadpool(
             service.start_checkout,
             request.path_params["order_id"],
@@ -90,6 +102,7 @@ async def refund(request: Request) -> Response:
     try:
         service = _service(request)
         auth = _caller(request, service)
+        _spend(request, "refund", auth)
         body = await read_json_object(request, JSON_BODY_LIMIT)
         amount = refund_amount(body)
         status, answer = await run_in_threadpool(

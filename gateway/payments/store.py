@@ -1,6 +1,7 @@
 """Transactions of the Stripe paths: a small synchronous pool, each transaction opened with the gateway's own
-request context (`gateway.db.request_context`), so role, claims, request id and the role's timeouts are set
-exactly as for any request. The billing functions are executable by `app_payments` only."""
+request context (`gateway.db.request_context`), so role, claims, request id, the role's timeouts and the
+shop's settings are set exactly as for any request. The billing functions are executable by `app_payments`
+only."""
 
 from __future__ import annotations
 
@@ -58,9 +59,13 @@ class PaymentStore:
         timeout: float = 5.0,
         application_name: str = "commercecore-payments",
         configure: Callable[[psycopg.Connection[TupleRow]], None] | None = None,
+        shop_settings: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """`configure`: called on each new connection; raising refuses it (the gateway's login check)."""
+        """`configure`: called on each new connection; raising refuses it (the gateway's login check).
+        `shop_settings`: the gateway's `Settings.order_settings`, set in every transaction (checkout refuses
+        an order past its maximum unpaid age); without them the database's own values apply."""
         self.timeout = timeout
+        self.shop_settings = tuple(shop_settings)
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
             conninfo,
             min_size=min_size,
@@ -104,20 +109,27 @@ class PaymentStore:
         request_id: str = "",
         method: str = "",
         path: str = "",
-        session: tuple[str, int] | None = None,
+        session: tuple[str, int, str] | None = None,
     ) -> Iterator[Tx]:
-        """BEGIN; [the session check, as the login role]; the request context; the caller's statements;
-        COMMIT (ROLLBACK on an exception). Raises gateway.db.SessionInactive for a revoked session,
+        """BEGIN; [the session check of (jti, user id, role), as the login role]; the request context; the
+        caller's statements; COMMIT (ROLLBACK on an exception). Raises gateway.db.SessionInactive for a
+        revoked or expired session or one issued with another role,
         psycopg_pool.PoolTimeout when no connection is free, psycopg.Error for database errors."""
         with self._pool.connection(timeout=self.timeout) as conn:
             settings = self._settings(conn)
             with conn.transaction():
                 if session is not None:
-                    row = conn.execute(gwdb.SESSION_CHECK, [session[0], session[1]]).fetchone()
+                    row = conn.execute(gwdb.SESSION_CHECK, list(session)).fetchone()
                     if not (row and row[0] is True):
                         raise gwdb.SessionInactive()
                 query, params = gwdb.request_context(
-                    role, claims, settings, request_id=request_id, method=method, path=path
+                    role,
+                    claims,
+                    settings,
+                    request_id=request_id,
+                    method=method,
+                    path=path,
+                    shop_settings=self.shop_settings,
                 )
                 conn.execute(query, params)
                 yield Tx(conn)

@@ -1,5 +1,6 @@
-"""The payment state machine (SPEC §4): forward-only attempts, the pay-or-refund invariant, the Stripe inbox,
-refunds, and the api routes over them. Run as the roles that call them (app_payments, app_admin, customers).
+"""The payment state machine (docs/http-api.md section 11): forward-only attempts, the pay-or-refund
+invariant, the Stripe inbox, refunds, and the api routes over them. Run as the roles that call them
+(app_payments, app_admin, customers).
 """
 
 from __future__ import annotations

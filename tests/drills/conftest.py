@@ -27,7 +27,7 @@ from psycopg import sql
 from commercecore.standin import BackgroundServer
 from gateway.app import create_app
 from gateway.payments import PaymentService
-from gateway.settings import Settings
+from gateway.settings import RATES_OFF, Settings
 from tests.conftest import PgServer, login_url
 
 DRILL_JWT_SECRET = "drill-" + secrets.token_urlsafe(40)
@@ -47,7 +47,9 @@ def drill_settings(database_url: str, **overrides: Any) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         argon2_parallelism=1,
-        login_rate=0,
+        # budgets off: many tests sign in many times from one address; tests/gateway/test_throttles.py
+        # turns them on one by one
+        rate_limits=RATES_OFF,
     )
     return replace(base, **overrides)
 
@@ -87,7 +89,8 @@ def healthy(http: httpx.Client) -> bool:
 
 
 def error_body(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The SPEC error shape {code, message, details, hint} with this status; the body."""
+    """The error shape {code, message, details, hint} (docs/http-api.md section 4) with this status; the
+    body."""
     assert response.status_code == status, f"{response.status_code} {response.text[:500]}"
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body: dict[str, Any] = response.json()

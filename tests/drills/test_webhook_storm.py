@@ -52,6 +52,7 @@ from gateway import db as gwdb
 from gateway.payments import PaymentService, PaymentSettings
 from gateway.payments.store import PaymentStore
 from tests.conftest import PgServer, login_url
+from tests.db.shop import no_order_limits
 from tests.drills.conftest import DrillDb, drill_settings, query_rows, running_gateway, stripe_client
 
 log = logging.getLogger("tests.drills")
@@ -126,6 +127,9 @@ class World:
 
     def as_user(self, user_id: int, query: str, params: list[Any]) -> Any:
         with psycopg.connect(self.db.admin_url) as conn, conn.transaction():
+            # a storm customer has every kind of order open at once (tests/db/test_order_limits.py has the
+            # limits)
+            no_order_limits(conn)
             settings = gwdb.parse_role_settings(conn.execute(gwdb.ROLE_SETTINGS_QUERY).fetchall())
             context, values = gwdb.request_context(
                 "app_readwrite", {"sub": str(user_id), "role": "app_readwrite"}, settings

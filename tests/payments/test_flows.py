@@ -393,11 +393,13 @@ class SessionIdentity:
 def test_identity_from_the_gateway_hook_and_revoked_sessions(shop: Shop) -> None:
     customer = shop.customer()
     order_id = shop.order(customer, [(shop.product(), 1)])
-    live, revoked = str(uuid.uuid4()), str(uuid.uuid4())
+    live, revoked, other_role = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     shop.sql(
-        "insert into auth.sessions (jti, user_id, expires_at, revoked_at) values"
-        " (%s, %s, now() + interval '1 hour', null), (%s, %s, now() + interval '1 hour', now())",
-        [live, customer, revoked, customer],
+        "insert into auth.sessions (jti, user_id, role, expires_at, revoked_at) values"
+        " (%s, %s, 'app_readwrite', now() + interval '1 hour', null),"
+        " (%s, %s, 'app_readwrite', now() + interval '1 hour', now()),"
+        " (%s, %s, 'app_admin', now() + interval '1 hour', null)",
+        [live, customer, revoked, customer, other_role, customer],
     )
 
     def authenticate(request: Request) -> SessionIdentity:
@@ -418,6 +420,11 @@ def test_identity_from_the_gateway_hook_and_revoked_sessions(shop: Shop) -> None
         )
         assert ended.status_code == 401
         assert ended.json()["details"]["code"] == "session_revoked"
+        # a session issued with another role than the caller's token claims
+        mismatched = shop.http.post(
+            f"/orders/{order_id}/checkout", headers={"Authorization": f"Session {other_role}"}
+        )
+        assert mismatched.status_code == 401
         assert shop.payments(order_id) == []
         ok = shop.http.post(f"/orders/{order_id}/checkout", headers={"Authorization": f"Session {live}"})
         assert ok.status_code == 201, ok.text
