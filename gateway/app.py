@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway import anonymous, auth, bounds, catalog, db, guard, logs, openapi
+from gateway import anonymous, auth, bounds, db, guard, logs, openapi, schema_cache
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
@@ -53,7 +53,7 @@ SCHEMA_POLL_INTERVAL = 30.0
 class SchemaState:
     """One loaded schema cache with what is derived from it (swapped whole on reload)."""
 
-    catalog: catalog.Catalog
+    cache: schema_cache.SchemaCache
     routes: RouteTable
     openapi: bytes
     loaded_at: float
@@ -100,7 +100,7 @@ class Gateway:
                 raise RuntimeError("the connection pool is not open")
             try:
                 async with pool.connection(timeout=self.settings.pool_timeout) as conn:
-                    loaded = await catalog.load(conn)
+                    loaded = await schema_cache.load(conn)
             except Exception:
                 self.metrics.schema_reloads.labels("failed").inc()
                 raise
@@ -128,9 +128,9 @@ class Gateway:
             )
             return state
 
-    async def schema(self) -> tuple[catalog.Catalog, RouteTable]:
+    async def schema(self) -> tuple[schema_cache.SchemaCache, RouteTable]:
         state = await self.current()
-        return state.catalog, state.routes
+        return state.cache, state.routes
 
     async def current(self) -> SchemaState:
         state = self.schema_state
@@ -176,7 +176,7 @@ async def notifications_arrive(listen_url: str, pool: AsyncConnectionPool[Any], 
 
 
 async def watch_notifications(
-    gateway: Gateway, listener: catalog.SchemaListener, listen_url: str, wait: float
+    gateway: Gateway, listener: schema_cache.SchemaListener, listen_url: str, wait: float
 ) -> None:
     """Checks once (when the listener first listens) that NOTIFY reaches it. When it does not, says what to
     set and reloads the schema cache every SCHEMA_POLL_INTERVAL seconds instead, so a deployment still
@@ -456,10 +456,10 @@ async def open_pool(settings: Settings) -> AsyncConnectionPool[Any]:
     return pool
 
 
-async def start_schema_listener(gateway: Gateway, listen_url: str) -> catalog.SchemaListener:
+async def start_schema_listener(gateway: Gateway, listen_url: str) -> schema_cache.SchemaListener:
     """LISTEN first, then load: a deployment between the two cannot go unnoticed. A database that is
     down leaves the cache unloaded (Gateway.current retries); the listener reconnects on its own."""
-    listener = catalog.SchemaListener(listen_url, gateway.reload)
+    listener = schema_cache.SchemaListener(listen_url, gateway.reload)
     listener.start()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(listener.listening.wait(), timeout=gateway.settings.pool_timeout)
@@ -515,7 +515,7 @@ class Lifespan:
         finally:
             await self.shut_down(pool, listener, tasks)
 
-    def start_tasks(self, listener: catalog.SchemaListener) -> list[asyncio.Task[None]]:
+    def start_tasks(self, listener: schema_cache.SchemaListener) -> list[asyncio.Task[None]]:
         watcher = asyncio.create_task(
             watch_notifications(self.gateway, listener, self.listen_url, self.gateway.settings.pool_timeout),
             name="schema-notify-check",
@@ -526,7 +526,7 @@ class Lifespan:
     async def shut_down(
         self,
         pool: AsyncConnectionPool[Any],
-        listener: catalog.SchemaListener,
+        listener: schema_cache.SchemaListener,
         tasks: list[asyncio.Task[None]],
     ) -> None:
         for task in tasks:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from gateway import __version__
-from gateway.catalog import Catalog, Column, Function, PgType, ReadRules, RouteDecl, View
+from gateway.schema_cache import Column, Function, PgType, ReadRules, RouteDecl, SchemaCache, View
 
 _INTEGERS = {"smallint": "int32", "integer": "int32", "bigint": "int64"}
 _NUMBERS = {"numeric": None, "real": "float", "double precision": "double", "money": None}
@@ -206,8 +206,8 @@ def _function_result(fn: Function, ref: str | None) -> dict[str, Any]:
 
 
 class _Builder:
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+    def __init__(self, schema: SchemaCache) -> None:
+        self.schema = schema
         self.paths: dict[str, dict[str, Any]] = {}
         self.schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "User": USER_SCHEMA}
         self.operation_ids: set[str] = set()
@@ -401,18 +401,18 @@ def own_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
 
 
 def build(
-    catalog: Catalog,
+    schema: SchemaCache,
     *,
     title: str = "CommerceCore DBX API",
     session_cookie: str = "cc_session",
     csrf_cookie: str = "cc_csrf",
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the catalog; the cookie names are the gateway's (`__Host-` prefixed when
-    the cookies are Secure, see gateway.auth.Cookies)."""
-    builder = _Builder(catalog)
-    for view in catalog.views.values():
+    """The OpenAPI 3.1 document of the schema cache; the cookie names are the gateway's (`__Host-` prefixed
+    when the cookies are Secure, see gateway.auth.Cookies)."""
+    builder = _Builder(schema)
+    for view in schema.views.values():
         builder.view(view)
-    for overloads in catalog.functions.values():
+    for overloads in schema.functions.values():
         for fn in overloads:
             builder.function(fn)
     paths = {**own_paths(session_cookie, csrf_cookie), **dict(sorted(builder.paths.items()))}
@@ -421,7 +421,7 @@ def build(
         "info": {
             "title": title,
             "version": __version__,
-            "description": (catalog.description or "")
+            "description": (schema.description or "")
             + f"\n\nSigned-in browsers use the `{session_cookie}` cookie (writes need X-CSRF-Token = the "
             f"`{csrf_cookie}` cookie); API clients send `Authorization: Bearer <token>` from POST "
             "/auth/token. Collections speak the PostgREST read dialect; errors are "

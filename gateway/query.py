@@ -20,8 +20,8 @@ from typing import Any
 from psycopg.types.json import Json, Jsonb
 
 from gateway import patterns
-from gateway.catalog import Catalog, Column, Function, PgType, ReadRules, cast
 from gateway.errors import ApiError, bad_request
+from gateway.schema_cache import Column, Function, PgType, ReadRules, SchemaCache, cast
 from gateway.settings import RequestLimits
 
 READ_KEYWORDS = frozenset({"select", "order", "limit", "offset", "or", "and", "not.or", "not.and"})
@@ -95,7 +95,7 @@ class RawText(str):
     __slots__ = ()
 
 
-def value_param(value: Any, type_: PgType, catalog: Catalog, name: str) -> Fragment:
+def value_param(value: Any, type_: PgType, catalog: SchemaCache, name: str) -> Fragment:
     """A value as `%s::<type>`: text for PostgreSQL to parse (the error then names the parameter)."""
     if isinstance(value, RawText):
         return Fragment("%s" + cast(type_.plain, catalog), [str(value)], [name])
@@ -576,7 +576,7 @@ def _page(plan: ReadPlan, headers: Mapping[str, str], offset: int, limit: int | 
     plan.range_requested = plan.range_requested or limit is not None or offset > 0
 
 
-def filter_sql(item: Filter | Logic, catalog: Catalog) -> Fragment:
+def filter_sql(item: Filter | Logic, catalog: SchemaCache) -> Fragment:
     if isinstance(item, Logic):
         inner = join([filter_sql(sub, catalog) for sub in item.items], f" {item.operator} ")
         expression = frag("(") + inner + ")"
@@ -629,7 +629,7 @@ def range_sql(item: Filter) -> Fragment:
     return frag("(") + join(parts, " or ") + ")"
 
 
-def where_sql(plan: ReadPlan, catalog: Catalog) -> Fragment:
+def where_sql(plan: ReadPlan, catalog: SchemaCache) -> Fragment:
     if not plan.where:
         return frag("")
     conditions: list[Fragment] = []
@@ -660,7 +660,7 @@ class ReadStatements:
     explain: Fragment | None = None
 
 
-def read_statements(source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool) -> ReadStatements:
+def read_statements(source: Fragment, plan: ReadPlan, catalog: SchemaCache, *, head: bool) -> ReadStatements:
     """`select <body>, <rows>, <total> from (<page>) _t` over a source (a view or a function call)."""
     columns = ", ".join(
         ident(column.name) + (" as " + ident(alias) if alias != column.name else "")
@@ -722,7 +722,7 @@ def content_range(offset: int, rows: int, total: int | None) -> str:
 # -- function calls ----------------------------------------------------------------------------------
 
 
-def function_call(fn: Function, values: Mapping[str, Any], catalog: Catalog) -> Fragment:
+def function_call(fn: Function, values: Mapping[str, Any], catalog: SchemaCache) -> Fragment:
     """`api.fn(a => %s::bigint, b => %s::jsonb)` with named arguments, in declaration order."""
     parts: list[Fragment] = []
     for arg in fn.args:

@@ -24,7 +24,6 @@ from starlette.responses import Response
 
 from gateway import db
 from gateway.caches import BoundedCache
-from gateway.catalog import Catalog, Function, RouteDecl, View
 from gateway.errors import (
     RETRYABLE,
     ApiError,
@@ -49,6 +48,7 @@ from gateway.query import (
     planned_rows,
     read_statements,
 )
+from gateway.schema_cache import Function, RouteDecl, SchemaCache, View
 from gateway.settings import RequestLimits, Settings
 
 log = logging.getLogger("commercecore.gateway")
@@ -114,7 +114,7 @@ class RouteTable:
     """The declared routes of a catalog, most specific first (more literal segments win), and the
     statements of the reads served lately (by URL and the headers that shape a read), bounded in bytes."""
 
-    def __init__(self, catalog: Catalog, limits: RequestLimits | None = None) -> None:
+    def __init__(self, catalog: SchemaCache, limits: RequestLimits | None = None) -> None:
         self.catalog = catalog
         self.limits = limits or RequestLimits()
         self.warnings: list[str] = []
@@ -325,7 +325,7 @@ def _statement(fragment: Fragment, *, response: bool = False) -> db.Statement:
     return db.Statement(fragment.query, fragment.params, fragment.fields, raw_text=True, response=response)
 
 
-def prepare_read(source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool) -> list[db.Statement]:
+def prepare_read(source: Fragment, plan: ReadPlan, catalog: SchemaCache, *, head: bool) -> list[db.Statement]:
     statements = read_statements(source, plan, catalog, head=head)
     result = [_statement(statements.main, response=True)]
     if statements.explain is not None:
@@ -354,7 +354,7 @@ def prepare(
     endpoint: Endpoint,
     params: Mapping[str, str],
     body: dict[str, Any] | None,
-    catalog: Catalog,
+    catalog: SchemaCache,
     settings: Settings,
     *,
     anonymous: bool,
@@ -455,7 +455,9 @@ def type_error(exc: db.StatementError, authenticated: bool) -> ApiError:
     return error
 
 
-async def _run(request: Request, prepared: Prepared, identity: db.Identity, catalog: Catalog) -> db.Result:
+async def _run(
+    request: Request, prepared: Prepared, identity: db.Identity, catalog: SchemaCache
+) -> db.Result:
     """The statements on a pooled connection; an anonymous request first waits for its share of the pool."""
     gateway = request.app.state.gateway
     settings: Settings = gateway.settings
@@ -478,7 +480,9 @@ async def _run(request: Request, prepared: Prepared, identity: db.Identity, cata
         return await run(timeout=wait)
 
 
-async def execute(request: Request, prepared: Prepared, identity: db.Identity, catalog: Catalog) -> db.Result:
+async def execute(
+    request: Request, prepared: Prepared, identity: db.Identity, catalog: SchemaCache
+) -> db.Result:
     for attempt in (1, 2):
         try:
             return await _run(request, prepared, identity, catalog)

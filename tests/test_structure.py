@@ -143,7 +143,7 @@ GATEWAY_BEING_SPLIT = (
     "gateway/http.py",
     "gateway/query.py",
     "gateway/db.py",
-    "gateway/catalog.py",
+    "gateway/schema_cache.py",
     "gateway/auth.py",
     "gateway/payments/",
 )

@@ -16,8 +16,8 @@ import pytest
 
 from gateway import anonymous, patterns
 from gateway.app import create_app
-from gateway.catalog import Catalog, Column, PgType, ReadRules
 from gateway.query import Fragment, Source, ident, parse_read, read_statements
+from gateway.schema_cache import Column, PgType, ReadRules, SchemaCache
 from gateway.settings import AnonymousLimits, Settings, SettingsError
 from tests.conftest import Session
 from tests.gateway.conftest import GatewayDb, bearer, gateway_of, serve, settings_for, signup
@@ -106,8 +106,8 @@ async def test_declarations_are_read_from_the_comment_and_listed_in_openapi(
         with psycopg.connect(gw_fresh.admin_url, autocommit=True) as conn:
             conn.execute("comment on view api.gw_things is 'Test things.\n@order note, nope'")
         state = await gateway_of(http).reload()
-        assert state.catalog.views["gw_things"].rules == ReadRules(order=("note",))
-        assert any("@order 'nope' ignored" in warning for warning in state.catalog.warnings)
+        assert state.cache.views["gw_things"].rules == ReadRules(order=("note",))
+        assert any("@order 'nope' ignored" in warning for warning in state.cache.warnings)
         assert (await http.get("/gw_things?order=note.desc&select=id")).status_code == 200
         not_declared(await http.get("/gw_things?name=like.a*"), "name", [])
 
@@ -122,8 +122,8 @@ def plan_of(db: Session, query: str) -> str:
     source = Source("api.products", columns, ReadRules(pattern=("name", "sku")))
     params = [(key, value) for key, _, value in (part.partition("=") for part in query.split("&"))]
     plan = parse_read(params, source, {}, max_rows=1000)
-    catalog = Catalog(type_names=frozenset({"text"}))
-    statement = read_statements(Fragment(ident("api", "products")), plan, catalog, head=False).main
+    schema = SchemaCache(type_names=frozenset({"text"}))
+    statement = read_statements(Fragment(ident("api", "products")), plan, schema, head=False).main
     # a catalog large enough that an index is worth it, with the statistics of it
     db.conn.execute(
         "insert into core.products (sku, name, price_minor)"

@@ -13,7 +13,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from gateway.app import create_app
-from gateway.catalog import NOTIFY_CHANNEL
+from gateway.schema_cache import NOTIFY_CHANNEL
 from tests.gateway.conftest import GatewayDb, gateway_of, serve, settings_for, signup
 
 pytestmark = pytest.mark.anyio
@@ -159,8 +159,8 @@ async def test_a_bad_route_declaration_is_skipped_not_fatal(gw_fresh: GatewayDb)
             "grant execute on function api.gw_bad(integer) to app_readonly"
         )
     async with serve(create_app(settings_for(gw_fresh))) as client:
-        catalog, table = await gateway_of(client).schema()
-        warnings = " ".join(catalog.warnings) + " ".join(table.warnings)
+        schema, table = await gateway_of(client).schema()
+        warnings = " ".join(schema.warnings) + " ".join(table.warnings)
         assert "GET serves only STABLE" in warnings
         assert "no argument or column named y" in warnings
         assert "served by the gateway itself" in warnings

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +20,7 @@ from psycopg import sql
 
 from gateway import db as gwdb
 
-log = logging.getLogger("commercecore.catalog")
+log = logging.getLogger("commercecore.schema_cache")
 
 SCHEMA = "api"
 NOTIFY_CHANNEL = "commercecore_schema"
@@ -39,7 +38,7 @@ RESERVED_PREFIXES = ("/rpc/", "/auth/", "/docs", "/openapi.json", "/health", "/m
 
 @dataclass(frozen=True)
 class PgType:
-    """A type as the catalog names it (`format_type`), with what the gateway needs to know about it."""
+    """A type as the system catalog names it (`format_type`), with what the gateway needs to know about it."""
 
     name: str  # format_type(oid, typmod): "bigint", "character varying(20)", "text[]", "api.status"
     plain: str  # without the type modifier, for casts: "character varying" (a cast to varchar(20) truncates)
@@ -137,7 +136,7 @@ class Function:
 
 
 @dataclass(frozen=True)
-class Catalog:
+class SchemaCache:
     """One consistent snapshot of the `api` schema and the request roles' settings."""
 
     views: Mapping[str, View] = field(default_factory=dict)
@@ -420,7 +419,7 @@ def _collect_types(
     return frozenset(names)
 
 
-async def load(conn: psycopg.AsyncConnection[Any], schema: str = SCHEMA) -> Catalog:
+async def load(conn: psycopg.AsyncConnection[Any], schema: str = SCHEMA) -> SchemaCache:
     """Reads the schema cache in one read-only transaction (a consistent snapshot)."""
     warnings: list[str] = []
     async with conn.transaction():
@@ -439,7 +438,7 @@ async def load(conn: psycopg.AsyncConnection[Any], schema: str = SCHEMA) -> Cata
     for name in functions:
         if name in views:
             warnings.append(f"api.{name} is both a view and a function: /{name} serves the view")
-    return Catalog(
+    return SchemaCache(
         views=views,
         functions=functions,
         role_settings=gwdb.parse_role_settings(role_rows),
@@ -449,9 +448,9 @@ async def load(conn: psycopg.AsyncConnection[Any], schema: str = SCHEMA) -> Cata
     )
 
 
-def cast(type_name: str, catalog: Catalog, *, array: bool = False) -> str:
-    """`::<type>` (or `::<type>[]`) for a type name the catalog holds, never a name from a request."""
-    if type_name not in catalog.type_names:
+def cast(type_name: str, schema: SchemaCache, *, array: bool = False) -> str:
+    """`::<type>` (or `::<type>[]`) for a type name the schema cache holds, never a name from a request."""
+    if type_name not in schema.type_names:
         raise ValueError(f"{type_name!r} is not a type of the schema cache")
     return "::" + type_name + ("[]" if array else "")
 
@@ -519,7 +518,3 @@ class SchemaListener:
             log.exception("schema cache reload (%s) failed; the previous cache stays in use", reason)
         else:
             log.info("schema cache reloaded (%s)", reason)
-
-
-def dumps_warnings(catalog: Catalog) -> str:
-    return json.dumps(list(catalog.warnings))
