@@ -30,10 +30,11 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import anonymous, auth, bounds, db, guard, logs, openapi, schema_cache
 from gateway.errors import ApiError, error_response, internal, unavailable
+from gateway.handler import handle
 from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
 from gateway.payments.routes import payment_routes
-from gateway.routes import RouteTable, dispatch
+from gateway.routes import RouteTable
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -347,7 +348,7 @@ class RequestMiddleware:
 
 
 class CatchAll(Route):
-    """The catch-all route (`/{path:path}` -> dispatch), tried first but matching only paths whose first
+    """The catch-all route (`/{path:path}` -> handler.handle), tried first but matching only paths whose first
     segment no route of the gateway's own has: the API paths skip trying those one by one. The paths it
     leaves reach the gateway's routes and, failing them, the ordinary catch-all at the end."""
 
@@ -569,12 +570,12 @@ def own_routes(gateway: Gateway, *, payments: bool) -> list[BaseRoute]:
 
 
 def all_routes(own: list[BaseRoute]) -> list[BaseRoute]:
-    """The gateway's own routes between two catch-alls to dispatch (the API): the first takes the paths
+    """The gateway's own routes between two catch-alls to the API's handler: the first takes the paths
     none of the own routes can match, the last what the own routes leave."""
     return [
-        CatchAll(dispatch, ALL_METHODS, reserved=first_segments(own)),
+        CatchAll(handle, ALL_METHODS, reserved=first_segments(own)),
         *own,
-        Route("/{path:path}", dispatch, methods=ALL_METHODS),
+        Route("/{path:path}", handle, methods=ALL_METHODS),
     ]
 
 

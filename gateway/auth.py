@@ -421,17 +421,19 @@ class AuthService:
         """Statements as the authenticator (no request role); checks `session` first when given."""
         pool: AsyncConnectionPool[Any] = request.app.state.pool
         try:
-            return await db.run(
-                pool,
+            context = db.RequestContext(
                 session,
-                statements,
-                role_settings={},
-                read_only=read_only,
+                read_only,
                 request_id=request.state.request_id,
                 method=request.method,
                 path=url_path(request.scope),
-                timeout=self.settings.pool_timeout,
                 as_service=True,
+            )
+            return await db.run(
+                pool,
+                context,
+                statements,
+                timeout=self.settings.pool_timeout,
                 prepare=self.settings.prepared_statements,
             )
         except db.SessionInactive:

@@ -172,6 +172,43 @@ class Identity:
 ANONYMOUS = Identity(role="app_readonly", claims={"role": "app_readonly"})
 
 
+@dataclass(frozen=True)
+class RequestContext:
+    """What a transaction runs for, as its context statement sets it in the database: who (None: the
+    authenticator itself), whether it may write, the request it serves, the request roles'
+    per-transaction settings and the shop's settings (a read-write transaction's only: reads never place
+    or change an order). `as_service`: the statements run as the authenticator after the identity's
+    session check (the auth functions), with the request's own settings only."""
+
+    identity: Identity | None
+    read_only: bool
+    request_id: str = ""
+    method: str = ""
+    path: str = ""
+    role_settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    shop_settings: Sequence[tuple[str, str]] = ()
+    as_service: bool = False
+
+    def settings(self) -> list[str]:
+        """The (name, value) pairs of the context statement, one after the other."""
+        request = ["request.id", self.request_id, "request.method", self.method, "request.path", self.path]
+        identity = self.identity
+        if identity is None or self.as_service:
+            return request
+        role = identity.role
+        if role not in REQUEST_ROLES:
+            raise ValueError(f"{role!r} is not a request role")
+        params = ["role", role, "request.jwt.claims", identity.claims_json, *request]
+        for name, value in sorted(self.role_settings.get(role, {}).items()):
+            params.append(name)
+            params.append(value)
+        if not self.read_only:
+            for name, value in self.shop_settings:
+                params.append(name)
+                params.append(value)
+        return params
+
+
 class StatementError(Exception):
     """A database error of one statement, with the statement (to name the failed parameter)."""
 
@@ -236,41 +273,6 @@ def _context_sql(pairs: int) -> bytes:
         calls = ", ".join(f"set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(pairs))
         cached = _CONTEXT_SQL[pairs] = f"select {calls}".encode()
     return cached
-
-
-def _context_params(
-    identity: Identity | None,
-    role_settings: Mapping[str, Mapping[str, str]],
-    shop_settings: Sequence[tuple[str, str]],
-    as_service: bool,
-    request_id: str,
-    method: str,
-    path: str,
-) -> list[str]:
-    if identity is None or as_service:
-        return ["request.id", request_id, "request.method", method, "request.path", path]
-    role = identity.role
-    if role not in REQUEST_ROLES:
-        raise ValueError(f"{role!r} is not a request role")
-    params = [
-        "role",
-        role,
-        "request.jwt.claims",
-        identity.claims_json,
-        "request.id",
-        request_id,
-        "request.method",
-        method,
-        "request.path",
-        path,
-    ]
-    for name, value in sorted(role_settings.get(role, {}).items()):
-        params.append(name)
-        params.append(value)
-    for name, value in shop_settings:
-        params.append(name)
-        params.append(value)
-    return params
 
 
 @dataclass
@@ -462,134 +464,123 @@ def _rows(
     return transformer.load_rows(0, result.ntuples, tuple)
 
 
-async def run(
-    pool: AsyncConnectionPool[Any],
-    identity: Identity | None,
-    statements: Sequence[Statement],
-    *,
-    role_settings: Mapping[str, Mapping[str, str]],
-    read_only: bool,
-    request_id: str,
-    method: str,
-    path: str,
-    timeout: float,  # noqa: ASYNC109 - the pool's wait for a connection, not a deadline for the call
-    as_service: bool = False,
-    prepare: bool = True,
-    shop_settings: Sequence[tuple[str, str]] = (),
-) -> Result:
-    """Runs statements in one transaction under the identity's role (None: as the authenticator).
-
-    With `as_service` the statements run as the authenticator (the auth functions) after the identity's
-    session check. With `prepare` they run as prepared statements of the connection (see `_send`).
-    `shop_settings` (name, value) pairs are set with the request context of a read-write transaction (not
-    for `as_service` calls).
-
-    The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
-    sync): one write to the server and one read of the results. A signed-in request sends its session
-    check first, in the same transaction, and the rest only once the database said the session is active.
-
-    Raises StatementError (a database error, with the statement that failed), SessionInactive,
-    psycopg_pool.PoolTimeout and psycopg.OperationalError (connection lost).
-    """
-    # getconn/putconn rather than pool.connection(): its `async with conn` (a commit, a no-op in autocommit)
-    # is a lock and a wait per request; the state of the connection is ours to leave clean (see below)
-    conn = await pool.getconn(timeout=timeout)
-    try:
-        return await _run(
-            conn,
-            identity,
-            statements,
-            role_settings,
-            shop_settings,
-            read_only,
-            request_id,
-            method,
-            path,
-            as_service,
-            prepare,
-        )
-    finally:
-        await pool.putconn(conn)
+def _session_check(identity: Identity, encoding: str) -> _Command | None:
+    """The session check of a signed-in identity (None for anonymous): auth.session_active says whether
+    the session is this user's, issued with the token's role, neither revoked nor expired."""
+    if identity.jti is None:
+        return None
+    return _command(_SESSION_CHECK, [identity.jti, str(identity.user_id), identity.role], encoding)
 
 
-async def _run(
-    conn: psycopg.AsyncConnection[Any],
-    identity: Identity | None,
-    statements: Sequence[Statement],
-    role_settings: Mapping[str, Mapping[str, str]],
-    shop_settings: Sequence[tuple[str, str]],
-    read_only: bool,
-    request_id: str,
-    method: str,
-    path: str,
-    as_service: bool,
-    prepare: bool,
-) -> Result:
+async def _begin_checked(
+    conn: psycopg.AsyncConnection[Any], begin: _Command, check: _Command, prepare: bool
+) -> list[pq.abc.PGresult | None]:
+    """BEGIN and the session check in one batch, as the authenticator, before the role switch: nothing runs
+    as the user until the database said the session is active. Rolls back and raises SessionInactive when
+    it is not; else the two results (an error among them is the caller's to report)."""
+    results = await _send(conn, [begin, check], prepare)
+    if _first_error(results) is None:
+        answer = results[1]
+        if answer is None or answer.ntuples != 1 or answer.get_value(0, 0) != b"t":
+            await conn.execute("rollback")
+            raise SessionInactive()
+    return results
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A transaction as commands: BEGIN, the session check of a signed-in identity, then the rest (the
+    context, the statements, the response settings unless a statement carries them, COMMIT)."""
+
+    begin: _Command
+    session: _Command | None
+    tail: list[_Command]
+    # the last statement that carries the response settings (see Statement.response), if one does
+    carrier: int | None
+
+
+@dataclass
+class _Outcome:
+    """The results of one attempt at a batch: where the request's statements start among them, and the
+    first failed command with its error (the transaction then rolled back)."""
+
+    results: list[pq.abc.PGresult | None]
+    first: int
+    failed: int | None = None
+    error: psycopg.Error | None = None
+
+
+def _batch(
+    conn: psycopg.AsyncConnection[Any], context: RequestContext, statements: Sequence[Statement]
+) -> _Batch:
+    """The commands of a transaction, dumped with the connection's adapters (its encoding, its types): a
+    value the driver refuses (a NUL character) is an error of its statement (of the first, for the path)."""
     encoding = conn.info.encoding
     try:
-        # reads never place or change an order: the shop's settings go with read-write transactions only
-        shop = () if read_only else shop_settings
-        params = _context_params(identity, role_settings, shop, as_service, request_id, method, path)
-        context = _command(_context_sql(len(params) // 2), params, encoding)
-    except psycopg.Error as exc:  # a NUL character in the path
+        params = context.settings()
+        context_command = _command(_context_sql(len(params) // 2), params, encoding)
+    except psycopg.Error as exc:
         raise StatementError(exc, statements[0] if statements else None) from None
-    # request statements are dumped with the connection's adapters (its encoding, its types); a value
-    # the driver refuses (a NUL character) is an error of that statement
     commands: list[_Command] = []
     for statement in statements:
         try:
             commands.append(_statement_command(statement, conn, encoding))
         except psycopg.Error as exc:
             raise StatementError(exc, statement) from None
-    session = None
-    if identity is not None and identity.jti is not None:
-        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id), identity.role], encoding)
-    begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
-    # the response settings come with the last statement that carries them, or with a statement of their own
+    identity = context.identity
     carrier = next((i for i in range(len(statements) - 1, -1, -1) if statements[i].response), None)
-    gucs_command = [] if carrier is not None else [_Command(_RESPONSE_GUCS)]
-    tail = [context, *commands, *gucs_command, _Command(_COMMIT)]
-    for attempt in (1, 2):
-        clean = False
-        try:
-            if session is not None:
-                # as the authenticator, before the role switch; nothing runs as the user until the
-                # database said the session is active
-                results = await _send(conn, [begin, session], prepare)
-                failed = _first_error(results)
-                if failed is None:
-                    answer = results[1]
-                    if answer is None or answer.ntuples != 1 or answer.get_value(0, 0) != b"t":
-                        await conn.execute("rollback")
-                        clean = True
-                        raise SessionInactive()
-                    results = await _send(conn, tail, prepare)
-                    failed = _first_error(results)
-                    first = 1  # commands[i] is tail[i + 1]
-                else:
-                    first = len(results)  # no request statement ran
-            else:
-                results = await _send(conn, [begin, *tail], prepare)
-                failed = _first_error(results)
-                first = 2
-            if failed is not None:
-                failure = results[failed]
-                assert failure is not None
-                error = psycopg.errors.error_from_result(failure, encoding=encoding)
-                await conn.execute("rollback")
-                clean = True
-                if error.sqlstate == "26000" and prepare and attempt == 1:
-                    # a prepared statement went missing (DISCARD ALL, DEALLOCATE): prepare afresh
-                    prepared_statements(conn).clear()
-                    continue
-                index = failed - first
-                raise StatementError(error, statements[index] if 0 <= index < len(statements) else None)
-            clean = True
-        finally:
-            if not clean and not conn.closed:
-                # interrupted between the write and the last result: the connection's state is unknown
-                await conn.close()
-        break
+    gucs = [] if carrier is not None else [_Command(_RESPONSE_GUCS)]
+    return _Batch(
+        begin=_Command(_BEGIN_READ_ONLY if context.read_only else _BEGIN_READ_WRITE),
+        session=_session_check(identity, encoding) if identity is not None else None,
+        tail=[context_command, *commands, *gucs, _Command(_COMMIT)],
+        carrier=carrier,
+    )
+
+
+async def _send_batch(conn: psycopg.AsyncConnection[Any], batch: _Batch, prepare: bool) -> _Outcome:
+    """The batch in one round trip, or two with a session check (the rest goes only once the session is
+    known to be active)."""
+    if batch.session is None:
+        results = await _send(conn, [batch.begin, *batch.tail], prepare)
+        return _Outcome(results, 2, _first_error(results))
+    results = await _begin_checked(conn, batch.begin, batch.session, prepare)
+    failed = _first_error(results)
+    if failed is not None:
+        return _Outcome(results, len(results), failed)  # no request statement ran
+    results = await _send(conn, batch.tail, prepare)
+    return _Outcome(results, 1, _first_error(results))  # the statements' results follow the context's
+
+
+async def _attempt(conn: psycopg.AsyncConnection[Any], batch: _Batch, prepare: bool) -> _Outcome:
+    """One attempt at the batch; a failed one is rolled back. Interrupted between the write and the last
+    result, the connection's state is unknown: it is closed (the pool replaces it)."""
+    clean = False
+    try:
+        outcome = await _send_batch(conn, batch, prepare)
+        if outcome.failed is not None:
+            failure = outcome.results[outcome.failed]
+            assert failure is not None
+            outcome.error = psycopg.errors.error_from_result(failure, encoding=conn.info.encoding)
+            await conn.execute("rollback")
+        clean = True
+        return outcome
+    except SessionInactive:
+        clean = True  # rolled back by _begin_checked
+        raise
+    finally:
+        if not clean and not conn.closed:
+            await conn.close()
+
+
+def _result(
+    conn: psycopg.AsyncConnection[Any],
+    statements: Sequence[Statement],
+    carrier: int | None,
+    outcome: _Outcome,
+) -> Result:
+    """The rows of each statement and the response settings, from the results of a committed batch."""
+    results, first = outcome.results, outcome.first
     rows = [
         _rows(results[first + index], statement.raw_text, conn) for index, statement in enumerate(statements)
     ]
@@ -602,10 +593,60 @@ async def _run(
         gucs = results[first + len(statements)]
         column = 0
     if gucs is not None and gucs.ntuples:
+        encoding = conn.info.encoding
         status, headers = gucs.get_value(0, column), gucs.get_value(0, column + 1)
         result.status = bytes(status).decode(encoding) if status is not None else None
         result.headers = bytes(headers).decode(encoding) if headers is not None else None
     return result
+
+
+async def transaction(
+    conn: psycopg.AsyncConnection[Any],
+    context: RequestContext,
+    statements: Sequence[Statement],
+    prepare: bool,
+) -> Result:
+    """The statements in one transaction on `conn` (see `run`)."""
+    batch = _batch(conn, context, statements)
+    for attempt in (1, 2):
+        outcome = await _attempt(conn, batch, prepare)
+        if outcome.error is None:
+            return _result(conn, statements, batch.carrier, outcome)
+        if outcome.error.sqlstate == "26000" and prepare and attempt == 1:
+            # a prepared statement went missing (DISCARD ALL, DEALLOCATE): prepare afresh
+            prepared_statements(conn).clear()
+            continue
+        assert outcome.failed is not None
+        index = outcome.failed - outcome.first
+        raise StatementError(outcome.error, statements[index] if 0 <= index < len(statements) else None)
+    raise AssertionError("unreachable")
+
+
+async def run(
+    pool: AsyncConnectionPool[Any],
+    context: RequestContext,
+    statements: Sequence[Statement],
+    *,
+    timeout: float,  # noqa: ASYNC109 - the pool's wait for a connection, not a deadline for the call
+    prepare: bool = True,
+) -> Result:
+    """Runs statements in one transaction on a pooled connection, in the context given (see
+    RequestContext). With `prepare` they run as prepared statements of the connection (see `_send`).
+
+    The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
+    sync): one write to the server and one read of the results. A signed-in request sends its session
+    check first, in the same transaction, and the rest only once the database said the session is active.
+
+    Raises StatementError (a database error, with the statement that failed), SessionInactive,
+    psycopg_pool.PoolTimeout and psycopg.OperationalError (connection lost).
+    """
+    # getconn/putconn rather than pool.connection(): its `async with conn` (a commit, a no-op in autocommit)
+    # is a lock and a wait per request; the state of the connection is ours to leave clean (see _attempt)
+    conn = await pool.getconn(timeout=timeout)
+    try:
+        return await transaction(conn, context, statements, prepare)
+    finally:
+        await pool.putconn(conn)
 
 
 def server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:

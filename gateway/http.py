@@ -1,4 +1,5 @@
-"""Small HTTP helpers shared by the routes: request ids, bodies with a size limit, JSON, profiles."""
+"""Small HTTP helpers shared by the API, auth and payment paths: request ids, paths, headers, bodies with a
+size limit, JSON."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from gateway.errors import ApiError, invalid_json
 # what a client-sent X-Request-Id may be to be kept (it reaches the logs and the audit trail): short, and
 # nothing a log reader could mistake for structure
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-SCHEMA_PROFILE = "api"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _random = random.Random()  # noqa: S311 - request ids are unique, not secret
 # a forked worker must not repeat its parent's sequence
@@ -38,21 +38,6 @@ def url_path(scope: Scope) -> str:
     building the URL."""
     path: str = scope["path"]
     return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
-
-
-def headers_of(request: Request) -> dict[str, str]:
-    """The request's headers as a dict (lower-case names; the first of repeated ones, as
-    `request.headers.get` gives it), built once per request."""
-    scope = request.scope
-    found: dict[str, str] | None = scope.get("commercecore.headers")
-    if found is None:
-        found = {}
-        for key, value in scope["headers"]:
-            name = key.decode("latin-1")
-            if name not in found:
-                found[name] = value.decode("latin-1")
-        scope["commercecore.headers"] = found
-    return found
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -131,43 +116,6 @@ async def read_json_object(request: Request, limit: int, *, empty_ok: bool = Tru
             details={"code": "invalid_body"},
         )
     return value
-
-
-def check_profile(request: Request) -> str | None:
-    """Accept-Profile (reads) / Content-Profile (writes): only `api` is served; anything else is 406."""
-    header = "accept-profile" if request.method in SAFE_METHODS else "content-profile"
-    profile = headers_of(request).get(header)
-    if profile is None:
-        return None
-    if profile.strip() != SCHEMA_PROFILE:
-        raise ApiError(
-            406,
-            "PGRST106",
-            f"The schema {profile.strip()!r} is not served; the only profile is {SCHEMA_PROFILE!r}.",
-            details={"code": "invalid_profile"},
-            hint=f"Send {header.title()}: {SCHEMA_PROFILE} or no profile header.",
-        )
-    return SCHEMA_PROFILE
-
-
-_JSON_TYPES = ("application/json", "application/*", "*/*", "application/vnd.pgrst.object+json")
-
-
-def check_accept(request: Request) -> None:
-    """406 unless the client accepts JSON (no Accept header accepts anything)."""
-    accept = headers_of(request).get("accept")
-    if not accept:
-        return
-    for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
-        if media in _JSON_TYPES or media.endswith("+json"):
-            return
-    raise ApiError(
-        406,
-        "PGRST107",
-        f"None of the media types in Accept ({accept}) can be served; responses are application/json.",
-        details={"code": "not_acceptable"},
-    )
 
 
 def client_address(scope: Scope) -> str:

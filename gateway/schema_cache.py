@@ -305,7 +305,55 @@ def _routes_of(
     return tuple(routes)
 
 
+def _split_arguments(raw_args: list[dict[str, Any]]) -> tuple[list[tuple[str, PgType]], list[Column], bool]:
+    """A function's arguments as the catalog lists them -> (its inputs, its output columns, whether it
+    returns a TABLE)."""
+    inputs: list[tuple[str, PgType]] = []
+    outputs: list[Column] = []
+    table_result = False
+    for arg in raw_args:
+        mode = arg["mode"]
+        if mode in ("i", "b", "v"):
+            inputs.append((arg["name"], _pg_type(arg["type"])))
+        if mode in ("o", "b", "t"):
+            outputs.append(Column(name=arg["name"], type=_pg_type(arg["type"])))
+            table_result = table_result or mode == "t"
+    return inputs, outputs, table_result
+
+
+def _result_columns(
+    returns: PgType, outputs: list[Column], table_result: bool, ret_cols: list[dict[str, Any]]
+) -> tuple[str, dict[str, Column]]:
+    """(rows, scalar or void; the columns of rows): OUT or TABLE columns, or those of a composite type."""
+    columns: dict[str, Column] = {}
+    if table_result or len(outputs) > 1:
+        columns = {c.name: c for c in outputs}
+    elif returns.composite:
+        columns = {c["name"]: Column(name=c["name"], type=_pg_type(c["type"])) for c in ret_cols}
+    if returns.name == "void":
+        return "void", columns
+    return ("rows" if columns else "scalar"), columns
+
+
+def _function_routes(
+    name: str, signature: str, volatility: str, comment: str, args: tuple[Argument, ...], warnings: list[str]
+) -> tuple[RouteDecl, ...]:
+    """The routes a function's comment declares; GET only for a STABLE or IMMUTABLE one."""
+    _description, declared = parse_comment(comment)
+    checked: list[RouteDecl] = []
+    for route in _routes_of("function", name, declared, {a.name: a for a in args}, warnings):
+        if route.method == "GET" and volatility == "v":
+            warnings.append(
+                f"function {signature}: @route GET {route.template} ignored:"
+                " GET serves only STABLE or IMMUTABLE functions"
+            )
+            continue
+        checked.append(route)
+    return tuple(checked)
+
+
 def build_function(row: tuple[Any, ...], warnings: list[str]) -> Function | None:
+    """A row of FUNCTIONS_QUERY -> a Function; None (with a warning) for one HTTP cannot call."""
     (
         name,
         signature,
@@ -319,16 +367,7 @@ def build_function(row: tuple[Any, ...], warnings: list[str]) -> Function | None
         raw_args,
         ret_cols,
     ) = row
-    inputs: list[tuple[str, PgType]] = []
-    outputs: list[Column] = []
-    table_result = False
-    for arg in raw_args:
-        mode = arg["mode"]
-        if mode in ("i", "b", "v"):
-            inputs.append((arg["name"], _pg_type(arg["type"])))
-        if mode in ("o", "b", "t"):
-            outputs.append(Column(name=arg["name"], type=_pg_type(arg["type"])))
-            table_result = table_result or mode == "t"
+    inputs, outputs, table_result = _split_arguments(raw_args)
     if any(not arg_name for arg_name, _ in inputs):
         warnings.append(f"function {signature} ignored: every argument needs a name to be called over HTTP")
         return None
@@ -342,28 +381,7 @@ def build_function(row: tuple[Any, ...], warnings: list[str]) -> Function | None
         for index, (arg_name, arg_type) in enumerate(inputs)
     )
     returns = _pg_type(ret)
-    columns: dict[str, Column] = {}
-    if table_result or len(outputs) > 1:
-        columns = {c.name: c for c in outputs}
-    elif returns.composite:
-        columns = {c["name"]: Column(name=c["name"], type=_pg_type(c["type"])) for c in ret_cols}
-    if returns.name == "void":
-        result = "void"
-    elif columns:
-        result = "rows"
-    else:
-        result = "scalar"
-    description, declared = parse_comment(comment)
-    routes = _routes_of("function", name, declared, {a.name: a for a in args}, warnings)
-    checked: list[RouteDecl] = []
-    for route in routes:
-        if route.method == "GET" and volatility == "v":
-            warnings.append(
-                f"function {signature}: @route GET {route.template} ignored:"
-                " GET serves only STABLE or IMMUTABLE functions"
-            )
-            continue
-        checked.append(route)
+    result, columns = _result_columns(returns, outputs, table_result, ret_cols)
     return Function(
         name=name,
         signature=signature,
@@ -373,8 +391,8 @@ def build_function(row: tuple[Any, ...], warnings: list[str]) -> Function | None
         result=result,
         columns=columns,
         volatility=volatility,
-        description=description,
-        routes=tuple(checked),
+        description=parse_comment(comment)[0],
+        routes=_function_routes(name, signature, volatility, comment, args, warnings),
         rules=parse_rules("function", name, comment, columns, warnings),
     )
 

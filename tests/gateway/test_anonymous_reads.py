@@ -16,7 +16,8 @@ import pytest
 
 from gateway import anonymous, patterns
 from gateway.app import create_app
-from gateway.query import Fragment, Source, ident, parse_read, read_statements
+from gateway.dialect import ReadOptions, Source, parse_read
+from gateway.query import Fragment, ident, read_statements
 from gateway.schema_cache import Column, PgType, ReadRules, SchemaCache
 from gateway.settings import AnonymousLimits, Settings, SettingsError
 from tests.conftest import Session
@@ -121,7 +122,7 @@ def plan_of(db: Session, query: str) -> str:
     columns = {name: Column(name, text) for name in ("name", "sku", "description")}
     source = Source("api.products", columns, ReadRules(pattern=("name", "sku")))
     params = [(key, value) for key, _, value in (part.partition("=") for part in query.split("&"))]
-    plan = parse_read(params, source, {}, max_rows=1000)
+    plan = parse_read(params, source, ReadOptions(), max_rows=1000)
     schema = SchemaCache(type_names=frozenset({"text"}))
     statement = read_statements(Fragment(ident("api", "products")), plan, schema, head=False).main
     # a catalog large enough that an index is worth it, with the statistics of it

@@ -178,12 +178,12 @@ def test_bounded_cache_keeps_bytes_not_entries() -> None:
 @pytest.mark.anyio
 async def test_reads_with_url_sized_query_strings_are_not_kept(client: httpx.AsyncClient) -> None:
     table = (await gateway_of(client).current()).routes
-    table.prepared.clear()
+    table.reads.clear()
     assert (await client.get("/gw_things?select=id&name=neq." + "x" * 5000)).status_code == 200
-    assert len(table.prepared) == 0
+    assert len(table.reads) == 0
     assert (await client.get("/gw_things?select=id&name=neq.x")).status_code == 200
-    assert len(table.prepared) == 1
-    assert table.prepared.max_bytes == DEFAULTS.statement_cache_bytes
+    assert len(table.reads) == 1
+    assert table.reads.max_bytes == DEFAULTS.statement_cache_bytes
 
 
 # -- a real worker: `commercecore serve` -----------------------------------------------------------------

@@ -125,12 +125,12 @@ async def test_a_schema_reload_forgets_the_read_statements(client: httpx.AsyncCl
     gateway = gateway_of(client)
     state = gateway.schema_state
     assert state is not None
-    assert state.routes.prepared
+    assert state.routes.reads
     await gateway.reload()
     reloaded = gateway.schema_state
     assert reloaded is not None
     assert reloaded.routes is not state.routes
-    assert len(reloaded.routes.prepared) == 0
+    assert len(reloaded.routes.reads) == 0
 
 
 def test_verified_tokens_are_reused_until_they_expire(gw_db: GatewayDb) -> None:

@@ -1,0 +1,110 @@
+"""The transaction stage: a Query's statements run in one transaction on the gateway's pool.
+
+The context of the transaction (role, claims, request id, the role's settings, the shop's) is the
+request's (db.RequestContext); an anonymous request first waits for its share of the pool
+(gateway.anonymous). A serialization failure or a deadlock is retried once. Every failure becomes an
+ApiError here, in one place: a database error through the SQLSTATE table (a value PostgreSQL could not
+parse names its argument or column), a session that ended 401, no free connection or a broken one 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from gateway import db
+from gateway.anonymous import AnonymousShare
+from gateway.errors import RETRYABLE, ApiError, unavailable
+from gateway.query import Query
+from gateway.request import ApiRequest
+from gateway.settings import Settings
+
+log = logging.getLogger("commercecore.gateway")
+
+
+class Sessions(Protocol):
+    def session_ended(self) -> ApiError: ...
+
+
+class Gateway(Protocol):
+    """What the transaction stage uses of the gateway (gateway.app.Gateway)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any] | None: ...
+
+    @property
+    def anonymous(self) -> AnonymousShare: ...
+
+    @property
+    def auth(self) -> Sessions: ...
+
+
+async def execute(api: ApiRequest, query: Query, gateway: Gateway) -> db.Result:
+    """The query's result, or the ApiError its failure is (see the module's docstring)."""
+    context = db.RequestContext(
+        api.identity,
+        query.plan.read_only,
+        request_id=api.request_id,
+        method=api.method,
+        path=api.url_path,
+        role_settings=api.schema.role_settings,
+        shop_settings=gateway.settings.order_settings,
+    )
+    for attempt in (1, 2):
+        try:
+            return await run(gateway, context, query)
+        except db.StatementError as exc:
+            sqlstate = exc.error.sqlstate or ""
+            api.state["sqlstate"] = sqlstate
+            if sqlstate in RETRYABLE and attempt == 1:
+                log.info("retrying after %s (%s)", sqlstate, exc.error.diag.message_primary)
+                continue
+            raise statement_error(api, exc) from None
+        except db.SessionInactive:
+            raise gateway.auth.session_ended() from None
+        except PoolTimeout:
+            raise unavailable("No database connection is free; retry shortly.") from None
+        except psycopg.OperationalError as exc:
+            log.error("database unreachable: %s", str(exc).strip())
+            raise unavailable("The database is unreachable; retry shortly.") from None
+    raise AssertionError("unreachable")
+
+
+async def run(gateway: Gateway, context: db.RequestContext, query: Query) -> db.Result:
+    """The statements on a pooled connection; an anonymous request first waits for its share of the pool."""
+    pool = gateway.pool
+    assert pool is not None, "requests are served once the lifespan opened the pool"
+    settings = gateway.settings
+    prepare = settings.prepared_statements
+    if context.identity is not None and context.identity.authenticated:
+        return await db.run(pool, context, query.statements, timeout=settings.pool_timeout, prepare=prepare)
+    async with gateway.anonymous.hold(settings.pool_timeout) as wait:
+        return await db.run(pool, context, query.statements, timeout=wait, prepare=prepare)
+
+
+def statement_error(api: ApiRequest, exc: db.StatementError) -> ApiError:
+    """A database error as the API's; a value PostgreSQL could not parse names the argument or column it
+    belongs to. A 5xx goes to the log with the database's own message."""
+    error = ApiError.from_database(exc.error, authenticated=api.identity.authenticated)
+    sqlstate = exc.error.sqlstate or ""
+    if sqlstate.startswith("22") and exc.statement is not None:
+        field_name = db.failed_parameter(exc.error, exc.statement.fields)
+        if field_name is not None:
+            error = ApiError(
+                400,
+                sqlstate,
+                f"{field_name}: {exc.error.diag.message_primary}",
+                details={"code": "invalid_input", "field": field_name},
+                hint=error.hint,
+            )
+    if error.status >= 500:
+        log.error(
+            "database error %s on %s %s: %s", sqlstate, api.method, api.url_path, str(exc.error).strip()
+        )
+    return error
