@@ -670,6 +670,24 @@ def server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) 
     return pgconn.status != pq.ConnStatus.OK
 
 
+class DeadConnectionCheck:
+    """A pool's check: refuses a connection the server closed while it sat in the pool; the pool hands out
+    another. A database restart closes all of them: they are replaced at once (drain), so the first
+    requests after a restart succeed instead of failing with 503, one per dead connection."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self._drained_at = 0.0
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not server_closed(conn):
+            return
+        if self.pool is not None and time.monotonic() - self._drained_at > 1.0:
+            self._drained_at = time.monotonic()
+            await self.pool.drain()
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
 def connection_pool(
     conninfo: str,
     *,
@@ -679,24 +697,10 @@ def connection_pool(
     application_name: str,
     configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
 ) -> AsyncConnectionPool[Any]:
-    """The pool every path takes its connections from (requests, auth, payments; the CLI's reconcile its
-    own), not opened yet. Autocommit: `run` and `begin` send their own BEGIN.
-
-    A connection the server closed while it sat in the pool is refused when handed out, and the pool gives
-    another. A database restart closes all of them: they are replaced at once (drain), so the first
-    requests after a restart succeed instead of failing with 503, one per dead connection.
-    """
-    drained_at = 0.0
-
-    async def check(conn: psycopg.AsyncConnection[Any]) -> None:
-        nonlocal drained_at
-        if not server_closed(conn):
-            return
-        if time.monotonic() - drained_at > 1.0:
-            drained_at = time.monotonic()
-            await pool.drain()
-        raise psycopg.OperationalError("the server closed this pooled connection")
-
+    """The pool every path takes its connections from (requests, auth, the Stripe paths; the CLI's
+    reconcile makes one of its own the same way), not opened yet, with the one dead-connection check
+    (DeadConnectionCheck). Autocommit: `run` and `begin` send their own BEGIN."""
+    check = DeadConnectionCheck()
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         conninfo,
         min_size=min_size,
@@ -710,4 +714,5 @@ def connection_pool(
         # next use); the gateway keeps its own account (PreparedStatements)
         kwargs={"application_name": application_name, "autocommit": True, "prepare_threshold": None},
     )
+    check.pool = pool
     return pool

@@ -137,6 +137,20 @@ def test_no_gateway_function_over_60_lines() -> None:
     assert long_functions_in("gateway") == []
 
 
+# the modules another branch of issue 12 is still restructuring (the request stages)
+GATEWAY_BEING_SPLIT = (
+    "gateway/routes.py",
+    "gateway/http.py",
+    "gateway/query.py",
+    "gateway/db.py",
+    "gateway/catalog.py",
+)
+
+
+def test_no_function_over_60_lines_in_the_rest_of_the_gateway() -> None:
+    assert [line for line in long_functions_in("gateway") if not line.startswith(GATEWAY_BEING_SPLIT)] == []
+
+
 @pytest.mark.xfail(strict=True, reason="procedures/ is being split by object (issue 12, build item 4)")
 def test_no_sql_change_file_over_300_lines() -> None:
     long = {
