@@ -11,14 +11,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,12 +25,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import anonymous, auth, bounds, catalog, db, guard, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
-from gateway.payments.routes import payment_routes
+from gateway.payments.routes import FRONTED_ROUTES, payment_routes
+from gateway.payments.store import PaymentStore
 from gateway.routes import RouteTable, dispatch
 from gateway.settings import Settings
 
@@ -65,15 +66,36 @@ class Gateway:
         self.settings = settings
         self.auth = auth.AuthService.create(settings)
         self.pool: AsyncConnectionPool[Any] | None = None
-        self.metrics = Metrics(pool_stats(self), token=settings.metrics_token)
+        self.metrics = Metrics(pool_stats(self), token=settings.metrics_token, purged=self.purge_totals)
         self.schema_state: SchemaState | None = None
         self.anonymous = anonymous.AnonymousShare(settings.anonymous, settings.pool_max)
         db.configure_caches(settings.limits.statement_cache_bytes, settings.limits.statement_cache_max_entry)
+        # the gateway's own routes that front an api function, documented as its declared route would be
+        self.fronted: tuple[tuple[str, str, str], ...] = ()
         self._reload_lock = asyncio.Lock()
         self._last_attempt = 0.0
 
     def authenticate(self, request: Request) -> Any:
-        return auth.authenticate(request, self.auth.tokens)
+        return self.auth.authenticate(request)
+
+    async def role_settings(self) -> Mapping[str, Mapping[str, str]]:
+        """The roles' per-transaction settings, as the schema cache has them (for the Stripe paths)."""
+        return (await self.current()).catalog.role_settings
+
+    async def purge_totals(self) -> dict[str, int] | None:
+        """The rows `commercecore jobs run` has purged, per table, for /metrics; None without the database
+        (the rest of /metrics is served all the same)."""
+        pool = self.pool
+        if pool is None:
+            return None
+        try:
+            async with pool.connection(timeout=self.settings.pool_timeout) as conn:
+                cursor = await conn.execute("select table_name, purged_rows from auth.purge_totals()")
+                rows = await cursor.fetchall()
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("metrics: purge totals not read: %s", str(exc).strip() or type(exc).__name__)
+            return None
+        return {str(table): int(count) for table, count in rows}
 
     async def reload(self) -> SchemaState:
         """Reads the schema cache and swaps it in; requests in flight keep the one they started with."""
@@ -96,7 +118,13 @@ class Gateway:
             routes = RouteTable(loaded, self.settings.limits)
             for warning in (*loaded.warnings, *routes.warnings):
                 log.warning("schema cache: %s", warning)
-            document = json.dumps(openapi.build(loaded), separators=(",", ":")).encode()
+            cookies = self.auth.cookies
+            document = json.dumps(
+                openapi.build(
+                    loaded, session_cookie=cookies.session, csrf_cookie=cookies.csrf, fronted=self.fronted
+                ),
+                separators=(",", ":"),
+            ).encode()
             state = SchemaState(loaded, routes, document, time.time())
             self.schema_state = state
             self.metrics.schema_reloads.labels("ok").inc()
@@ -365,7 +393,7 @@ def _payment_service(
     """The Stripe paths' service: given, built from the environment, or none.
 
     By default they are on when the settings come from the environment (`commercecore serve`: then a
-    missing STRIPE_SECRET_KEY refuses to start, SPEC §7), in demo mode (the local stand-in), or when
+    missing STRIPE_SECRET_KEY refuses to start), in demo mode (the local stand-in), or when
     STRIPE_SECRET_KEY is set; tests that build settings by hand get none unless they pass one.
     """
     if payments is None:
@@ -376,9 +404,170 @@ def _payment_service(
 
     if payments is True:
         environ = {**os.environ, **({"COMMERCECORE_DEMO": "1"} if settings.demo else {})}
-        return PaymentService.from_env(settings.database_url, environ, pool_timeout=settings.pool_timeout)
+        return PaymentService.from_env(environ)
     assert isinstance(payments, PaymentService)
     return payments
+
+
+# -- the lifespan: pool, schema listener, background tasks, the Stripe paths' service ---------------------
+
+
+async def open_pool(settings: Settings) -> AsyncConnectionPool[Any]:
+    """The gateway's pool (every path's: requests, auth, the Stripe paths), opened without waiting: the
+    gateway starts even when the database is down, and /health says so until it is back."""
+    # a superuser or BYPASSRLS login never serves: refused now when the database answers, and each new
+    # pooled connection is checked (configure) in case it did not or the login changes later
+    await guard.check_url_async(settings.database_url, settings.pool_timeout)
+    pool = db.connection_pool(
+        settings.database_url,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        timeout=settings.pool_timeout,
+        application_name="commercecore-gateway",
+        configure=guard.check_async_connection,
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+async def start_schema_listener(gateway: Gateway, listen_url: str) -> catalog.SchemaListener:
+    """LISTEN first, then load: a deployment between the two cannot go unnoticed. A database that is
+    down leaves the cache unloaded (Gateway.current retries); the listener reconnects on its own."""
+    listener = catalog.SchemaListener(listen_url, gateway.reload)
+    listener.start()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(listener.listening.wait(), timeout=gateway.settings.pool_timeout)
+    try:
+        await gateway.reload()
+    except Exception as exc:
+        log.warning("schema cache not loaded at startup: %s", str(exc).strip() or type(exc).__name__)
+    return listener
+
+
+def open_payments(service: PaymentService, gateway: Gateway, pool: AsyncConnectionPool[Any]) -> None:
+    """The Stripe paths' service, on the gateway's sign-in and session revocation, and on the requests'
+    pool with their role settings and the shop's settings."""
+    if service.authenticate is None:
+        service.authenticate = gateway.authenticate
+    service.session_ended = gateway.auth.session_ended
+    service.bind(
+        PaymentStore(
+            pool,
+            timeout=gateway.settings.pool_timeout,
+            shop_settings=gateway.settings.order_settings,
+            role_settings=gateway.role_settings,
+        )
+    )
+
+
+def freeze_startup_objects() -> None:
+    """Everything built so far (modules, schema cache, pool) lives as long as the process: out of the
+    collector's sight, a full collection walks only what requests create (see create_served_app)."""
+    gc.collect()
+    gc.freeze()
+
+
+class Lifespan:
+    """The app's life: at startup the pool, the schema listener and the first load of the schema cache,
+    the background tasks (the NOTIFY check, the pool metrics) and the Stripe paths' service; at shutdown
+    each of them stopped, in reverse order."""
+
+    def __init__(self, gateway: Gateway, service: PaymentService | None, listen_url: str) -> None:
+        self.gateway = gateway
+        self.service = service
+        self.listen_url = listen_url
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, app: Starlette) -> AsyncIterator[None]:
+        gateway = self.gateway
+        pool = await open_pool(gateway.settings)
+        app.state.pool = pool
+        app.state.settings = gateway.settings
+        gateway.pool = pool
+        listener = await start_schema_listener(gateway, self.listen_url)
+        app.state.listener = listener
+        tasks = self.start_tasks(listener)
+        if self.service is not None:
+            open_payments(self.service, gateway, pool)
+            app.state.payments = self.service
+        if getattr(app.state, "freeze_gc", False):
+            freeze_startup_objects()
+        try:
+            yield
+        finally:
+            await self.shut_down(pool, listener, tasks)
+
+    def start_tasks(self, listener: catalog.SchemaListener) -> list[asyncio.Task[None]]:
+        watcher = asyncio.create_task(
+            watch_notifications(self.gateway, listener, self.listen_url, self.gateway.settings.pool_timeout),
+            name="schema-notify-check",
+        )
+        publisher = asyncio.create_task(publish_pool_metrics(self.gateway), name="pool-metrics")
+        return [watcher, publisher]
+
+    async def shut_down(
+        self,
+        pool: AsyncConnectionPool[Any],
+        listener: catalog.SchemaListener,
+        tasks: list[asyncio.Task[None]],
+    ) -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.gateway.metrics.process_exited()
+        await listener.stop()
+        if self.service is not None:
+            await self.service.aclose()
+        await pool.close()
+
+
+# -- routes and middleware -----------------------------------------------------------------------------
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# path -> the AuthService method that answers it (POST only; other methods get a 405 in the API's shape)
+AUTH_ENDPOINTS = (
+    ("/auth/signup", "signup"),
+    ("/auth/login", "login"),
+    ("/auth/token", "token"),
+    ("/auth/logout", "logout"),
+    ("/me/password", "change_password"),
+)
+
+
+def own_routes(gateway: Gateway, *, payments: bool) -> list[BaseRoute]:
+    """The routes the gateway answers itself: health, metrics, OpenAPI and /docs, auth, and the Stripe
+    paths (checkout, refund, webhook, return pages) when payments are on."""
+    return [
+        Route("/health", health, methods=["GET", "HEAD"]),
+        Route("/metrics", gateway.metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET", "HEAD"]),
+        Route("/docs", openapi.docs_page, methods=["GET", "HEAD"]),
+        Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
+        Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
+        *(Route(path, _auth_endpoint(name), methods=ALL_METHODS) for path, name in AUTH_ENDPOINTS),
+        *(payment_routes() if payments else []),
+    ]
+
+
+def all_routes(own: list[BaseRoute]) -> list[BaseRoute]:
+    """The gateway's own routes between two catch-alls to dispatch (the API): the first takes the paths
+    none of the own routes can match, the last what the own routes leave."""
+    return [
+        CatchAll(dispatch, ALL_METHODS, reserved=first_segments(own)),
+        *own,
+        Route("/{path:path}", dispatch, methods=ALL_METHODS),
+    ]
+
+
+def add_middleware(app: Starlette, gateway: Gateway) -> None:
+    """Request ids, the access log and metrics around every request; the proxy headers outside them."""
+    app.add_middleware(RequestMiddleware, gateway=gateway)
+    if gateway.settings.trusted_proxies:
+        # outermost: the access log, the metrics' loopback check and the throttles all see the client the
+        # proxy named. Only a peer in COMMERCECORE_TRUSTED_PROXIES is believed, whatever server runs the app
+        # (`commercecore serve` leaves uvicorn's own proxy handling off)
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(gateway.settings.trusted_proxies))
 
 
 def create_app(
@@ -399,123 +588,17 @@ def create_app(
     listen_url = listen_url or os.environ.get(LISTEN_URL_ENV) or settings.database_url
     logs.configure()
     service = _payment_service(settings, payments, from_env)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        drained_at = 0.0
-
-        async def check(conn: psycopg.AsyncConnection[Any]) -> None:
-            """Refuses a connection the server closed while it sat in the pool; the pool hands out
-            another. A database restart closes all of them: they are replaced at once (drain), so the
-            first requests after a restart succeed instead of failing with 503, one per dead connection."""
-            nonlocal drained_at
-            if not db.server_closed(conn):
-                return
-            if time.monotonic() - drained_at > 1.0:
-                drained_at = time.monotonic()
-                await pool.drain()
-            raise psycopg.OperationalError("the server closed this pooled connection")
-
-        # a superuser or BYPASSRLS login never serves: refused now when the database answers, and each new
-        # pooled connection is checked (configure) in case it did not or the login changes later
-        await guard.check_url_async(settings.database_url, settings.pool_timeout)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url,
-            min_size=settings.pool_min,
-            max_size=settings.pool_max,
-            timeout=settings.pool_timeout,
-            open=False,
-            check=check,
-            configure=guard.check_async_connection,
-            # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction
-            # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
-            # exist" on the next use); the gateway keeps its own account (db.PreparedStatements)
-            kwargs={
-                "application_name": "commercecore-gateway",
-                "autocommit": True,
-                "prepare_threshold": None,
-            },
-        )
-        # the gateway starts even when the database is down; /health says so until it is back
-        await pool.open(wait=False)
-        app.state.pool = pool
-        app.state.settings = settings
-        gateway.pool = pool
-        listener = catalog.SchemaListener(listen_url, gateway.reload)
-        listener.start()
-        # LISTEN first, then load: a deployment between the two cannot go unnoticed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(listener.listening.wait(), timeout=settings.pool_timeout)
-        try:
-            await gateway.reload()
-        except Exception as exc:
-            log.warning("schema cache not loaded at startup: %s", str(exc).strip() or type(exc).__name__)
-        app.state.listener = listener
-        watcher = asyncio.create_task(
-            watch_notifications(gateway, listener, listen_url, settings.pool_timeout),
-            name="schema-notify-check",
-        )
-        publisher = asyncio.create_task(publish_pool_metrics(gateway), name="pool-metrics")
-        if service is not None:
-            if service.authenticate is None:
-                service.authenticate = gateway.authenticate
-            await anyio.to_thread.run_sync(service.open)
-            app.state.payments = service
-        if getattr(app.state, "freeze_gc", False):
-            # everything built so far (modules, schema cache, pool) lives as long as the process: out of
-            # the collector's sight, a full collection walks only what requests create (see create_served_app)
-            gc.collect()
-            gc.freeze()
-        try:
-            yield
-        finally:
-            for task in (watcher, publisher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            gateway.metrics.process_exited()
-            await listener.stop()
-            if service is not None:
-                await anyio.to_thread.run_sync(service.close)
-            await pool.close()
-
-    auth_routes = [
-        Route(
-            path, _auth_endpoint(name), methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-        )
-        for path, name in (
-            ("/auth/signup", "signup"),
-            ("/auth/login", "login"),
-            ("/auth/token", "token"),
-            ("/auth/logout", "logout"),
-            ("/me/password", "change_password"),
-        )
-    ]
-    all_methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     gateway = Gateway(settings)
-    own: list[BaseRoute] = [
-        Route("/health", health, methods=["GET", "HEAD"]),
-        Route("/metrics", gateway.metrics.endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET", "HEAD"]),
-        Route("/docs", openapi.docs_page, methods=["GET", "HEAD"]),
-        Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
-        Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
-        *auth_routes,
-        # the Stripe paths (checkout, refund, webhook, return pages) before the catch-all
-        *(payment_routes() if service is not None else []),
-    ]
     app = Starlette(
-        routes=[
-            # first: a path none of the gateway's own routes can match goes straight to dispatch
-            CatchAll(dispatch, all_methods, reserved=first_segments(own)),
-            *own,
-            Route("/{path:path}", dispatch, methods=all_methods),
-        ],
+        routes=all_routes(own_routes(gateway, payments=service is not None)),
         exception_handlers={ApiError: api_error, HTTPException: http_error},
-        lifespan=lifespan,
+        lifespan=Lifespan(gateway, service, listen_url),
     )
     app.state.gateway = gateway
-    app.add_middleware(RequestMiddleware, gateway=gateway)
+    if service is not None:
+        gateway.fronted = FRONTED_ROUTES
+    app.state.budgets = gateway.auth.budgets
+    add_middleware(app, gateway)
     return app
 
 

@@ -2,13 +2,15 @@
 
 SET ROLE does not load a role's own settings (ALTER ROLE ... SET applies at login only), so the
 per-role statement_timeout is read from the catalog once and applied per transaction, as PostgREST does.
+The shop's settings from the gateway's environment (the limits on unpaid orders, `commercecore.*`) are
+applied the same way, in the same statement, in read-write transactions.
 
 A request is one transaction, sent in pipeline mode: `BEGIN [READ ONLY]`, the context statement, the
 request's statements, the read of `response.status` / `response.headers`, `COMMIT` and a sync go out in
 one write, and the results come back in one read: one round trip, with libpq driven directly (no cursor
-per statement). A signed-in request checks its session (`auth.session_active`) as the authenticator
-first, in the same transaction, and waits for the answer before anything runs under the request role:
-two round trips.
+per statement). A signed-in request checks its session (`auth.session_active`: this user's, issued with the
+token's role, neither revoked nor expired) as the authenticator first, in the same transaction, and waits
+for the answer before anything runs under the request role: two round trips.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import functools
 import json
 import re
 import select
+import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +52,9 @@ where s.setdatabase in (0, (select oid from pg_catalog.pg_database where datname
 order by s.setdatabase  -- database-specific settings come last and win
 """
 
-SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint)"
+SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint, %s::text)"
 RESPONSE_GUCS = "select current_setting('response.status', true), current_setting('response.headers', true)"
-_SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint)"
+_SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint, $3::text)"
 _RESPONSE_GUCS = RESPONSE_GUCS.encode()
 _PARAMETER_CONTEXT = re.compile(r"portal parameter \$(\d+)")
 
@@ -74,6 +77,7 @@ def request_context(
     request_id: str = "",
     method: str = "",
     path: str = "",
+    shop_settings: Sequence[tuple[str, str]] = (),
 ) -> tuple[sql.Composed, list[str]]:
     """One statement that sets everything a request's transaction needs (values are parameters)."""
     if role not in REQUEST_ROLES:
@@ -86,6 +90,7 @@ def request_context(
         ("request.path", path),
     ]
     pairs.extend(sorted(role_settings.get(role, {}).items()))
+    pairs.extend(shop_settings)
     calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in pairs)
     params = [item for pair in pairs for item in pair]
     return sql.SQL("select {}").format(calls), params
@@ -131,7 +136,8 @@ class Result:
 
 
 class SessionInactive(Exception):
-    """The JWT's session was revoked or has expired in the database."""
+    """The JWT's session was revoked or has expired in the database, or the token's role is not the one
+    the session was issued with."""
 
 
 def failed_parameter(exc: psycopg.Error, fields: Sequence[str]) -> str | None:
@@ -236,6 +242,7 @@ def _context_sql(pairs: int) -> bytes:
 def _context_params(
     identity: Identity | None,
     role_settings: Mapping[str, Mapping[str, str]],
+    shop_settings: Sequence[tuple[str, str]],
     as_service: bool,
     request_id: str,
     method: str,
@@ -259,6 +266,9 @@ def _context_params(
         path,
     ]
     for name, value in sorted(role_settings.get(role, {}).items()):
+        params.append(name)
+        params.append(value)
+    for name, value in shop_settings:
         params.append(name)
         params.append(value)
     return params
@@ -453,6 +463,60 @@ def _rows(
     return transformer.load_rows(0, result.ntuples, tuple)
 
 
+def _session_check(identity: Identity, encoding: str) -> _Command | None:
+    """The session check of a signed-in identity (None for anonymous): auth.session_active says whether
+    the session is this user's, issued with the token's role, neither revoked nor expired."""
+    if identity.jti is None:
+        return None
+    return _command(_SESSION_CHECK, [identity.jti, str(identity.user_id), identity.role], encoding)
+
+
+async def _begin_checked(
+    conn: psycopg.AsyncConnection[Any], begin: _Command, check: _Command, prepare: bool
+) -> list[pq.abc.PGresult | None]:
+    """BEGIN and the session check in one batch, as the authenticator, before the role switch: nothing runs
+    as the user until the database said the session is active. Rolls back and raises SessionInactive when
+    it is not; else the two results (an error among them is the caller's to report)."""
+    results = await _send(conn, [begin, check], prepare)
+    if _first_error(results) is None:
+        answer = results[1]
+        if answer is None or answer.ntuples != 1 or answer.get_value(0, 0) != b"t":
+            await conn.execute("rollback")
+            raise SessionInactive()
+    return results
+
+
+async def begin(
+    conn: psycopg.AsyncConnection[Any],
+    session: Identity | None,
+    context: tuple[sql.Composed, Sequence[Any]],
+) -> None:
+    """Opens a read-write transaction whose statements the caller then sends one by one (the Stripe
+    paths, which talk to Stripe between statements), the way `run` opens a request's: BEGIN and the
+    session check of a signed-in `session` first, then `context` (`request_context`). Raises
+    SessionInactive (rolled back), or the database's error; the caller commits or rolls back."""
+    encoding = conn.info.encoding
+    opening = _Command(_BEGIN_READ_WRITE)
+    check = _session_check(session, encoding) if session is not None else None
+    if check is not None:
+        results = await _begin_checked(conn, opening, check, prepare=False)
+    else:
+        results = await _send(conn, [opening], prepare=False)
+    failed = _first_error(results)
+    if failed is not None:
+        failure = results[failed]
+        assert failure is not None
+        raise psycopg.errors.error_from_result(failure, encoding=encoding)
+    query, params = context
+    await conn.execute(query, params)
+
+
+async def read_role_settings(conn: psycopg.AsyncConnection[Any]) -> dict[str, dict[str, str]]:
+    """The per-transaction settings of each role, from the catalog (see ROLE_SETTINGS_QUERY)."""
+    cursor = await conn.execute(ROLE_SETTINGS_QUERY)
+    return parse_role_settings([(str(role), str(setting)) for role, setting in await cursor.fetchall()])
+
+
 async def run(
     pool: AsyncConnectionPool[Any],
     identity: Identity | None,
@@ -466,11 +530,14 @@ async def run(
     timeout: float,  # noqa: ASYNC109 - the pool's wait for a connection, not a deadline for the call
     as_service: bool = False,
     prepare: bool = True,
+    shop_settings: Sequence[tuple[str, str]] = (),
 ) -> Result:
     """Runs statements in one transaction under the identity's role (None: as the authenticator).
 
     With `as_service` the statements run as the authenticator (the auth functions) after the identity's
     session check. With `prepare` they run as prepared statements of the connection (see `_send`).
+    `shop_settings` (name, value) pairs are set with the request context of a read-write transaction (not
+    for `as_service` calls).
 
     The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
     sync): one write to the server and one read of the results. A signed-in request sends its session
@@ -488,6 +555,7 @@ async def run(
             identity,
             statements,
             role_settings,
+            shop_settings,
             read_only,
             request_id,
             method,
@@ -504,6 +572,7 @@ async def _run(
     identity: Identity | None,
     statements: Sequence[Statement],
     role_settings: Mapping[str, Mapping[str, str]],
+    shop_settings: Sequence[tuple[str, str]],
     read_only: bool,
     request_id: str,
     method: str,
@@ -513,13 +582,10 @@ async def _run(
 ) -> Result:
     encoding = conn.info.encoding
     try:
-        context = _command(
-            _context_sql(
-                3 if identity is None or as_service else 5 + len(role_settings.get(identity.role, {}))
-            ),
-            _context_params(identity, role_settings, as_service, request_id, method, path),
-            encoding,
-        )
+        # reads never place or change an order: the shop's settings go with read-write transactions only
+        shop = () if read_only else shop_settings
+        params = _context_params(identity, role_settings, shop, as_service, request_id, method, path)
+        context = _command(_context_sql(len(params) // 2), params, encoding)
     except psycopg.Error as exc:  # a NUL character in the path
         raise StatementError(exc, statements[0] if statements else None) from None
     # request statements are dumped with the connection's adapters (its encoding, its types); a value
@@ -530,9 +596,7 @@ async def _run(
             commands.append(_statement_command(statement, conn, encoding))
         except psycopg.Error as exc:
             raise StatementError(exc, statement) from None
-    session = None
-    if identity is not None and identity.jti is not None:
-        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id)], encoding)
+    session = _session_check(identity, encoding) if identity is not None else None
     begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
     # the response settings come with the last statement that carries them, or with a statement of their own
     carrier = next((i for i in range(len(statements) - 1, -1, -1) if statements[i].response), None)
@@ -542,16 +606,13 @@ async def _run(
         clean = False
         try:
             if session is not None:
-                # as the authenticator, before the role switch; nothing runs as the user until the
-                # database said the session is active
-                results = await _send(conn, [begin, session], prepare)
+                try:
+                    results = await _begin_checked(conn, begin, session, prepare)
+                except SessionInactive:
+                    clean = True
+                    raise
                 failed = _first_error(results)
                 if failed is None:
-                    answer = results[1]
-                    if answer is None or answer.ntuples != 1 or answer.get_value(0, 0) != b"t":
-                        await conn.execute("rollback")
-                        clean = True
-                        raise SessionInactive()
                     results = await _send(conn, tail, prepare)
                     failed = _first_error(results)
                     first = 1  # commands[i] is tail[i + 1]
@@ -618,3 +679,51 @@ def server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) 
     except psycopg.OperationalError:
         return True
     return pgconn.status != pq.ConnStatus.OK
+
+
+class DeadConnectionCheck:
+    """A pool's check: refuses a connection the server closed while it sat in the pool; the pool hands out
+    another. A database restart closes all of them: they are replaced at once (drain), so the first
+    requests after a restart succeed instead of failing with 503, one per dead connection."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self._drained_at = 0.0
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not server_closed(conn):
+            return
+        if self.pool is not None and time.monotonic() - self._drained_at > 1.0:
+            self._drained_at = time.monotonic()
+            await self.pool.drain()
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
+def connection_pool(
+    conninfo: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    application_name: str,
+    configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool[Any]:
+    """The pool every path takes its connections from (requests, auth, the Stripe paths; the CLI's
+    reconcile makes one of its own the same way), not opened yet, with the one dead-connection check
+    (DeadConnectionCheck). Autocommit: `run` and `begin` send their own BEGIN."""
+    check = DeadConnectionCheck()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        check=check,
+        configure=configure,
+        # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction that
+        # then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not exist" on the
+        # next use); the gateway keeps its own account (PreparedStatements)
+        kwargs={"application_name": application_name, "autocommit": True, "prepare_threshold": None},
+    )
+    check.pool = pool
+    return pool

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the gateway: requests by route template, latency, pool, schema cache.
+"""Prometheus metrics of the gateway: requests by route template, latency, pool, schema cache, and the rows
+`commercecore jobs run` has purged (read from the database at each scrape: the jobs run elsewhere).
 
 With several worker processes (`commercecore serve --workers N`, which then sets PROMETHEUS_MULTIPROC_DIR
 before the workers start) every worker writes its samples to that directory and /metrics, whichever worker
@@ -14,7 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -103,11 +104,42 @@ class PoolCollector(Collector):
             yield counter
 
 
+class PurgedRowsCollector(Collector):
+    """commercecore_purged_rows_total{table}: totals the database keeps (ops.purged_rows), read once per
+    scrape; the same whichever worker or gateway answers."""
+
+    def __init__(self, totals: Mapping[str, int]) -> None:
+        self.totals = totals
+
+    def collect(self) -> Iterator[Metric]:
+        counter = CounterMetricFamily(
+            "commercecore_purged_rows",
+            "Rows purged by `commercecore jobs run` (sessions, login failures, idempotency keys).",
+            labels=["table"],
+        )
+        for table, count in sorted(self.totals.items()):
+            counter.add_metric([table], count)
+        yield counter
+
+
+def purged_rows_text(totals: Mapping[str, int]) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(PurgedRowsCollector(totals))
+    return generate_latest(registry)
+
+
 class Metrics:
     """A registry per application (tests build many apps in one process)."""
 
-    def __init__(self, pool_stats: Callable[[], dict[str, int] | None], *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        pool_stats: Callable[[], dict[str, int] | None],
+        *,
+        token: str | None = None,
+        purged: Callable[[], Awaitable[Mapping[str, int] | None]] | None = None,
+    ) -> None:
         self._token_digest = _digest(token) if token else None
+        self.purged = purged
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "commercecore_http_requests",
@@ -208,12 +240,17 @@ class Metrics:
     async def endpoint(self, request: Request) -> Response:
         request.state.route = "/metrics"
         self.authorize(request.scope)
-        if not self.multiprocess:
-            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
-        self.publish_pool()
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-        return Response(generate_latest(merged), media_type=CONTENT_TYPE)
+        if self.multiprocess:
+            self.publish_pool()
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            body = generate_latest(merged)
+        else:
+            body = generate_latest(self.registry)
+        totals = await self.purged() if self.purged is not None else None
+        if totals is not None:
+            body += purged_rows_text(totals)
+        return Response(body, media_type=CONTENT_TYPE)
 
     def process_exited(self) -> None:
         """Multiprocess mode: this worker's live gauges leave the sums."""

@@ -5,8 +5,11 @@ Also `/docs`: Swagger UI from the swagger-ui-bundle wheel, served from this proc
 
 from __future__ import annotations
 
+import functools
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from gateway import __version__
-from gateway.catalog import Catalog, Column, Function, PgType, ReadRules, RouteDecl, View
+from gateway.catalog import Catalog, Column, Function, PgType, ReadRules, RouteDecl, View, parse_route
 
 _INTEGERS = {"smallint": "int32", "integer": "int32", "bigint": "int64"}
 _NUMBERS = {"numeric": None, "real": "float", "double precision": "double", "money": None}
@@ -303,6 +306,11 @@ class _Builder:
                 },
             )
 
+    def fronted(self, fn: Function, route: RouteDecl) -> None:
+        """A route the gateway serves itself in front of `fn`, documented as `fn`'s own route would be."""
+        ref = f"#/components/schemas/result_{fn.name}" if fn.result == "rows" else None
+        self._route(fn, route, ref)
+
     def _query_param(self, name: str, type_: PgType, required: bool) -> dict[str, Any]:
         return {"name": name, "in": "query", "required": required, "schema": pg_schema(type_)}
 
@@ -352,168 +360,82 @@ class _Builder:
         self.add(route.template, route.method.lower(), operation)
 
 
-def _auth_paths() -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    credentials = {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "email": {"type": "string"},
-                        "password": {"type": "string", "minLength": 10},
-                    },
-                    "required": ["email", "password"],
-                    "additionalProperties": False,
-                }
-            }
-        },
-    }
-    user = {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}
-    cookies = "Sets `cc_session` (HttpOnly JWT) and `cc_csrf` (send it back in X-CSRF-Token on writes)."
-    token = {
-        "type": "object",
-        "properties": {
-            "access_token": {"type": "string"},
-            "token_type": {"type": "string", "const": "bearer"},
-            "expires_in": {"type": "integer"},
-        },
-    }
-    return {
-        "/auth/signup": {
-            "post": {
-                "operationId": "signup",
-                "tags": ["auth"],
-                "summary": "Create a customer account and sign in.",
-                "description": cookies,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "email": {"type": "string", "format": "email"},
-                                    "password": {"type": "string", "minLength": 10, "maxLength": 1024},
-                                    "full_name": {"type": "string", "maxLength": 200},
-                                },
-                                "required": ["email", "password"],
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": {"description": "Created", "content": user},
-                    "409": {"description": "Email already registered", **error},
-                    "422": {"description": "Invalid input", **error},
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/auth/login": {
-            "post": {
-                "operationId": "login",
-                "tags": ["auth"],
-                "summary": "Sign in with a session cookie.",
-                "description": cookies,
-                "requestBody": credentials,
-                "responses": {
-                    "200": {"description": "Signed in", "content": user},
-                    "401": {"description": "Wrong email or password", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/auth/token": {
-            "post": {
-                "operationId": "token",
-                "tags": ["auth"],
-                "summary": "Get a Bearer token for API clients.",
-                "requestBody": credentials,
-                "responses": {
-                    "200": {"description": "Token", "content": {"application/json": {"schema": token}}},
-                    "401": {"description": "Wrong email or password", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/auth/logout": {
-            "post": {
-                "operationId": "logout",
-                "tags": ["auth"],
-                "summary": "Revoke the session and clear the cookies.",
-                "responses": {
-                    "204": {"description": "Signed out"},
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/me/password": {
-            "post": {
-                "operationId": "change_password",
-                "tags": ["me"],
-                "summary": "Change the password; every session is revoked and a new one issued.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "current_password": {"type": "string"},
-                                    "new_password": {"type": "string", "minLength": 10, "maxLength": 1024},
-                                },
-                                "required": ["current_password", "new_password"],
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "Changed (a new cookie, or a new token for Bearer clients)",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "401": {"description": "Not signed in", **error},
-                    "403": {"description": "Current password wrong (or CSRF token missing)", **error},
-                    "429": {"description": "Too many failures (Retry-After)", **error},
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/health": {
-            "get": {
-                "operationId": "health",
-                "tags": ["operations"],
-                "summary": "200 when the database answers, 503 when it does not.",
-                "responses": {"200": {"description": "OK"}, "503": {"description": "Database unavailable"}},
-            }
-        },
-    }
+# The paths the gateway serves itself (auth, /health): OpenAPI written as data in openapi_paths.json. A
+# `{"$ref": "#/shared/<name>"}` there stands for the piece of that name in the file's "shared" part, copied
+# in place (the document itself keeps its own `#/components/...` references); `{session_cookie}` and
+# `{csrf_cookie}` in a text become the cookie names of this gateway.
+OWN_PATHS_FILE = "openapi_paths.json"
+_SHARED = "#/shared/"
 
 
-def build(catalog: Catalog, *, title: str = "CommerceCore DBX API") -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the catalog."""
+def _inline(node: Any, shared: Mapping[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if len(node) == 1 and isinstance(ref, str) and ref.startswith(_SHARED):
+            return _inline(shared[ref.removeprefix(_SHARED)], shared)
+        return {key: _inline(value, shared) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, shared) for item in node]
+    return node
+
+
+@functools.cache
+def _own_paths_template() -> dict[str, Any]:
+    data = json.loads(resources.files("gateway").joinpath(OWN_PATHS_FILE).read_text(encoding="utf-8"))
+    paths: dict[str, Any] = _inline(data["paths"], data["shared"])
+    return paths
+
+
+def _filled(node: Any, names: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        for placeholder, name in names.items():
+            node = node.replace(placeholder, name)
+        return node
+    if isinstance(node, dict):
+        return {key: _filled(value, names) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_filled(item, names) for item in node]
+    return node
+
+
+def own_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
+    """The auth endpoints and /health, with this gateway's cookie names (a fresh copy on every call)."""
+    names = {"{session_cookie}": session_cookie, "{csrf_cookie}": csrf_cookie}
+    paths: dict[str, Any] = _filled(_own_paths_template(), names)
+    return paths
+
+
+def build(
+    catalog: Catalog,
+    *,
+    title: str = "CommerceCore DBX API",
+    session_cookie: str = "cc_session",
+    csrf_cookie: str = "cc_csrf",
+    fronted: Sequence[tuple[str, str, str]] = (),
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the catalog; the cookie names are the gateway's (`__Host-` prefixed when
+    the cookies are Secure, see gateway.auth.Cookies). `fronted`: (method, path, api function) of the
+    gateway's own routes in front of a function (the Stripe paths' refund)."""
     builder = _Builder(catalog)
     for view in catalog.views.values():
         builder.view(view)
     for overloads in catalog.functions.values():
         for fn in overloads:
             builder.function(fn)
-    paths = {**_auth_paths(), **dict(sorted(builder.paths.items()))}
+    for method, path, name in fronted:
+        for fn in catalog.functions.get(name, ()):
+            builder.fronted(fn, parse_route(method, path))
+    paths = {**own_paths(session_cookie, csrf_cookie), **dict(sorted(builder.paths.items()))}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": title,
             "version": __version__,
             "description": (catalog.description or "")
-            + "\n\nSigned-in browsers use the `cc_session` cookie (writes need X-CSRF-Token = the `cc_csrf` "
-            "cookie); API clients send `Authorization: Bearer <token>` from POST /auth/token. Collections "
-            "speak the PostgREST read dialect; errors are `{code, message, details, hint}`.",
+            + f"\n\nSigned-in browsers use the `{session_cookie}` cookie (writes need X-CSRF-Token = the "
+            f"`{csrf_cookie}` cookie); API clients send `Authorization: Bearer <token>` from POST "
+            "/auth/token. Collections speak the PostgREST read dialect; errors are "
+            "`{code, message, details, hint}`.",
         },
         "servers": [{"url": "/"}],
         "security": [{}, {"bearerAuth": []}, {"cookieAuth": []}],
@@ -522,7 +444,7 @@ def build(catalog: Catalog, *, title: str = "CommerceCore DBX API") -> dict[str,
             "schemas": builder.schemas,
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "cc_session"},
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": session_cookie},
             },
         },
     }
@@ -562,7 +484,7 @@ DOCS_INIT = """window.onload = function () {
     layout: "BaseLayout",
     withCredentials: true,
     requestInterceptor: function (request) {
-      var match = document.cookie.match(/(?:^|; )cc_csrf=([^;]*)/);
+      var match = document.cookie.match(/(?:^|; )(?:__Host-)?cc_csrf=([^;]*)/);
       if (match) { request.headers["X-CSRF-Token"] = decodeURIComponent(match[1]); }
       return request;
     }

@@ -29,9 +29,9 @@ from gateway.errors import (
     RETRYABLE,
     ApiError,
     bad_request,
+    database_failure,
     missing_argument,
     not_found,
-    unavailable,
     unknown_argument,
 )
 from gateway.http import check_accept, check_profile, headers_of, read_json_object, url_path
@@ -470,6 +470,7 @@ async def _run(request: Request, prepared: Prepared, identity: db.Identity, cata
         method=request.method,
         path=url_path(request.scope),
         prepare=settings.prepared_statements,
+        shop_settings=settings.order_settings,
     )
     if identity.authenticated:
         return await run(timeout=settings.pool_timeout)
@@ -478,6 +479,7 @@ async def _run(request: Request, prepared: Prepared, identity: db.Identity, cata
 
 
 async def execute(request: Request, prepared: Prepared, identity: db.Identity, catalog: Catalog) -> db.Result:
+    gateway = request.app.state.gateway
     for attempt in (1, 2):
         try:
             return await _run(request, prepared, identity, catalog)
@@ -498,14 +500,11 @@ async def execute(request: Request, prepared: Prepared, identity: db.Identity, c
                 )
             raise error from None
         except db.SessionInactive:
-            from gateway.auth import session_ended
-
-            raise session_ended() from None
-        except PoolTimeout:
-            raise unavailable("No database connection is free; retry shortly.") from None
-        except psycopg.OperationalError as exc:
-            log.error("database unreachable: %s", str(exc).strip())
-            raise unavailable("The database is unreachable; retry shortly.") from None
+            raise gateway.auth.session_ended() from None
+        except psycopg.OperationalError as exc:  # no free connection (PoolTimeout), or it broke
+            if not isinstance(exc, PoolTimeout):
+                log.error("database unreachable: %s", str(exc).strip())
+            raise database_failure(exc, authenticated=identity.authenticated) from None
     raise AssertionError("unreachable")
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from types import MappingProxyType
+from typing import Any, Self
+
+import limits
+
+from gateway.durations import parse_duration
 
 # The fixed secret of demo mode: public on purpose, so a demo token never works outside demo mode.
 DEMO_JWT_SECRET = "commercecore-demo-secret-not-for-production-use"  # noqa: S105
@@ -18,6 +26,36 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 PASSWORD_MIN_LENGTH = 10
 # argon2 hashes whatever it is given: a megabyte "password" is a denial of service, not a password
 PASSWORD_MAX_LENGTH = 1024
+DEFAULT_MAX_UNPAID_AGE = datetime.timedelta(minutes=60)
+
+
+# The actions with their own budgets, each per client address and per account (the email address for
+# signup, login and token; the signed-in user for the others), in the notation of the `limits` library
+# ("30/minute", "10/hour", "5/10 minutes") or "off": budget key, variable, default.
+RATE_ACTIONS = ("signup", "login", "token", "password", "checkout", "refund")
+RATE_SETTINGS = (
+    # a shared address (an office, a carrier's NAT) signs up a few people an hour; one email, once
+    ("signup_client", "COMMERCECORE_RATE_SIGNUP_CLIENT", "20/hour"),
+    ("signup_account", "COMMERCECORE_RATE_SIGNUP_ACCOUNT", "5/hour"),
+    # the account budget of login and token counts only clients that already failed for that account (see
+    # gateway.throttle): it never stops the owner at a clean address
+    ("login_client", "COMMERCECORE_RATE_LOGIN_CLIENT", "30/minute"),
+    ("login_account", "COMMERCECORE_RATE_LOGIN_ACCOUNT", "10/minute"),
+    ("token_client", "COMMERCECORE_RATE_TOKEN_CLIENT", "30/minute"),
+    ("token_account", "COMMERCECORE_RATE_TOKEN_ACCOUNT", "10/minute"),
+    ("password_client", "COMMERCECORE_RATE_PASSWORD_CLIENT", "10/minute"),
+    ("password_account", "COMMERCECORE_RATE_PASSWORD_ACCOUNT", "5/minute"),
+    # each checkout opens a Stripe session: a few a minute is plenty for a person
+    ("checkout_client", "COMMERCECORE_RATE_CHECKOUT_CLIENT", "30/minute"),
+    ("checkout_account", "COMMERCECORE_RATE_CHECKOUT_ACCOUNT", "10/minute"),
+    ("refund_client", "COMMERCECORE_RATE_REFUND_CLIENT", "60/minute"),
+    ("refund_account", "COMMERCECORE_RATE_REFUND_ACCOUNT", "30/minute"),
+)
+RATE_DEFAULTS: Mapping[str, str] = MappingProxyType({key: default for key, _name, default in RATE_SETTINGS})
+RATES_OFF: Mapping[str, str] = MappingProxyType(dict.fromkeys(RATE_DEFAULTS, "off"))
+# clients whose X-Forwarded-For is believed by default: a proxy on the gateway's own host
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+_LIST_SEPARATORS = re.compile(r"[\s,]+")
 
 
 class SettingsError(ValueError):
@@ -46,6 +84,78 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     if value != int(value):
         raise SettingsError(f"{name}={env.get(name)!r} is not a whole number")
     return int(value)
+
+
+def _duration(env: Mapping[str, str], name: str, default: datetime.timedelta) -> datetime.timedelta:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse_duration(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={exc}") from None
+    if value <= datetime.timedelta(0):
+        raise SettingsError(f"{name}={raw!r} must be longer than zero")
+    return value
+
+
+def max_unpaid_age_from_env(env: Mapping[str, str]) -> datetime.timedelta:
+    """ORDER_MAX_UNPAID_AGE, else 60 minutes: the gateway's checkout and the expiry job read it alike."""
+    return _duration(env, "ORDER_MAX_UNPAID_AGE", DEFAULT_MAX_UNPAID_AGE)
+
+
+def _rate_limits(env: Mapping[str, str]) -> Mapping[str, str]:
+    """COMMERCECORE_RATE_<ACTION>_<CLIENT|ACCOUNT>, each checked by the parser that will read it."""
+    rates = dict(RATE_DEFAULTS)
+    for key, name, _default in RATE_SETTINGS:
+        raw = (env.get(name) or "").strip()
+        if not raw:
+            continue
+        if raw.lower() != "off":
+            try:
+                item = limits.parse(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"{name}={raw!r} is not a rate: write e.g. 30/minute, 10/hour, 5/10 minutes, or off"
+                ) from None
+            if item.amount < 1:
+                raise SettingsError(f"{name}={raw!r} allows nothing; use off to turn the budget off")
+        rates[key] = raw
+    return MappingProxyType(rates)
+
+
+def _login_delays(env: Mapping[str, str]) -> dict[str, Any]:
+    """COMMERCECORE_LOGIN_FREE_ATTEMPTS, _DELAY_BASE and _DELAY_MAX, as Settings fields."""
+    delay_base = _number(env, "COMMERCECORE_LOGIN_DELAY_BASE", 5.0, minimum=0.001)
+    delay_max = _number(env, "COMMERCECORE_LOGIN_DELAY_MAX", 900.0, minimum=0.001)
+    if delay_max < delay_base:
+        raise SettingsError(
+            f"COMMERCECORE_LOGIN_DELAY_MAX={delay_max:g} is below"
+            f" COMMERCECORE_LOGIN_DELAY_BASE={delay_base:g}"
+        )
+    return {
+        "login_free_attempts": _integer(env, "COMMERCECORE_LOGIN_FREE_ATTEMPTS", 3, minimum=1),
+        "login_delay_base": delay_base,
+        "login_delay_max": delay_max,
+    }
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    """COMMERCECORE_TRUSTED_PROXIES: addresses or CIDR networks, separated by commas or spaces."""
+    raw = env.get("COMMERCECORE_TRUSTED_PROXIES")
+    if raw is None:
+        return DEFAULT_TRUSTED_PROXIES
+    networks = []
+    for item in _LIST_SEPARATORS.split(raw.strip()):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"COMMERCECORE_TRUSTED_PROXIES: {item!r} is not an IP address or network (CIDR)"
+            ) from None
+    return tuple(networks)
 
 
 def _check_secret(secret: str) -> None:
@@ -114,6 +224,15 @@ def check_key_pair(algorithm: str, private_pem: str, public_pem: str | None) -> 
         if as_pem != derived:
             raise SettingsError("COMMERCECORE_JWT_PUBLIC_KEY_FILE does not belong to the private key")
     return derived
+
+
+def _order_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """The limits on a customer's unpaid orders, as keyword arguments of Settings."""
+    return {
+        "max_open_orders": _integer(env, "COMMERCECORE_MAX_OPEN_ORDERS", 5, minimum=1),
+        "max_units_per_product": _integer(env, "COMMERCECORE_MAX_UNITS_PER_PRODUCT", 100, minimum=1),
+        "order_max_unpaid_age": max_unpaid_age_from_env(env),
+    }
 
 
 @dataclass(frozen=True)
@@ -188,7 +307,7 @@ class AnonymousLimits:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the gateway reads from the environment (SPEC §7)."""
+    """Everything the gateway reads from the environment (the configuration table of README.md)."""
 
     database_url: str = field(repr=False)
     demo: bool = False
@@ -213,17 +332,25 @@ class Settings:
     prepared_statements: bool = True
     # one JSON line per request on stderr (commercecore.access); off when a proxy in front logs requests
     access_log: bool = True
-    # failures in a row before auth.record_login_failure locks an account, and for how long
-    login_max_failures: int = 5
-    login_lockout: int = 900
-    # login attempts per client address and minute, before any database work; 0: no limit
-    login_rate: int = 30
+    # failed logins of one (email address, client) pair: the free ones, then a delay before the pair's next
+    # attempt of base seconds, doubling with each further failure up to max (auth.record_login_failure)
+    login_free_attempts: int = 3
+    login_delay_base: float = 5.0
+    login_delay_max: float = 900.0
+    # budgets per action, client and account ("30/minute" or "off"; see RATE_DEFAULTS, gateway.throttle)
+    rate_limits: Mapping[str, str] = field(default_factory=lambda: RATE_DEFAULTS, hash=False)
+    # peers whose X-Forwarded-For (and -Proto) name the client: networks as strings ("10.0.0.0/8")
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     # argon2id cost (RFC 9106 second recommendation: t=3, 64 MiB, p=4)
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
     # the bearer token /metrics requires; None: /metrics answers loopback clients only
     metrics_token: str | None = field(default=None, repr=False)
+    # limits on a customer's unpaid orders, enforced in SQL (see `order_settings`)
+    max_open_orders: int = 5
+    max_units_per_product: int = 100
+    order_max_unpaid_age: datetime.timedelta = DEFAULT_MAX_UNPAID_AGE
     limits: RequestLimits = field(default_factory=RequestLimits)
     anonymous: AnonymousLimits = field(default_factory=AnonymousLimits)
 
@@ -235,73 +362,109 @@ class Settings:
     def verifying_key(self) -> str:
         return self.jwt_secret if self.jwt_algorithm == "HS256" else self.jwt_public_key or ""
 
+    @property
+    def order_settings(self) -> tuple[tuple[str, str], ...]:
+        """The shop's order limits as the settings (GUCs) every request transaction sets: the functions
+        of the database read them there, so the rules stay in SQL and the values in the environment."""
+        return (
+            ("commercecore.max_open_orders", str(self.max_open_orders)),
+            ("commercecore.max_units_per_product", str(self.max_units_per_product)),
+            ("commercecore.order_max_unpaid_age", f"{self.order_max_unpaid_age.total_seconds():g} seconds"),
+        )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Every setting from the environment (the process's by default); SettingsError names the first
+        variable that is missing or unsafe, in the order of the groups below."""
         env = dict(os.environ if environ is None else environ)
         demo = _flag(env.get("COMMERCECORE_DEMO"))
-        database_url = env.get("COMMERCECORE_GATEWAY_URL") or env.get("DATABASE_URL")
-        if not database_url:
-            raise SettingsError(
-                "DATABASE_URL is not set: the gateway needs the authenticator's connection URL"
-            )
-
-        algorithm = (env.get("COMMERCECORE_JWT_ALGORITHM") or "HS256").strip().upper()
-        if algorithm not in JWT_ALGORITHMS:
-            raise SettingsError(
-                f"COMMERCECORE_JWT_ALGORITHM={algorithm!r}: use one of {', '.join(JWT_ALGORITHMS)}"
-            )
-        secret = env.get("COMMERCECORE_JWT_SECRET") or ""
-        private_key: str | None = None
-        public_key: str | None = None
-        if algorithm == "HS256":
-            if not secret:
-                if not demo:
-                    raise SettingsError("COMMERCECORE_JWT_SECRET is not set (at least 32 random bytes)")
-                secret = DEMO_JWT_SECRET
-            elif secret != DEMO_JWT_SECRET:
-                _check_secret(secret)
-            if secret == DEMO_JWT_SECRET and not demo:
-                raise SettingsError("COMMERCECORE_JWT_SECRET is the public demo secret; set a random one")
-        else:
-            private_key = _read_key(env, "COMMERCECORE_JWT_PRIVATE_KEY_FILE")
-            given_public = (
-                _read_key(env, "COMMERCECORE_JWT_PUBLIC_KEY_FILE")
-                if env.get("COMMERCECORE_JWT_PUBLIC_KEY_FILE")
-                else None
-            )
-            public_key = check_key_pair(algorithm, private_key, given_public)
-            secret = ""
-
-        cookie_secure = env.get("COMMERCECORE_COOKIE_SECURE")
-        pool_min = _integer(env, "COMMERCECORE_POOL_MIN", 2)
-        pool_max = _integer(env, "COMMERCECORE_POOL_MAX", 10, minimum=1)
-        if pool_max < pool_min:
-            raise SettingsError(f"COMMERCECORE_POOL_MAX={pool_max} is below COMMERCECORE_POOL_MIN={pool_min}")
         return cls(
-            database_url=database_url,
+            database_url=_database_url(env),
             demo=demo,
-            jwt_algorithm=algorithm,
-            jwt_secret=secret,
-            jwt_private_key=private_key,
-            jwt_public_key=public_key,
-            jwt_audience=env.get("COMMERCECORE_JWT_AUDIENCE") or None,
-            token_ttl=_integer(env, "COMMERCECORE_TOKEN_TTL", 3600, minimum=60),
-            cookie_secure=_flag(cookie_secure) if cookie_secure is not None else not demo,
-            public_base_url=env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
-            pool_min=pool_min,
-            pool_max=pool_max,
+            **_signing_keys(env, demo),
+            **_pool_sizes(env),
+            **_sessions(env, demo),
             pool_timeout=_number(env, "COMMERCECORE_POOL_TIMEOUT", 5.0, minimum=0.1),
             body_limit=_integer(env, "COMMERCECORE_BODY_LIMIT", 1024 * 1024, minimum=1024),
             max_rows=_integer(env, "COMMERCECORE_MAX_ROWS", 1000),
             prepared_statements=_flag(env.get("COMMERCECORE_PREPARED_STATEMENTS", "on")),
             access_log=_flag(env.get("COMMERCECORE_ACCESS_LOG", "on")),
-            login_max_failures=_integer(env, "COMMERCECORE_LOGIN_MAX_FAILURES", 5, minimum=1),
-            login_lockout=_integer(env, "COMMERCECORE_LOGIN_LOCKOUT", 900, minimum=1),
-            login_rate=_integer(env, "COMMERCECORE_LOGIN_RATE", 30),
+            **_login_delays(env),
+            rate_limits=_rate_limits(env),
+            trusted_proxies=_trusted_proxies(env),
             metrics_token=_metrics_token(env),
+            **_order_limits(env),
             limits=RequestLimits.from_env(env),
             anonymous=AnonymousLimits.from_env(env),
         )
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    """COMMERCECORE_GATEWAY_URL, else DATABASE_URL: the authenticator's connection URL."""
+    database_url = env.get("COMMERCECORE_GATEWAY_URL") or env.get("DATABASE_URL")
+    if not database_url:
+        raise SettingsError("DATABASE_URL is not set: the gateway needs the authenticator's connection URL")
+    return database_url
+
+
+def _hs256_secret(env: Mapping[str, str], demo: bool) -> str:
+    """COMMERCECORE_JWT_SECRET: random and long enough; the public demo secret only in demo mode (and
+    there by default)."""
+    secret = env.get("COMMERCECORE_JWT_SECRET") or ""
+    if not secret:
+        if not demo:
+            raise SettingsError("COMMERCECORE_JWT_SECRET is not set (at least 32 random bytes)")
+        secret = DEMO_JWT_SECRET
+    elif secret != DEMO_JWT_SECRET:
+        _check_secret(secret)
+    if secret == DEMO_JWT_SECRET and not demo:
+        raise SettingsError("COMMERCECORE_JWT_SECRET is the public demo secret; set a random one")
+    return secret
+
+
+def _signing_keys(env: Mapping[str, str], demo: bool) -> dict[str, Any]:
+    """COMMERCECORE_JWT_ALGORITHM and its key: the secret (HS256) or the PEM key pair (RS256, ES256), as
+    Settings fields."""
+    algorithm = (env.get("COMMERCECORE_JWT_ALGORITHM") or "HS256").strip().upper()
+    if algorithm not in JWT_ALGORITHMS:
+        raise SettingsError(
+            f"COMMERCECORE_JWT_ALGORITHM={algorithm!r}: use one of {', '.join(JWT_ALGORITHMS)}"
+        )
+    if algorithm == "HS256":
+        return {"jwt_algorithm": algorithm, "jwt_secret": _hs256_secret(env, demo)}
+    private_key = _read_key(env, "COMMERCECORE_JWT_PRIVATE_KEY_FILE")
+    given_public = (
+        _read_key(env, "COMMERCECORE_JWT_PUBLIC_KEY_FILE")
+        if env.get("COMMERCECORE_JWT_PUBLIC_KEY_FILE")
+        else None
+    )
+    return {
+        "jwt_algorithm": algorithm,
+        "jwt_secret": "",
+        "jwt_private_key": private_key,
+        "jwt_public_key": check_key_pair(algorithm, private_key, given_public),
+    }
+
+
+def _pool_sizes(env: Mapping[str, str]) -> dict[str, Any]:
+    """COMMERCECORE_POOL_MIN and _MAX, as Settings fields."""
+    pool_min = _integer(env, "COMMERCECORE_POOL_MIN", 2)
+    pool_max = _integer(env, "COMMERCECORE_POOL_MAX", 10, minimum=1)
+    if pool_max < pool_min:
+        raise SettingsError(f"COMMERCECORE_POOL_MAX={pool_max} is below COMMERCECORE_POOL_MIN={pool_min}")
+    return {"pool_min": pool_min, "pool_max": pool_max}
+
+
+def _sessions(env: Mapping[str, str], demo: bool) -> dict[str, Any]:
+    """The tokens' audience and lifetime, the cookies' Secure flag (off by default in demo mode only) and
+    the public base URL, as Settings fields."""
+    cookie_secure = env.get("COMMERCECORE_COOKIE_SECURE")
+    return {
+        "jwt_audience": env.get("COMMERCECORE_JWT_AUDIENCE") or None,
+        "token_ttl": _integer(env, "COMMERCECORE_TOKEN_TTL", 3600, minimum=60),
+        "cookie_secure": _flag(cookie_secure) if cookie_secure is not None else not demo,
+        "public_base_url": env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
+    }
 
 
 def random_secret() -> str:

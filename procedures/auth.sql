@@ -3,7 +3,8 @@
 -- requires: schema/login_failures
 -- requires: procedures/me
 -- requires: schema/errors
--- The gateway's auth internals: signup, login lookup and lockout, sessions (JWT ids) and password changes.
+-- The gateway's auth internals: signup, login lookup and the per-client delay after failures, sessions (JWT
+-- ids, with the role they were issued with) and password changes.
 -- Only the gateway's login (authenticator) may execute them, before it switches to a request role: there
 -- core.request_role() is 'none', which row-level security treats as a service. The database never sees a
 -- password: the gateway hashes it with argon2id, and the check constraint on auth.credentials refuses
@@ -55,134 +56,177 @@ complete argon2id PHC string -> 23514 (credentials_password_hash_check).';
 grant execute on function auth.register_user(text, text, text) to authenticator;
 
 create function auth.login_lookup(email text)
-returns table (user_id bigint, role text, password_hash text, locked_until timestamptz)
+returns table (user_id bigint, role text, password_hash text)
 language sql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select u.id, u.role, c.password_hash, case when c.locked_until > pg_catalog.now() then c.locked_until end
+  select u.id, u.role, c.password_hash
   from core.users as u
   join auth.credentials as c on c.user_id = u.id
   where u.email = pg_catalog.lower(pg_catalog.btrim(login_lookup.email))
 $$;
 
 comment on function auth.login_lookup(text) is
-'Login, step 1: the account of an email address (trimmed, lower-cased): user_id, role, password_hash, and
-locked_until while a lockout is running (null otherwise). No row for an unknown address or an account
-without a password: the gateway should still verify the password against a dummy hash, so that the answer
-takes as long, and record the failure with auth.record_login_failure.';
+'Login, step 1: the account of an email address (trimmed, lower-cased): user_id, role, password_hash. No
+row for an unknown address or an account without a password: the gateway should still verify the password
+against a dummy hash, so that the answer takes as long, and record the failure with
+auth.record_login_failure.';
 
 grant execute on function auth.login_lookup(text) to authenticator;
 
+create function auth.login_delay(email text, client inet)
+returns table (failed_attempts integer, retry_at timestamptz)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select f.failed_attempts, case when f.retry_at > pg_catalog.now() then f.retry_at end
+  from auth.login_failures as f
+  where f.email_hash = pg_catalog.sha256(
+      pg_catalog.convert_to(pg_catalog.lower(pg_catalog.btrim(coalesce(login_delay.email, ''))), 'UTF8')
+    )
+    and f.client = login_delay.client
+    and f.last_failed_at >= pg_catalog.now() - interval '1 day'
+$$;
+
+comment on function auth.login_delay(text, inet) is
+'Login, step 0: the failures of this email address from this client in a row (the pair''s row, none when
+it has no recent failure) and retry_at while its delay runs (null otherwise). During the delay the gateway
+answers 429 with Retry-After without checking the password. Other clients are not concerned: the owner
+of the account signs in from another address at once.';
+
+grant execute on function auth.login_delay(text, inet) to authenticator;
+
 create function auth.record_login_failure(
-  email text, max_attempts integer default 5, lockout interval default '15 minutes'
+  email text,
+  client inet,
+  free_attempts integer default 3,
+  delay_base interval default '5 seconds',
+  delay_max interval default '15 minutes'
 )
-returns table (failed_attempts integer, locked_until timestamptz)
+returns table (failed_attempts integer, retry_at timestamptz)
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  normalized text := pg_catalog.lower(pg_catalog.btrim(coalesce(record_login_failure.email, '')));
-  account_id bigint;
+  pair_hash bytea := pg_catalog.sha256(
+    pg_catalog.convert_to(pg_catalog.lower(pg_catalog.btrim(coalesce(record_login_failure.email, ''))), 'UTF8')
+  );
   attempts integer;
-  locked timestamptz;
+  wait_seconds double precision;
+  next_attempt timestamptz;
 begin
-  if record_login_failure.max_attempts is null or record_login_failure.max_attempts < 1
-    or record_login_failure.lockout is null or record_login_failure.lockout <= interval '0' then
+  if record_login_failure.client is null
+    or record_login_failure.free_attempts is null or record_login_failure.free_attempts < 1
+    or record_login_failure.delay_base is null or record_login_failure.delay_base <= interval '0'
+    or record_login_failure.delay_max is null or record_login_failure.delay_max < record_login_failure.delay_base
+  then
     raise exception using
       errcode = '22023',
-      message = 'max_attempts must be at least 1 and lockout a positive interval.';
+      message = 'client is required, free_attempts must be at least 1, delay_base positive and delay_max'
+        || ' at least delay_base.';
   end if;
 
-  -- a failure after an expired lockout starts a new count; a failure during a lockout does not extend it
-  select c.user_id into account_id
-  from core.users as u join auth.credentials as c on c.user_id = u.id
-  where u.email = normalized;
-  if account_id is not null then
-    update auth.credentials as c
-    set failed_attempts = case when c.locked_until <= pg_catalog.now() then 1 else c.failed_attempts + 1 end,
-      locked_until = case
-        when c.locked_until > pg_catalog.now() then c.locked_until
-        when case when c.locked_until <= pg_catalog.now() then 1 else c.failed_attempts + 1 end
-          >= record_login_failure.max_attempts
-          then pg_catalog.now() + record_login_failure.lockout
-      end
-    where c.user_id = account_id
-    returning c.failed_attempts, c.locked_until into attempts, locked;
-  else
-    -- no such account: counted the same way, so the lockout does not reveal whether the address exists
-    insert into auth.login_failures as f (email_hash, failed_attempts, locked_until)
-    values (
-      pg_catalog.sha256(pg_catalog.convert_to(normalized, 'UTF8')),
-      1,
-      case when record_login_failure.max_attempts <= 1 then pg_catalog.now() + record_login_failure.lockout end
-    )
-    on conflict on constraint login_failures_pkey do update
-    set failed_attempts = case when f.locked_until <= pg_catalog.now() then 1 else f.failed_attempts + 1 end,
-      locked_until = case
-        when f.locked_until > pg_catalog.now() then f.locked_until
-        when case when f.locked_until <= pg_catalog.now() then 1 else f.failed_attempts + 1 end
-          >= record_login_failure.max_attempts
-          then pg_catalog.now() + record_login_failure.lockout
-      end,
-      last_failed_at = pg_catalog.now()
-    returning f.failed_attempts, f.locked_until into attempts, locked;
+  -- a pair idle for a day starts a new count, as if its row had been purged already
+  insert into auth.login_failures as f (email_hash, client, failed_attempts, last_failed_at)
+  values (pair_hash, record_login_failure.client, 1, pg_catalog.now())
+  on conflict on constraint login_failures_pkey do update
+  set failed_attempts = case
+      when f.last_failed_at < pg_catalog.now() - interval '1 day' then 1
+      else f.failed_attempts + 1
+    end,
+    last_failed_at = pg_catalog.now(),
+    retry_at = null
+  returning f.failed_attempts into attempts;
+
+  if attempts >= record_login_failure.free_attempts then
+    -- base * 2^(failures past the free ones), capped; the exponent is bounded so that the product never
+    -- overflows whatever the two intervals are
+    wait_seconds := least(
+      extract(epoch from record_login_failure.delay_max)::double precision,
+      extract(epoch from record_login_failure.delay_base)::double precision
+      * pg_catalog.power(2::double precision, least(attempts - record_login_failure.free_attempts, 60))
+    );
+    next_attempt := pg_catalog.now() + pg_catalog.make_interval(secs => wait_seconds);
+    update auth.login_failures as f set retry_at = next_attempt
+    where f.email_hash = pair_hash and f.client = record_login_failure.client;
   end if;
 
   failed_attempts := attempts;
-  locked_until := locked;
+  retry_at := next_attempt;
   return next;
 end;
 $$;
 
-comment on function auth.record_login_failure(text, integer, interval) is
-'Login failed (wrong password or unknown address): counts consecutive failures of the address and, at
-max_attempts, locks it for the lockout interval. Returns (failed_attempts, locked_until); locked_until is
-set while the lockout runs (answer 429 with Retry-After). Unknown addresses are counted and locked the same
-way, so the answer never reveals whether an address is registered. A failure after an expired lockout
-starts a new count.';
+comment on function auth.record_login_failure(text, inet, integer, interval, interval) is
+'Login failed (wrong password or unknown address) for this email address from this client: counts the
+pair''s failures in a row. The first free_attempts are free; from the last free one on, the pair''s next
+attempt must wait delay_base, doubling with every further failure, at most delay_max. Returns
+(failed_attempts, retry_at), retry_at null while attempts are free. Unknown addresses are counted the same
+way, so the answer never reveals whether an address is registered; nothing is counted on the account, so
+no failure locks its owner out. Called only outside a running delay (the gateway refuses those attempts
+unchecked), so a refused attempt never lengthens it.';
 
-grant execute on function auth.record_login_failure(text, integer, interval) to authenticator;
+grant execute on function auth.record_login_failure(text, inet, integer, interval, interval) to authenticator;
 
-create function auth.record_login_success(user_id bigint) returns void
+create function auth.record_login_success(user_id bigint, client inet) returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  update auth.credentials as c set failed_attempts = 0, locked_until = null
-  where c.user_id = record_login_success.user_id and (c.failed_attempts <> 0 or c.locked_until is not null)
+  delete from auth.login_failures as f
+  using core.users as u
+  where u.id = record_login_success.user_id
+    and f.email_hash = pg_catalog.sha256(pg_catalog.convert_to(u.email, 'UTF8'))
+    and f.client = record_login_success.client
 $$;
 
-comment on function auth.record_login_success(bigint) is
-'Login succeeded: resets the account''s failure counter (call it only after checking that no lockout runs).';
+comment on function auth.record_login_success(bigint, inet) is
+'Login succeeded from this client: forgets the failures of the pair (the user''s address, this client).
+Other clients'' failures stay: a success from one address does not free another (call it only after
+auth.login_delay said no delay runs).';
 
-grant execute on function auth.record_login_success(bigint) to authenticator;
+grant execute on function auth.record_login_success(bigint, inet) to authenticator;
 
 create function auth.create_session(
   user_id bigint, jti uuid, expires_at timestamptz, user_agent text default ''
 ) returns void
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  insert into auth.sessions (jti, user_id, expires_at, user_agent)
+declare
+  issued_role text;
+begin
+  select u.role into issued_role from core.users as u where u.id = create_session.user_id;
+  if not found then
+    raise exception using
+      errcode = '23503',
+      message = pg_catalog.format('No user %s to open a session for.', create_session.user_id);
+  end if;
+  insert into auth.sessions (jti, user_id, role, expires_at, user_agent)
   values (
     create_session.jti,
     create_session.user_id,
+    issued_role,
     create_session.expires_at,
     pg_catalog.left(coalesce(create_session.user_agent, ''), 500)
-  )
+  );
+end;
 $$;
 
 comment on function auth.create_session(bigint, uuid, timestamptz, text) is
-'Records an issued JWT (its jti and exp) so that it can be revoked; the user agent is cut to 500 characters.
-expires_at must lie in the future (sessions_expires_at_check).';
+'Records an issued JWT (its jti and exp) so that it can be revoked, with the role the user has now, which
+the token carries (auth.user_claims in the same statement reads the same row). The user agent is cut to
+500 characters; expires_at must lie in the future (sessions_expires_at_check); an unknown user -> 23503.';
 
 grant execute on function auth.create_session(bigint, uuid, timestamptz, text) to authenticator;
 
-create function auth.session_active(jti uuid, user_id bigint) returns boolean
+create function auth.session_active(jti uuid, user_id bigint, role text) returns boolean
 language sql
 stable
 security definer
@@ -190,17 +234,20 @@ set search_path = pg_catalog, pg_temp
 as $$
   -- only the primary key in the where clause: the plan is always one sessions_pkey probe
   select coalesce((
-    select s.user_id = session_active.user_id and s.revoked_at is null and s.expires_at > pg_catalog.now()
+    select s.user_id = session_active.user_id and s.role = session_active.role and s.revoked_at is null
+      and s.expires_at > pg_catalog.now()
     from auth.sessions as s
     where s.jti = session_active.jti
   ), false)
 $$;
 
-comment on function auth.session_active(uuid, bigint) is
-'True when the JWT id is a session of this user that is neither revoked nor expired (a primary-key lookup).
-The gateway calls it in every authenticated request''s transaction, before switching to the request role.';
+comment on function auth.session_active(uuid, bigint, text) is
+'True when the JWT id is a session of this user, issued with this role, neither revoked nor expired (a
+primary-key lookup). A token re-signed with another role claim (a leaked HS256 secret) finds its session
+but not its role: false. The gateway calls it in every authenticated request''s transaction, before
+switching to the request role.';
 
-grant execute on function auth.session_active(uuid, bigint) to authenticator;
+grant execute on function auth.session_active(uuid, bigint, text) to authenticator;
 
 create function auth.revoke_session(jti uuid) returns boolean
 language sql
@@ -248,9 +295,7 @@ begin
   values (change_password.user_id, change_password.password_hash)
   on conflict on constraint credentials_pkey do update
   set password_hash = excluded.password_hash,
-    password_changed_at = pg_catalog.now(),
-    failed_attempts = 0,
-    locked_until = null;
+    password_changed_at = pg_catalog.now();
   return auth.revoke_user_sessions(change_password.user_id);
 end;
 $$;
@@ -296,30 +341,6 @@ comment on function auth.user_claims(bigint) is
 null for an unknown user. The gateway adds exp, iat, jti (and aud).';
 
 grant execute on function auth.user_claims(bigint) to authenticator;
-
-create function auth.purge_expired_sessions() returns integer
-language plpgsql
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  purged integer;
-begin
-  delete from auth.sessions as s where s.expires_at <= pg_catalog.now();
-  get diagnostics purged = row_count;
-  -- failure counters of unknown addresses that have been quiet for a day
-  delete from auth.login_failures as f
-  where f.last_failed_at < pg_catalog.now() - interval '1 day'
-    and (f.locked_until is null or f.locked_until <= pg_catalog.now());
-  return purged;
-end;
-$$;
-
-comment on function auth.purge_expired_sessions() is
-'For the jobs runner: deletes expired sessions (a revoked one is kept until it expires, for the record) and
-the failure counters of unknown addresses idle for a day; returns the number of sessions deleted.';
-
-grant execute on function auth.purge_expired_sessions() to authenticator;
 
 create function api.set_user_role(user_id bigint, role text) returns jsonb
 language plpgsql

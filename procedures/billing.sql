@@ -2,8 +2,9 @@
 -- requires: schema/payments
 -- requires: schema/audit
 -- requires: schema/errors
--- The payment state machine (SPEC §4) and the Stripe inbox, for the gateway's Stripe paths (role
--- app_payments), plus the two api functions staff and customers reach it by (refund, payment list).
+-- The payment state machine (docs/http-api.md section 11) and the Stripe inbox, for the gateway's Stripe
+-- paths (role app_payments), plus the two api functions staff and customers reach it by (refund, payment
+-- list).
 --
 -- States: created -> open -> succeeded | failed | expired | canceled; succeeded -> refunded. Forward-only:
 -- a late event never moves a state back; the one exception is money: a success reported for a failed,
@@ -170,6 +171,8 @@ begin
       pg_catalog.jsonb_build_object('order_id', ord.id, 'status', ord.status), 'Only pending orders can be paid.'
     );
   end if;
+  -- the maximum age counts from the order's creation: a new attempt never gives an unpaid order more time
+  perform core.check_unpaid_age(ord);
 
   select
     pg_catalog.jsonb_agg(
@@ -228,7 +231,8 @@ checkout_session_id}]}. previous_open lists the older attempts still created/ope
 the gateway expires their sessions at Stripe and then calls mark_payment_expired or mark_payment_canceled.
 Every call is a new attempt: create the Stripe session with idempotency key checkout_<payment_id>.
 When the request carries a customer''s JWT claims, the order must be theirs. PT404 missing (or not yours),
-PT409 order_not_payable (not pending) or order_empty (no items, nothing to pay).';
+PT409 order_not_payable (not pending), order_expired (older than its maximum unpaid age,
+commercecore.order_max_unpaid_age, however many attempts it had) or order_empty (no items, nothing to pay).';
 
 create function billing.attach_checkout_session(
   payment_id bigint, checkout_session_id text, checkout_url text, expires_at timestamptz
@@ -1064,8 +1068,7 @@ comment on function api.refund_order(bigint, bigint) is
 'Staff: requests a refund of a paid order''s payment, of amount (minor units) or of everything left when
 omitted. Answers 202 with the pending refund; the gateway carries it out at Stripe, and the order becomes
 refunded once Stripe confirms the full amount (partial refunds keep it paid, with refunded_minor).
-409 order_not_refundable (not paid) or refund_exceeds_balance; 404 unknown order.
-@route POST /orders/{order_id}/refund';
+409 order_not_refundable (not paid) or refund_exceeds_balance; 404 unknown order.';
 
 grant execute on function api.refund_order(bigint, bigint) to app_admin;
 

@@ -8,7 +8,7 @@ set local role app_owner;
 
 create function core.check_product_fields(
   sku text, name text, description text, price_minor bigint, currency text, category_id bigint,
-  cost_minor bigint
+  cost_minor bigint, max_per_customer integer default null
 )
 returns void
 language plpgsql
@@ -39,6 +39,9 @@ begin
   elsif check_product_fields.cost_minor not between 0 and max_price then
     bad := 'cost_minor';
     complaint := format('cost_minor must be between 0 and %s (minor units).', max_price);
+  elsif check_product_fields.max_per_customer < 1 then
+    bad := 'max_per_customer';
+    complaint := 'max_per_customer must be at least 1 (units per customer); unset it for the shop''s default.';
   elsif check_product_fields.category_id is not null
     and not exists (select from core.categories as c where c.id = check_product_fields.category_id) then
     bad := 'category_id';
@@ -50,7 +53,7 @@ begin
 end;
 $$;
 
-comment on function core.check_product_fields(text, text, text, bigint, text, bigint, bigint) is
+comment on function core.check_product_fields(text, text, text, bigint, text, bigint, bigint, integer) is
 'Raises PT422 invalid_input naming the first invalid product field among those given (nulls are skipped).';
 
 create function core.require_staff()
@@ -81,7 +84,8 @@ create function api.create_product(
   category_id bigint default null,
   stock integer default 0,
   active boolean default true,
-  cost_minor bigint default null
+  cost_minor bigint default null,
+  max_per_customer integer default null
 )
 returns jsonb
 language plpgsql
@@ -106,7 +110,8 @@ begin
   end if;
   perform core.check_product_fields(
     create_product.sku, create_product.name, create_product.description, create_product.price_minor,
-    create_product.currency, create_product.category_id, create_product.cost_minor
+    create_product.currency, create_product.category_id, create_product.cost_minor,
+    create_product.max_per_customer
   );
   if create_product.stock < 0 then
     perform core.raise_invalid(
@@ -116,11 +121,13 @@ begin
   end if;
 
   begin
-    insert into core.products (sku, name, description, price_minor, currency, category_id, active, cost_minor)
+    insert into core.products (
+      sku, name, description, price_minor, currency, category_id, active, cost_minor, max_per_customer
+    )
     values (
       create_product.sku, create_product.name, coalesce(create_product.description, ''),
       create_product.price_minor, create_product.currency, create_product.category_id, create_product.active,
-      create_product.cost_minor
+      create_product.cost_minor, create_product.max_per_customer
     )
     returning core.products.id into new_id;
   exception when unique_violation then
@@ -145,15 +152,16 @@ begin
 end;
 $$;
 
-comment on function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint) is
+comment on function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint, integer) is
 'Staff: adds a product to the catalog and returns it (201, Location /products/{id}), with active and
 cost_minor. sku is unique (1-64 of letters, digits, `.`, `_`, `-`); price_minor and cost_minor are minor
 units; currency an upper-case ISO 4217 code. A positive stock is recorded as the product''s first ledger
-movement (reason restock).
+movement (reason restock). max_per_customer: at most this many units in one customer''s unpaid orders
+together (at least 1); without it the shop''s default (COMMERCECORE_MAX_UNITS_PER_PRODUCT) applies.
 Errors: 403 forbidden; 409 duplicate_sku; 422 invalid_input naming the field.
 @route POST /products';
 
-grant execute on function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint)
+grant execute on function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint, integer)
 to app_admin;
 
 create function api.update_product(
@@ -166,6 +174,7 @@ create function api.update_product(
   category_id bigint default null,
   active boolean default null,
   cost_minor bigint default null,
+  max_per_customer integer default null,
   unset text[] default null
 )
 returns jsonb
@@ -179,16 +188,17 @@ begin
   perform core.require_staff();
   select u.field into unknown
   from unnest(update_product.unset) as u (field)
-  where u.field is null or u.field not in ('category_id', 'cost_minor')
+  where u.field is null or u.field not in ('category_id', 'cost_minor', 'max_per_customer')
   limit 1;
   if found then
     perform core.raise_invalid(
-      'unset', 'unset may only name category_id and cost_minor.',
+      'unset', 'unset may only name category_id, cost_minor and max_per_customer.',
       jsonb_build_object('value', unknown), 'The other fields cannot be null; give them a value instead.'
     );
   end if;
   if (update_product.category_id is not null and 'category_id' = any(update_product.unset))
-    or (update_product.cost_minor is not null and 'cost_minor' = any(update_product.unset)) then
+    or (update_product.cost_minor is not null and 'cost_minor' = any(update_product.unset))
+    or (update_product.max_per_customer is not null and 'max_per_customer' = any(update_product.unset)) then
     perform core.raise_invalid(
       'unset', 'A field cannot be both given and unset.',
       hint => 'Either give the field a value or name it in unset.'
@@ -196,7 +206,8 @@ begin
   end if;
   perform core.check_product_fields(
     update_product.sku, update_product.name, update_product.description, update_product.price_minor,
-    update_product.currency, update_product.category_id, update_product.cost_minor
+    update_product.currency, update_product.category_id, update_product.cost_minor,
+    update_product.max_per_customer
   );
 
   perform from core.products as p where p.id = update_product.id for update;
@@ -219,6 +230,10 @@ begin
       cost_minor = case
         when 'cost_minor' = any(update_product.unset) then null
         else coalesce(update_product.cost_minor, p.cost_minor)
+      end,
+      max_per_customer = case
+        when 'max_per_customer' = any(update_product.unset) then null
+        else coalesce(update_product.max_per_customer, p.max_per_customer)
       end
     where p.id = update_product.id;
   exception when unique_violation then
@@ -231,15 +246,17 @@ begin
 end;
 $$;
 
-comment on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, text[]) is
+comment on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[]) is
 'Staff: changes the given fields of a product and returns it; fields left out (or null) keep their value.
-To clear category_id or cost_minor, name them in unset (e.g. {"unset": ["category_id"]}). Stock is not a
-field here: move it with POST /products/{id}/stock. Changing the price does not touch the prices already
-in orders.
+To clear category_id, cost_minor or max_per_customer, name them in unset (e.g. {"unset": ["category_id"]}).
+max_per_customer (at least 1) caps the units of the product in one customer''s unpaid orders together;
+unset, the shop''s default (COMMERCECORE_MAX_UNITS_PER_PRODUCT) applies. A lower cap refuses new units only:
+orders already placed keep theirs. Stock is not a field here: move it with POST /products/{id}/stock.
+Changing the price does not touch the prices already in orders.
 Errors: 403 forbidden; 404 not_found; 409 duplicate_sku; 422 invalid_input naming the field.
 @route PATCH /products/{id}';
 
-grant execute on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, text[])
+grant execute on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[])
 to app_admin;
 
 create function api.adjust_stock(id bigint, delta integer, reason text, note text default '')

@@ -22,8 +22,8 @@ as $$
 $$;
 
 comment on function core.user_json(core.users) is
-'The user shape of the API (SPEC §5): {id, email, full_name, role, created_at}. Internal: called by the
-api and auth functions, executable by the owner only.';
+'The user shape of the API (docs/http-api.md section 6): {id, email, full_name, role, created_at}.
+Internal: called by the api and auth functions, executable by the owner only.';
 
 create function core.normalize_email(email text) returns text
 language plpgsql

@@ -19,15 +19,19 @@ set local role app_owner;
 
 -- expiry of unpaid orders -----------------------------------------------------------------------------------
 
-create function ops.expire_unpaid_orders(ttl interval default '30 minutes') returns integer
+create function ops.expire_unpaid_orders(ttl interval default '30 minutes', max_age interval default null)
+returns integer
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  age_limit interval := coalesce(expire_unpaid_orders.max_age, core.order_max_unpaid_age());
   cutoff timestamptz := pg_catalog.now() - expire_unpaid_orders.ttl;
+  age_cutoff timestamptz;
   candidate bigint;
   ord core.orders;
+  past_max_age boolean;
   live_attempts integer;
   locked_attempts integer;
   expired integer := 0;
@@ -38,11 +42,18 @@ begin
       pg_catalog.jsonb_build_object('value', expire_unpaid_orders.ttl), 'For example ''30 minutes''.'
     );
   end if;
+  if age_limit <= interval '0' then
+    perform core.raise_invalid(
+      'max_age', 'The maximum age of unpaid orders must be positive.',
+      pg_catalog.jsonb_build_object('value', age_limit), 'For example ''60 minutes''.'
+    );
+  end if;
+  age_cutoff := pg_catalog.now() - age_limit;
 
   for candidate in
     select o.id
     from core.orders as o
-    where o.status = 'pending' and o.created_at < cutoff
+    where o.status = 'pending' and o.created_at <= greatest(cutoff, age_cutoff)
     order by o.id
   loop
     -- lock order, as in billing: the order's live attempts, then the order; anything busy (a webhook or a
@@ -60,11 +71,15 @@ begin
     select o.* into ord from core.orders as o where o.id = candidate for update skip locked;
     continue when not found;
 
-    -- decided under the locks: still pending and stale; never under a customer who has paid (a succeeded
-    -- payment, e.g. one waiting for its refund, keeps the order for staff) or may be paying right now (an
-    -- attempt started within the ttl, or a checkout session that has not expired at Stripe yet)
-    continue when ord.status <> 'pending' or ord.created_at >= cutoff;
-    continue when exists (
+    -- decided under the locks. Past its maximum age an unpaid order ends whatever its attempts: checkouts
+    -- never extend it (a payment that still arrives is refunded). Younger, it is stale after ttl, but never
+    -- under a customer who has paid (a succeeded payment, e.g. one waiting for its refund, keeps the order
+    -- for staff) or may be paying right now (an attempt started within the ttl, or a checkout session that
+    -- has not expired at Stripe yet)
+    continue when ord.status <> 'pending';
+    past_max_age := ord.created_at <= age_cutoff;
+    continue when not past_max_age and ord.created_at >= cutoff;
+    continue when not past_max_age and exists (
       select from core.payments as p
       where
         p.order_id = ord.id
@@ -80,7 +95,12 @@ begin
     order by pr.id
     for no key update;
     insert into core.inventory_movements (product_id, delta, reason, order_id, note)
-    select m.product_id, -sum(m.delta)::integer, 'order_expired', ord.id, 'unpaid order expired'
+    select
+      m.product_id,
+      -sum(m.delta)::integer,
+      'order_expired',
+      ord.id,
+      case when past_max_age then 'unpaid order reached its maximum age' else 'unpaid order expired' end
     from core.inventory_movements as m
     where m.order_id = ord.id
     group by m.product_id
@@ -103,17 +123,20 @@ begin
 end;
 $$;
 
-comment on function ops.expire_unpaid_orders(interval) is
-'Cancels pending orders created more than ttl ago (cancel_reason expired) and puts their stock back (ledger
-reason order_expired, the quantities the ledger still holds for the order). An order is kept while its
-customer has paid or may be paying: any succeeded payment (it waits for staff), any created/open attempt
-started within the ttl, or an open checkout session whose expires_at is still ahead. The order''s remaining
-created/open attempts close with it: expired when their session has expired, else canceled (failure_reason
-order_expired); a success that arrives later is recorded and refunded. Rows busy in another transaction are
-skipped (lock order: payments, then the order, for update skip locked) and retried by the next run. Returns
-the number of orders expired. Run by `commercecore jobs run` (ORDER_PAYMENT_TTL).';
+comment on function ops.expire_unpaid_orders(interval, interval) is
+'Cancels unpaid (pending) orders (cancel_reason expired) and puts their stock back (ledger reason
+order_expired, the quantities the ledger still holds for the order). An order ends at max_age after its
+creation (null: core.order_max_unpaid_age(), the setting commercecore.order_max_unpaid_age, else 60
+minutes) whatever its checkout attempts, so that new attempts cannot keep stock unpaid. Before that it ends
+once created more than ttl ago, unless its customer has paid or may be paying: any succeeded payment (it
+waits for staff), any created/open attempt started within the ttl, or an open checkout session whose
+expires_at is still ahead. The order''s remaining created/open attempts close with it: expired when their
+session has expired, else canceled (failure_reason order_expired); a success that arrives later is recorded
+and refunded. Rows busy in another transaction are skipped (lock order: payments, then the order, for
+update skip locked) and retried by the next run. Returns the number of orders expired. Run by
+`commercecore jobs run` (ttl: --ttl or ORDER_PAYMENT_TTL; max_age: --max-age or ORDER_MAX_UNPAID_AGE).';
 
-grant execute on function ops.expire_unpaid_orders(interval) to app_dba;
+grant execute on function ops.expire_unpaid_orders(interval, interval) to app_dba;
 
 -- the daily sales report ------------------------------------------------------------------------------------
 
@@ -258,8 +281,8 @@ pg_monitor); it runs with the caller''s rights.';
 
 grant execute on function ops.table_bloat(regclass) to app_dba;
 
--- app_dba has no usage on core (SPEC §4), so it cannot cast 'core.orders' to regclass itself: this overload
--- finds the table in the catalog by its (schema-qualified) name
+-- app_dba has no usage on core (docs/architecture.md, "Schemas"), so it cannot cast 'core.orders' to
+-- regclass itself: this overload finds the table in the catalog by its (schema-qualified) name
 create function ops.table_bloat("table" text) returns table (
   table_name text,
   table_len bigint,

@@ -3,9 +3,12 @@
 -- requires: schema/idempotency
 -- requires: views/products
 -- requires: schema/errors
--- Placing and changing orders. Every function locks the order row first (when there is one) and then the
--- product rows it touches in product id order, so concurrent orders queue instead of deadlocking; stock
--- moves only through ledger rows, and the order total follows its items by trigger.
+-- Placing and changing orders. Lock order: the customer (an advisory lock, in create_order and
+-- modify_order, the functions that add units), then the order row (when there is one), then the product rows
+-- it touches in product id order, so concurrent orders queue instead of deadlocking; stock moves only
+-- through ledger rows, and the order total follows its items by trigger. A customer's unpaid orders are
+-- limited in number and in units per product, counted under the customer's lock, so that no account can
+-- take the stock and keep it unpaid.
 begin;
 
 set local role app_owner;
@@ -56,10 +59,10 @@ as $$
 $$;
 
 comment on function core.order_document(bigint) is
-'The order shape of the API (SPEC §5) for one order: {id, user_id, status, currency, total_minor,
-refunded_minor, items: [{product_id, sku, name, quantity, unit_price_minor, line_total_minor}] by product id,
-shipping_address (snapshot), cancel_reason, created_at, updated_at, paid_at, cancelled_at}. Row-level
-security applies: null for an order the request may not see.';
+'The order shape of the API (docs/http-api.md section 6) for one order: {id, user_id, status, currency,
+total_minor, refunded_minor, items: [{product_id, sku, name, quantity, unit_price_minor, line_total_minor}]
+by product id, shipping_address (snapshot), cancel_reason, created_at, updated_at, paid_at, cancelled_at}.
+Row-level security applies: null for an order the request may not see.';
 
 create function core.require_customer()
 returns bigint
@@ -147,6 +150,89 @@ $$;
 
 comment on function core.is_whole_number(jsonb, numeric, numeric) is
 'True when a JSON value is a number without fraction within [low, high] (1, 2.0 and 1e2 are whole; "1" is not).';
+
+create function core.lock_customer_orders(customer_id bigint)
+returns void
+language sql
+set search_path = pg_catalog, pg_temp
+as $$
+  select pg_advisory_xact_lock(hashtextextended('commercecore.customer_orders|' || lock_customer_orders.customer_id, 0))
+$$;
+
+comment on function core.lock_customer_orders(bigint) is
+'Takes the transaction lock of one customer''s unpaid orders (an advisory lock): the requests that add units
+to a customer''s orders queue on it, so what the customer holds is counted while nothing else adds to it.
+The first lock of create_order and modify_order, before any order or product row.';
+
+create function core.check_order_limits(
+  customer_id bigint, product_ids bigint[], added integer[], new_order boolean default false
+)
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  open_limit integer := core.max_open_orders();
+  open_count integer;
+  over record;
+begin
+  perform core.lock_customer_orders(check_order_limits.customer_id);
+  if check_order_limits.new_order then
+    select count(*) into open_count
+    from core.orders as o
+    where o.user_id = check_order_limits.customer_id and o.status = 'pending';
+    if open_count >= open_limit then
+      perform core.raise_error(
+        '409', 'too_many_open_orders',
+        format('There are %s unpaid orders already: a customer may have at most %s.', open_count, open_limit),
+        jsonb_build_object('limit', open_limit, 'open_orders', open_count),
+        'Pay or cancel an unpaid order first, or add the products to one of them.'
+      );
+    end if;
+  end if;
+
+  -- what the customer's unpaid orders hold of each product, the units asked for now included
+  select
+    u.product_id,
+    u.added,
+    coalesce(h.held, 0) as held,
+    coalesce(p.max_per_customer, core.max_units_per_product()) as max_units
+  into over
+  from unnest(check_order_limits.product_ids, check_order_limits.added) as u (product_id, added)
+  join core.products as p on u.product_id = p.id
+  left join lateral (
+    select sum(i.quantity) as held
+    from core.orders as o
+    join core.order_items as i on o.id = i.order_id
+    where o.user_id = check_order_limits.customer_id and o.status = 'pending' and i.product_id = u.product_id
+  ) as h on true
+  where u.added > 0 and coalesce(h.held, 0) + u.added > coalesce(p.max_per_customer, core.max_units_per_product())
+  order by u.product_id
+  limit 1;
+  if found then
+    perform core.raise_error(
+      '409', 'per_customer_limit',
+      format('A customer may hold at most %s units of this product in unpaid orders.', over.max_units),
+      jsonb_build_object(
+        'product_id', over.product_id, 'limit', over.max_units, 'held', over.held, 'requested', over.added,
+        'remaining', greatest(over.max_units - over.held, 0)
+      ),
+      format(
+        'Order at most %s more units of this product, or pay or cancel the unpaid orders that hold it.',
+        greatest(over.max_units - over.held, 0)
+      )
+    );
+  end if;
+end;
+$$;
+
+comment on function core.check_order_limits(bigint, bigint[], integer[], boolean) is
+'The limits on one customer''s unpaid (pending) orders, checked under the customer''s lock
+(core.lock_customer_orders, taken here if the caller has not yet): with new_order, at most
+core.max_open_orders() of them (PT409 too_many_open_orders {limit, open_orders}); for each product,
+the units held in them plus the units added now at most the product''s max_per_customer, else
+core.max_units_per_product() (PT409 per_customer_limit {product_id, limit, held, requested, remaining}).
+Units a request gives back are never refused.';
 
 create function api.create_order(
   items jsonb,
@@ -328,6 +414,10 @@ begin
     );
   end if;
 
+  -- the customer's limits, under the customer's lock (held to the commit): a second request of the same
+  -- customer counts this order too
+  perform core.check_order_limits(uid, product_ids, quantities, new_order => true);
+
   insert into core.orders (user_id, currency, shipping_address_id, shipping_address)
   values (
     uid,
@@ -424,8 +514,13 @@ that is short fails the whole order.
 idempotency_key (the Idempotency-Key header): the same key with the same items and shipping_address_id
 within 24 hours returns the first response again, with its status and the header Idempotent-Replayed: true,
 and places nothing; the same key with another body is 422 idempotency_key_reused.
-Errors: 401 unauthenticated; 404 not_found (address); 409 insufficient_stock {product_id, requested,
-available}; 422 invalid_input naming the field (items[i].quantity, ...) or idempotency_key_reused.
+Limits per customer, on unpaid (pending) orders: at most COMMERCECORE_MAX_OPEN_ORDERS of them (default 5)
+and, per product, at most its max_per_customer units across them (else COMMERCECORE_MAX_UNITS_PER_PRODUCT,
+default 100).
+Errors: 401 unauthenticated; 404 not_found (address); 409 too_many_open_orders {limit, open_orders},
+per_customer_limit {product_id, limit, held, requested, remaining}, insufficient_stock {product_id,
+requested, available}; 422 invalid_input naming the field (items[i].quantity, ...) or
+idempotency_key_reused.
 @route POST /orders';
 
 grant execute on function api.create_order(jsonb, bigint, text) to app_readwrite, app_admin;
@@ -439,6 +534,7 @@ as $$
 declare
   uid bigint := core.require_customer();
   target core.orders;
+  owner_id bigint;
   item core.order_items;
   product core.products;
   change integer;
@@ -456,7 +552,14 @@ begin
     );
   end if;
 
+  -- the owner's lock first (the lock order of create_order): units added here count against the owner's
+  -- limits, whoever makes the change; an order the request may not see is left to lock_pending_order's 404
+  select o.user_id into owner_id from core.orders as o where o.id = modify_order.order_id;
+  if found then
+    perform core.lock_customer_orders(owner_id);
+  end if;
   target := core.lock_pending_order(modify_order.order_id);
+  perform core.check_unpaid_age(target);
   select i.* into item
   from core.order_items as i
   where i.order_id = target.id and i.product_id = modify_order.product_id;
@@ -488,6 +591,7 @@ begin
         jsonb_build_object('reason', 'too_many_lines', 'max', 100), 'Place another order.'
       );
     end if;
+    perform core.check_order_limits(target.user_id, array[product.id], array[modify_order.quantity]);
     if product.stock < modify_order.quantity then
       perform core.raise_insufficient_stock(product.id, modify_order.quantity, product.stock);
     end if;
@@ -504,6 +608,9 @@ begin
         jsonb_build_object('reason', 'product_unavailable', 'product_id', product.id),
         'Lower the quantity or delete the line.'
       );
+    end if;
+    if change > 0 then
+      perform core.check_order_limits(target.user_id, array[product.id], array[change]);
     end if;
     if change > 0 and product.stock < change then
       perform core.raise_insufficient_stock(product.id, change, product.stock);
@@ -524,9 +631,11 @@ comment on function api.modify_order(bigint, bigint, integer) is
 the order is added at its current price (it must be active and in the order''s currency); an existing line
 keeps its price. Stock moves by the difference (ledger reason order_change); for a larger quantity,
 requested in insufficient_stock is the number of additional units. Quantity 0 is refused: delete the line.
-Staff may change any order.
-Errors: 404 not_found (missing or not yours, the same); 409 order_not_editable, insufficient_stock;
-422 invalid_input (quantity, product_id).
+Staff may change any order. Added units count against the order owner''s limit for the product (see
+create_order); an order past its maximum unpaid age (ORDER_MAX_UNPAID_AGE from its creation) can no longer
+be changed, only cancelled.
+Errors: 404 not_found (missing or not yours, the same); 409 order_not_editable, order_expired,
+per_customer_limit, insufficient_stock; 422 invalid_input (quantity, product_id).
 @route PATCH /orders/{order_id}/items/{product_id}';
 
 grant execute on function api.modify_order(bigint, bigint, integer) to app_readwrite, app_admin;

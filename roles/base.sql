@@ -1,6 +1,7 @@
 -- Deploy commercecore:roles/base to pg
--- The roles of SPEC §4. Roles belong to the cluster, not to one database: a second database on the same
--- cluster (a test template, a restore drill) finds them already there, so every statement is re-runnable.
+-- The roles of docs/architecture.md ("Roles"). Roles belong to the cluster, not to one database: a second
+-- database on the same cluster (a test template, a restore drill) finds them already there, so every
+-- statement is re-runnable.
 begin;
 
 do $$

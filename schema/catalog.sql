@@ -38,6 +38,7 @@ create table core.products (
   category_id bigint,
   active boolean not null default true,
   cost_minor bigint,
+  max_per_customer integer,
   search tsvector generated always as (
     setweight(to_tsvector('english', name), 'A')
     || setweight(to_tsvector('simple', sku), 'A')
@@ -54,7 +55,8 @@ create table core.products (
   constraint products_price_minor_check check (price_minor >= 0),
   constraint products_currency_check check (currency ~ '^[A-Z]{3}$'),
   constraint products_stock_check check (stock >= 0),
-  constraint products_cost_minor_check check (cost_minor >= 0)
+  constraint products_cost_minor_check check (cost_minor >= 0),
+  constraint products_max_per_customer_check check (max_per_customer > 0)
 );
 
 comment on table core.products is 'Products. stock is maintained by the inventory ledger, never written directly.';
@@ -62,6 +64,9 @@ comment on column core.products.price_minor is 'Unit price in minor units of cur
 comment on column core.products.currency is 'ISO 4217 code, upper case.';
 comment on column core.products.stock is 'Units on hand: always the sum of this product''s inventory movements.';
 comment on column core.products.cost_minor is 'Internal purchase cost; never exposed by the public catalog.';
+comment on column core.products.max_per_customer is
+'At most this many units of the product in one customer''s unpaid orders together; null: the shop''s
+default (commercecore.max_units_per_product).';
 comment on column core.products.search is 'Full-text document: name and sku (weight A), description (weight B).';
 
 create index products_category_id_idx on core.products (category_id, id) where active;

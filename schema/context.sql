@@ -1,8 +1,9 @@
 -- Deploy commercecore:schema/context to pg
 -- requires: schema/namespaces
--- Who is asking: the request context the gateway sets per transaction (SPEC §5), read by row-level
--- security and by the functions. The JWT claims are the identity; the `role` setting is the request role,
--- which SECURITY DEFINER functions do not change (they change current_user, not the role setting).
+-- Who is asking: the request context the gateway sets per transaction (docs/http-api.md section 2), read
+-- by row-level security and by the functions. The JWT claims are the identity; the `role` setting is the
+-- request role, which SECURITY DEFINER functions do not change (they change current_user, not the role
+-- setting).
 -- Row-level security policies call these as scalar subqueries, `(select core.current_user_id())`, so that
 -- each is evaluated once per statement (an InitPlan) rather than once per row.
 begin;

@@ -1,6 +1,7 @@
 -- Deploy commercecore:schema/namespaces to pg
 -- requires: roles/base
--- The schemas of SPEC §4, owned by app_owner. `api` is the only one the request roles can reach.
+-- The schemas of docs/architecture.md ("Schemas"), owned by app_owner. `api` is the only one the request
+-- roles can reach.
 begin;
 
 create schema core authorization app_owner;

@@ -1,4 +1,5 @@
-"""The roles of SPEC §4: who can log in, who can become whom, timeouts, and PUBLIC locked out."""
+"""The roles of docs/architecture.md ("Roles"): who can log in, who can become whom, timeouts, and PUBLIC
+locked out."""
 
 from __future__ import annotations
 

@@ -91,3 +91,18 @@ def test_binaries_out_of_reach_are_copied_with_their_libraries(private: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     assert "PostgreSQL" in proc.stdout
+
+
+def test_a_marker_another_process_pruned_first_is_skipped(tmp_path: Path) -> None:
+    # two runs on one machine prune the same folder: one lists a marker the other deletes before it reads
+    gone = tmp_path / "0123456789abcdef-pg.log.origin"
+    kept = tmp_path / "fedcba9876543210-pg"
+    kept.mkdir()
+    Path(f"{kept}{service_user.ORIGIN_SUFFIX}").write_text(f"{tmp_path / 'missing'}\n")
+
+    class Listing:
+        def glob(self, pattern: str) -> list[Path]:
+            return [gone, *tmp_path.glob(pattern)]
+
+    service_user._prune(Listing(), "*", lambda origin, home: origin.exists())  # type: ignore[arg-type]
+    assert not kept.exists(), "the marker that was there still prunes its place"

@@ -95,6 +95,7 @@ as $$
       'stock', p.stock,
       'category_id', p.category_id,
       'active', p.active,
+      'max_per_customer', p.max_per_customer,
       'created_at', p.created_at,
       'updated_at', p.updated_at
     )
@@ -104,8 +105,9 @@ as $$
 $$;
 
 comment on function core.product_document(bigint, boolean) is
-'The product shape of the API (SPEC §5) for one product, with active; include_private adds the staff-only
-cost_minor. Null when the product does not exist.';
+'The product shape of the API (docs/http-api.md section 6) for one product, with active and max_per_customer
+(the units one customer may hold in unpaid orders; null: the shop''s default); include_private adds the
+staff-only cost_minor. Null when the product does not exist.';
 
 create function api.get_product(id bigint)
 returns jsonb
@@ -128,7 +130,7 @@ $$;
 
 comment on function api.get_product(bigint) is
 'One product of the catalog: {id, sku, name, description, price_minor, currency, stock, category_id,
-active, created_at, updated_at}. Inactive products are 404 except for staff, who also get cost_minor.
+active, max_per_customer, created_at, updated_at}. Inactive products are 404 except for staff, who also get cost_minor.
 Errors: 404 not_found.
 @route GET /products/{id}';
 

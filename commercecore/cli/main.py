@@ -9,24 +9,15 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import click
 import psycopg
-from rich.console import Console
 
+from commercecore.cli.common import err, fail
+from commercecore.cli.db import db
 from commercecore.cli.ops import register as register_dba_commands
 from commercecore.cli.payments import payments
-from commercecore.deploy.cli import db
 from commercecore.local import embedded
-
-console = Console(stderr=True)
-
-
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit 1: the CLI never shows a traceback for an expected failure."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,7 +44,7 @@ def pg_start() -> None:
     try:
         cluster = embedded.start_default()
     except embedded.EmbeddedError as exc:
-        fail(str(exc))
+        fail(exc)
     click.echo(f"PostgreSQL running on 127.0.0.1:{cluster.port}, data in {cluster.data_dir}")
 
 
@@ -64,7 +55,7 @@ def pg_stop() -> None:
     try:
         cluster.stop()
     except embedded.EmbeddedError as exc:
-        fail(str(exc))
+        fail(exc)
     click.echo("PostgreSQL stopped")
 
 
@@ -87,7 +78,7 @@ def pg_psql(psql_args: tuple[str, ...]) -> None:
     try:
         url = embedded.admin_url()
     except embedded.EmbeddedError as exc:
-        fail(str(exc))
+        fail(exc)
     psql = str(embedded.pg_bin("psql"))
     os.execv(psql, [psql, url, *psql_args])  # noqa: S606 - psql replaces this process, as `exec psql` would
 
@@ -117,12 +108,12 @@ def demo_seed(products: int, force: bool) -> None:
         added = seed.seed_demo(url)
         click.echo(f"demo catalog: {added['products']} products and {added['users']} users added")
         if products:
-            with Progress(console=console) as progress:
+            with Progress(console=err) as progress:
                 task = progress.add_task("generating products", total=products)
                 seed.generate_products(url, products, progress=lambda n: progress.advance(task, n))
             click.echo(f"generated {products} products")
     except (embedded.EmbeddedError, seed.NotEmbedded, psycopg.Error) as exc:
-        fail(str(exc).strip())
+        fail(exc)
 
 
 # -- the gateway -----------------------------------------------------------------------------------
@@ -155,14 +146,9 @@ def _metrics_directory(workers: int) -> Iterator[None]:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
-@click.option(
-    "--forwarded-allow-ips",
-    default="127.0.0.1",
-    show_default=True,
-    help="Proxies whose X-Forwarded-For/-Proto are trusted (the client address of the login throttle).",
-)
-def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
-    """Run the HTTP gateway (uvicorn); settings from the environment (DATABASE_URL, COMMERCECORE_*)."""
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP gateway (uvicorn); settings from the environment (DATABASE_URL, COMMERCECORE_*).
+    Proxies whose X-Forwarded-For is believed: COMMERCECORE_TRUSTED_PROXIES."""
     import uvicorn
 
     from gateway import logs
@@ -177,7 +163,7 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
         PaymentSettings.from_env()
         check_url(settings.database_url, settings.pool_timeout)
     except (SettingsError, UnsafeLogin) as exc:
-        fail(str(exc))
+        fail(exc)
     logs.configure()
     with _metrics_directory(workers):
         uvicorn.run(
@@ -191,8 +177,9 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> None:
             server_header=False,
             # the URL and header limits applied while a request arrives (gateway/server.py)
             http=PROTOCOL,
-            proxy_headers=True,
-            forwarded_allow_ips=forwarded_allow_ips,
+            # the app reads X-Forwarded-For itself, from COMMERCECORE_TRUSTED_PROXIES only (gateway.app);
+            # uvicorn's own handling would believe whatever FORWARDED_ALLOW_IPS says
+            proxy_headers=False,
         )
 
 
@@ -208,7 +195,7 @@ def up(port: int, force: bool) -> None:
     try:
         stack = devstack.prepare(force)
     except (embedded.EmbeddedError, devstack.DevStackError) as exc:
-        fail(str(exc))
+        fail(exc)
     # SIGTERM behaves like Ctrl-C, so `kill` also stops PostgreSQL with the gateway
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     error = None

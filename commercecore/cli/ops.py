@@ -11,31 +11,26 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 import psycopg
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from commercecore.cli.common import DurationType, database_url_option, err, fail, out, parse_duration
 from commercecore.deploy.errors import DeployError
 from commercecore.local import embedded, service_user
 from commercecore.ops import backup as backups
 from commercecore.ops import jobs, pitr, reports
+from commercecore.ops.target import OpsError, Target
+from gateway.settings import SettingsError, max_unpaid_age_from_env
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}")
-    sys.exit(code)
 
 
 def _expected_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -43,8 +38,8 @@ def _expected_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (backups.BackupError, jobs.JobsError, embedded.EmbeddedError, DeployError) as exc:
-            fail(str(exc))
+        except (OpsError, embedded.EmbeddedError, DeployError) as exc:
+            fail(exc)
         except psycopg.Error as exc:
             fail(f"PostgreSQL: {exc}")
         except OSError as exc:
@@ -53,22 +48,19 @@ def _expected_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _url(db_url: str | None) -> str:
-    """--db-url, else DATABASE_URL, else the embedded cluster (started when it is not running)."""
-    url = db_url or os.environ.get("DATABASE_URL")
+def _url(database_url: str | None) -> str:
+    """--database-url, else DATABASE_URL, else the embedded cluster (started when it is not running)."""
+    url = database_url or os.environ.get("DATABASE_URL")
     if not url:
         return embedded.admin_url()
-    embedded.check_server_version(backups.Target.from_url(url).conninfo_with_password())
+    embedded.check_server_version(Target.from_url(url).conninfo_with_password())
     return url
 
 
-def _uses_embedded(db_url: str | None) -> bool:
-    return not (db_url or os.environ.get("DATABASE_URL"))
+def _uses_embedded(database_url: str | None) -> bool:
+    return not (database_url or os.environ.get("DATABASE_URL"))
 
 
-db_url_option = click.option(
-    "--db-url", metavar="URL", help="postgresql://... (default: $DATABASE_URL, else the embedded cluster)."
-)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -115,11 +107,11 @@ def _table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[s
 )
 @click.option("--plain", is_flag=True, help="Also write a plain SQL script of the same snapshot.")
 @click.option("--keep", type=click.IntRange(min=1), help="Keep only the newest N backups of this database.")
-@db_url_option
+@database_url_option()
 @_expected_errors
-def backup_command(directory: Path | None, plain: bool, keep: int | None, db_url: str | None) -> None:
+def backup_command(directory: Path | None, plain: bool, keep: int | None, database_url: str | None) -> None:
     """Logical backup (pg_dump custom format) with a .sha256 checksum file."""
-    url = _url(db_url)
+    url = _url(database_url)
     result = backups.backup(url, directory or backups.default_directory(), plain=plain, keep=keep)
     out.print(
         f"backup of {escape(result.database)} (PostgreSQL {escape(result.server_version)}): "
@@ -143,11 +135,13 @@ def backup_command(directory: Path | None, plain: bool, keep: int | None, db_url
 @click.option(
     "--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel pg_restore jobs."
 )
-@db_url_option
+@database_url_option()
 @_expected_errors
-def restore_command(file: Path, target_db: str | None, force: bool, jobs: int, db_url: str | None) -> None:
+def restore_command(
+    file: Path, target_db: str | None, force: bool, jobs: int, database_url: str | None
+) -> None:
     """Verify a backup's checksum and restore it (into a staging database, swapped in when complete)."""
-    url = _url(db_url)
+    url = _url(database_url)
     result = backups.restore(url, file, target_db=target_db, force=force, jobs=jobs)
     action = "replaced" if result.replaced else "created"
     out.print(
@@ -192,13 +186,15 @@ def restore_command(file: Path, target_db: str | None, force: bool, jobs: int, d
     type=click.Path(path_type=Path, file_okay=False),
     help="Where the server archives WAL, recorded for pitr-restore [embedded: .data/wal-archive].",
 )
-@db_url_option
+@database_url_option()
 @_expected_errors
-def basebackup_command(directory: Path | None, fmt: str, archive: Path | None, db_url: str | None) -> None:
+def basebackup_command(
+    directory: Path | None, fmt: str, archive: Path | None, database_url: str | None
+) -> None:
     """Physical base backup (pg_basebackup, manifest) verified with pg_verifybackup."""
-    url = _url(db_url)
+    url = _url(database_url)
     password_file: Path | None = None
-    if _uses_embedded(db_url):
+    if _uses_embedded(database_url):
         cluster = embedded.default_cluster()
         archive = archive or cluster.wal_archive
         password_file = cluster.password_file
@@ -297,11 +293,11 @@ def dba() -> None:
 @dba.command("top")
 @_limit_option(10)
 @json_option
-@db_url_option
+@database_url_option()
 @_expected_errors
-def dba_top(limit: int, as_json: bool, db_url: str | None) -> None:
+def dba_top(limit: int, as_json: bool, database_url: str | None) -> None:
     """Statements by total execution time (pg_stat_statements), and the cache hit ratio."""
-    with reports.open_connection(_url(db_url)) as conn:
+    with reports.open_connection(_url(database_url)) as conn:
         queries = reports.top_queries(conn, limit)
         cache = reports.cache_hit_ratio(conn)
     if as_json:
@@ -329,11 +325,11 @@ def dba_top(limit: int, as_json: bool, db_url: str | None) -> None:
 @dba.command("indexes")
 @_limit_option(30)
 @json_option
-@db_url_option
+@database_url_option()
 @_expected_errors
-def dba_indexes(limit: int, as_json: bool, db_url: str | None) -> None:
+def dba_indexes(limit: int, as_json: bool, database_url: str | None) -> None:
     """Index usage; unused indexes and duplicates (same table, columns/expressions and predicate)."""
-    with reports.open_connection(_url(db_url)) as conn:
+    with reports.open_connection(_url(database_url)) as conn:
         report = reports.index_report(conn, limit)
     if as_json:
         _echo_json(report)
@@ -367,11 +363,11 @@ def dba_indexes(limit: int, as_json: bool, db_url: str | None) -> None:
 @dba.command("bloat")
 @_limit_option(10)
 @json_option
-@db_url_option
+@database_url_option()
 @_expected_errors
-def dba_bloat(limit: int, as_json: bool, db_url: str | None) -> None:
+def dba_bloat(limit: int, as_json: bool, database_url: str | None) -> None:
     """Approximate bloat (pgstattuple_approx) of the largest tables."""
-    with reports.open_connection(_url(db_url)) as conn:
+    with reports.open_connection(_url(database_url)) as conn:
         rows = reports.bloat(conn, limit)
     if as_json:
         _echo_json(rows)
@@ -409,13 +405,13 @@ def dba_bloat(limit: int, as_json: bool, db_url: str | None) -> None:
     help="Show sessions idle in a transaction this long.",
 )
 @json_option
-@db_url_option
+@database_url_option()
 @_expected_errors
 def dba_locks(
-    limit: int, long_seconds: float, idle_seconds: float, as_json: bool, db_url: str | None
+    limit: int, long_seconds: float, idle_seconds: float, as_json: bool, database_url: str | None
 ) -> None:
     """Blocking chains (pg_blocking_pids), long-running statements and idle-in-transaction sessions."""
-    with reports.open_connection(_url(db_url)) as conn:
+    with reports.open_connection(_url(database_url)) as conn:
         chains = reports.blocking(conn)[:limit]
         long_sessions = reports.sessions(conn, running_seconds=long_seconds, idle_seconds=idle_seconds)[
             :limit
@@ -457,27 +453,27 @@ def _threshold(values: tuple[str, ...]) -> dict[str, float]:
     for item in values:
         name, sep, raw = item.partition("=")
         if not sep or name not in reports.THRESHOLDS:
-            raise backups.BackupError(
+            raise reports.DbaError(
                 f"--threshold {item!r}: use NAME=VALUE with NAME one of {', '.join(reports.THRESHOLDS)}"
             )
         try:
             parsed[name] = float(raw)
         except ValueError:
-            raise backups.BackupError(f"--threshold {item!r}: {raw!r} is not a number") from None
+            raise reports.DbaError(f"--threshold {item!r}: {raw!r} is not a number") from None
     return parsed
 
 
 @dba.command("health")
 @click.option("--threshold", "thresholds", multiple=True, metavar="NAME=VALUE", help="Override a threshold.")
 @json_option
-@db_url_option
-def dba_health(thresholds: tuple[str, ...], as_json: bool, db_url: str | None) -> None:
+@database_url_option()
+def dba_health(thresholds: tuple[str, ...], as_json: bool, database_url: str | None) -> None:
     """One verdict, ok / warn / critical (exit 0 / 1 / 2), from every check."""
     try:
         overrides = _threshold(thresholds)
-        with reports.open_connection(_url(db_url)) as conn:
+        with reports.open_connection(_url(database_url)) as conn:
             result = reports.health(conn, overrides)
-    except (backups.BackupError, embedded.EmbeddedError, psycopg.Error) as exc:
+    except (OpsError, embedded.EmbeddedError, psycopg.Error) as exc:
         fail(f"critical: {exc}", code=2)
     if as_json:
         _echo_json(result.as_dict())
@@ -528,7 +524,7 @@ def audit() -> None:
 @click.option("--request-id", metavar="ID", help="The X-Request-Id of a request.")
 @_limit_option(20)
 @json_option
-@db_url_option
+@database_url_option()
 @_expected_errors
 def audit_tail(
     table: str | None,
@@ -536,10 +532,10 @@ def audit_tail(
     request_id: str | None,
     limit: int,
     as_json: bool,
-    db_url: str | None,
+    database_url: str | None,
 ) -> None:
     """The newest audit entries first."""
-    with reports.open_connection(_url(db_url)) as conn:
+    with reports.open_connection(_url(database_url)) as conn:
         rows = reports.audit_tail(conn, table=table, actor=actor, request_id=request_id, limit=limit)
     if as_json:
         _echo_json(rows)
@@ -574,7 +570,7 @@ def audit_tail(
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """Periodic jobs: expire unpaid orders, refresh reports, reconcile payments."""
+    """Periodic jobs: expire unpaid orders, refresh reports, reconcile payments, purge what expired."""
 
 
 @jobs_group.command("run")
@@ -583,7 +579,17 @@ def jobs_group() -> None:
 )
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 @click.option(
-    "--ttl", default=None, help="Unpaid orders older than this expire [$ORDER_PAYMENT_TTL, else 30min]."
+    "--ttl",
+    default=None,
+    help="Unpaid orders older than this expire unless a checkout is under way"
+    " [$ORDER_PAYMENT_TTL, else 30min].",
+)
+@click.option(
+    "--max-age",
+    default=None,
+    type=DurationType(),
+    help="Unpaid orders older than this expire, whatever their checkouts (3600, 90s, 60min, '1 hour', 2d)"
+    " [$ORDER_MAX_UNPAID_AGE, else 60min].",
 )
 @click.option(
     "--reconcile-after",
@@ -591,18 +597,42 @@ def jobs_group() -> None:
     show_default=True,
     help="Payment attempts open this long are looked up at Stripe.",
 )
-@db_url_option
+@click.option(
+    "--purge-batch",
+    default=jobs.DEFAULT_PURGE_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1, max=100_000),
+    help="Rows deleted per transaction when purging expired sessions, login failures and idempotency keys.",
+)
+@database_url_option()
 @_expected_errors
-def jobs_run(interval: float, once: bool, ttl: str | None, reconcile_after: str, db_url: str | None) -> None:
+def jobs_run(
+    interval: float,
+    once: bool,
+    ttl: str | None,
+    max_age: timedelta | None,
+    reconcile_after: str,
+    purge_batch: int,
+    database_url: str | None,
+) -> None:
     """Run the jobs every --interval seconds (each job once per tick across all runners); SIGTERM stops."""
     from gateway import logs
 
     logs.configure(logging.INFO)
-    url = _url(db_url)
-    ttl = ttl or os.environ.get("ORDER_PAYMENT_TTL") or "30min"
-    jobs.check_interval(url, ttl, "--ttl")
-    after = jobs.check_interval(url, reconcile_after, "--reconcile-after")
-    runner = jobs.Runner(url, jobs.default_jobs(url, ttl, after), interval=interval)
+    url = _url(database_url)
+    expire_after = _positive_duration(ttl or os.environ.get("ORDER_PAYMENT_TTL") or "30min", "--ttl")
+    if max_age is None:
+        # as the gateway reads it (the same forms and default): checkout and expiry agree on the end
+        try:
+            max_age = max_unpaid_age_from_env(os.environ)
+        except SettingsError as exc:
+            raise jobs.JobsError(str(exc)) from None
+    elif max_age <= timedelta(0):
+        raise jobs.JobsError(f"--max-age {max_age} must be positive")
+    after = _positive_duration(reconcile_after, "--reconcile-after")
+    runner = jobs.Runner(
+        url, jobs.default_jobs(url, expire_after, after, purge_batch, max_age), interval=interval
+    )
     with jobs.stop_on_signals(runner.stop):
         if once:
             try:
@@ -613,6 +643,16 @@ def jobs_run(interval: float, once: bool, ttl: str | None, reconcile_after: str,
                 sys.exit(1)
             return
         runner.run_forever()
+
+
+def _positive_duration(value: str, option: str) -> timedelta:
+    try:
+        duration = parse_duration(value)
+    except ValueError as exc:
+        raise jobs.JobsError(f"{option} {exc}") from None
+    if duration <= timedelta(0):
+        raise jobs.JobsError(f"{option} {value!r} must be positive")
+    return duration
 
 
 def register(main: click.Group, db: click.Group) -> None:

@@ -5,40 +5,18 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import sys
+from typing import TYPE_CHECKING
 
 import click
 import psycopg
 from psycopg_pool import PoolTimeout
 
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from commercecore.cli.common import DurationType, database_url_option, fail
+from commercecore.text import one_line
 
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """`15m`, `90s`, `2h`, `1d`, `1h30m`, or plain seconds (`900`)."""
-    value = text.strip().lower()
-    if value.isdigit():
-        return datetime.timedelta(seconds=int(value))
-    parts = _DURATION.findall(value)
-    if not parts or _DURATION.sub("", value).strip():
-        raise ValueError(f"{text!r} is not a duration (examples: 15m, 90s, 2h, 1h30m)")
-    return datetime.timedelta(seconds=sum(int(n) * _UNITS[unit] for n, unit in parts))
-
-
-class DurationType(click.ParamType[datetime.timedelta]):
-    name = "duration"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime.timedelta:
-        if isinstance(value, datetime.timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+if TYPE_CHECKING:
+    from gateway.payments.reconcile import ReconcileReport
 
 
 @click.group()
@@ -54,10 +32,8 @@ def payments() -> None:
     show_default=True,
     help="Attempts still open after this long are looked up at Stripe.",
 )
-@click.option(
-    "--database-url",
-    default=None,
-    help="A role that may SET ROLE app_payments (default: COMMERCECORE_GATEWAY_URL, DATABASE_URL, embedded).",
+@database_url_option(
+    "A role that may SET ROLE app_payments (default: COMMERCECORE_GATEWAY_URL, DATABASE_URL, embedded)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reconcile_command(older_than: datetime.timedelta, database_url: str | None, as_json: bool) -> None:
@@ -65,33 +41,33 @@ def reconcile_command(older_than: datetime.timedelta, database_url: str | None, 
 
     Stripe settings from the environment (STRIPE_SECRET_KEY, STRIPE_API_BASE, ...). Exit 1 when something
     could not be reconciled (the report says what; the next run retries it)."""
-    from gateway.payments.client import client_from_settings
+    from commercecore.local import embedded
     from gateway.payments.config import PaymentSettings
     from gateway.payments.reconcile import reconcile
     from gateway.settings import SettingsError
 
     try:
         settings = PaymentSettings.from_env()
-        url = database_url or os.environ.get("COMMERCECORE_GATEWAY_URL")
-        if not url:
-            from commercecore.local import embedded
-
-            url = embedded.admin_url()
-        report = reconcile(url, client_from_settings(settings), older_than)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+        url = database_url or os.environ.get("COMMERCECORE_GATEWAY_URL") or embedded.admin_url()
+        report = reconcile(url, settings, older_than)
+    except (SettingsError, embedded.EmbeddedError) as exc:
+        fail(exc)
     except (psycopg.Error, PoolTimeout) as exc:
-        raise click.ClickException(f"database: {str(exc).strip() or type(exc).__name__}") from None
+        fail(f"database: {one_line(exc)}")
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        outcomes = ", ".join(f"{name} {count}" for name, count in sorted(report.outcomes.items())) or "none"
-        click.echo(f"attempts checked: {report.checked} ({outcomes})")
-        click.echo(
-            f"refunds: sent {report.refunds_sent}, confirmed {report.refunds_confirmed}, "
-            f"failed {report.refunds_failed}, pending {report.refunds_pending}"
-        )
-        for error in report.errors:
-            click.echo(f"error: {error}", err=True)
+        _print_report(report)
     if report.errors:
         sys.exit(1)
+
+
+def _print_report(report: ReconcileReport) -> None:
+    outcomes = ", ".join(f"{name} {count}" for name, count in sorted(report.outcomes.items())) or "none"
+    click.echo(f"attempts checked: {report.checked} ({outcomes})")
+    click.echo(
+        f"refunds: sent {report.refunds_sent}, confirmed {report.refunds_confirmed}, "
+        f"failed {report.refunds_failed}, pending {report.refunds_pending}"
+    )
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)

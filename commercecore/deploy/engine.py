@@ -18,7 +18,7 @@ import psycopg
 
 from commercecore.deploy.config import Identity, identity
 from commercecore.deploy.dburl import display_url, libpq_url
-from commercecore.deploy.errors import DeployError, ScriptError, display_path, one_line
+from commercecore.deploy.errors import DeployError, ScriptError, display_path
 from commercecore.deploy.model import Change, Dependency, Plan, parse_offset
 from commercecore.deploy.plan import load_plan
 from commercecore.deploy.project import MODES, Project, Scripts, script_hash
@@ -40,6 +40,7 @@ from commercecore.deploy.reports import (
     VerifyResult,
 )
 from commercecore.deploy.scripts import run_script
+from commercecore.text import one_line
 
 __all__ = ["Deployer", "Reporter", "Status", "VerifyFailed", "VerifyReport", "VerifyResult"]
 
@@ -109,13 +110,13 @@ class Deployer:
                 self.conninfo, autocommit=True, client_encoding="utf8", application_name="commercecore-deploy"
             )
         except psycopg.OperationalError as exc:
-            raise DeployError(f"cannot connect to {self.destination}: {one_line(str(exc))}") from exc
+            raise DeployError(f"cannot connect to {self.destination}: {one_line(exc)}") from exc
         try:
             with conn:
                 conn.execute("set client_min_messages = warning")
                 yield Registry(conn, self.layout.registry, lambda: self.identity)
         except psycopg.Error as exc:
-            raise DeployError(f"{self.destination}: {one_line(str(exc))}") from exc
+            raise DeployError(f"{self.destination}: {one_line(exc)}") from exc
 
     def _lock(self, reg: Registry) -> None:
         if reg.try_lock():
@@ -366,9 +367,7 @@ class Deployer:
             reg.log_fail_change(subject)
             self.reporter.step("deploy", name, ok=False)
             if isinstance(exc, psycopg.Error):
-                raise DeployError(
-                    f"cannot record {change.name} in the registry: {one_line(str(exc))}"
-                ) from exc
+                raise DeployError(f"cannot record {change.name} in the registry: {one_line(exc)}") from exc
             raise
         reg.finish_work()
         self.reporter.step("deploy", name, ok=True)
@@ -494,7 +493,7 @@ class Deployer:
         except psycopg.Error as exc:
             reg.rollback_work()
             self.reporter.step("revert", name, ok=False)
-            raise DeployError(f"Revert failed: cannot update the registry: {one_line(str(exc))}") from exc
+            raise DeployError(f"Revert failed: cannot update the registry: {one_line(exc)}") from exc
         reg.finish_work()
         self.reporter.step("revert", name, ok=True)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from commercecore.text import one_line
+
 
 def display_path(path: Path | str, root: Path | None = None) -> str:
     """A path as a DBA would name it: relative to the project directory `root` (where sqitch runs)
@@ -15,11 +17,6 @@ def display_path(path: Path | str, root: Path | None = None) -> str:
         if base is not None and candidate.is_relative_to(base.absolute()):
             return str(candidate.relative_to(base.absolute()))
     return str(candidate)
-
-
-def one_line(text: str) -> str:
-    """Server and sqitch messages may span lines; the CLI contract is a single line."""
-    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
 
 
 class DeployError(Exception):

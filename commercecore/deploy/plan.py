@@ -150,6 +150,29 @@ def parse_dependency(text: str) -> _RawDep | None:
     )
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """A change or tag line of the plan, its common fields checked."""
+
+    name: str
+    timestamp: datetime
+    planner_name: str
+    planner_email: str
+    params: dict[str, str | None]
+
+
+@dataclass
+class _Body:
+    """What parsing the changes and tags keeps from line to line."""
+
+    changes: list[_RawChange] = field(default_factory=list)  # sections already closed by a tag
+    current: list[_RawChange] = field(default_factory=list)  # changes since the last tag
+    line_no_for: dict[str, int] = field(default_factory=dict)  # names and @tags of closed sections -> line
+    tag_changes: dict[str, int] = field(default_factory=dict)  # names in the current section -> line
+    change_named: dict[str, _RawChange] = field(default_factory=dict)
+    prev_change: _RawChange | None = None
+
+
 class _Parser:
     def __init__(self, text: str, file: Path, root: Path | None) -> None:
         self.file = file
@@ -211,94 +234,101 @@ class _Parser:
         return pragmas
 
     def _body(self, project: str) -> list[_RawChange]:
-        changes: list[_RawChange] = []  # sections already closed by a tag
-        current: list[_RawChange] = []  # changes since the last tag
-        line_no_for: dict[str, int] = {}  # names and @tags of closed sections -> line
-        tag_changes: dict[str, int] = {}  # names in the current section -> line
-        change_named: dict[str, _RawChange] = {}
-        prev_change: _RawChange | None = None
+        body = _Body()
         while (line := self._next_line()) is not None:
             if _BLANK_LINE_RE.match(line):
                 continue
             line, note = self._strip_note(line)
             is_tag = re.match(rf"^{BLANK}*@", line) is not None
-            match = _LINE_RE.match(line)
-            params = match.groupdict() if match else {}
-            name = params.get("name")
-            if not _truthy(name) or (params.get("yr") is None and _TS_SEARCH_RE.search(line)):
-                raise self.error(
-                    'Invalid name; names must not begin with punctuation, contain "@", ":", "#", "\\", '
-                    "or blanks, or end in punctuation or digits following punctuation"
-                )
-            assert name is not None
-            has_ts = params.get("yr") is not None
-            has_planner = _truthy(params.get("planner_name"))
-            if not has_ts and not has_planner:
-                raise self.error("Missing timestamp and planner name and email")
-            if not has_ts:
-                raise self.error("Missing timestamp")
-            if not has_planner:
-                raise self.error("Missing planner name and email")
-            if name in RESERVED_NAMES:
-                raise self.error(f'"{"@" if is_tag else ""}{name}" is a reserved name')
-            if _SHA1_PREFIX_RE.match(name):
-                raise self.error(f'"{name}" is invalid because it could be confused with a SHA1 ID')
-            timestamp = self._timestamp(params)
-            planner_name, planner_email = params["planner_name"], params["planner_email"]
+            entry = self._entry(line, is_tag)
             if is_tag:
-                if "/" in name:
-                    raise self.error(f'Tag "{name}" contains illegal character /')
-                if prev_change is None:
-                    raise self.error(f'Tag "{name}" declared without a preceding change')
-                key = f"@{name}"
-                if key in line_no_for:
-                    raise self.error(
-                        f'Tag "{name}" duplicates earlier declaration on line {line_no_for[key]}'
-                    )
-                if params.get("dependencies"):
-                    raise self.error("Tags may not specify dependencies")
-                if current:
-                    self._check_changes(project, line_no_for, current)
-                    changes.extend(current)
-                    current = []
-                tag = _RawTag(name, _clean_note(note), timestamp, planner_name, planner_email, self.lineno)
-                prev_change.tags.append(tag)
-                line_no_for.update(tag_changes)
-                line_no_for[key] = self.lineno
-                tag_changes = {}
-                continue
-            if name in tag_changes:
-                raise self.error(
-                    f'Change "{name}" duplicates earlier declaration on line {tag_changes[name]}'
-                )
-            requires, conflicts = self._dependencies(params.get("dependencies"))
-            tag_changes[name] = self.lineno
-            prev_change = _RawChange(
-                name=name,
-                operator=params.get("operator") or "",
-                note=_clean_note(note),
-                timestamp=timestamp,
-                planner_name=planner_name,
-                planner_email=planner_email,
-                requires=requires,
-                conflicts=conflicts,
-                line=self.lineno,
+                self._add_tag(project, body, entry, _clean_note(note))
+            else:
+                self._add_change(body, entry, _clean_note(note))
+        if body.current:
+            self._check_changes(project, body.line_no_for, body.current)
+            body.changes.extend(body.current)
+        return body.changes
+
+    def _entry(self, line: str, is_tag: bool) -> _Entry:
+        """The fields of a change or tag line, with the checks every entry must pass."""
+        match = _LINE_RE.match(line)
+        params = match.groupdict() if match else {}
+        name = params.get("name")
+        if not _truthy(name) or (params.get("yr") is None and _TS_SEARCH_RE.search(line)):
+            raise self.error(
+                'Invalid name; names must not begin with punctuation, contain "@", ":", "#", "\\", '
+                "or blanks, or end in punctuation or digits following punctuation"
             )
-            current.append(prev_change)
-            duped = change_named.get(name)
-            if duped is not None:
-                # Plan.pm: tags of every later change, newest first, then the old instance's own tags
-                rework: list[_RawTag] = []
-                for earlier in reversed(changes):
-                    if earlier is duped:
-                        break
-                    rework.extend(earlier.tags)
-                duped.rework_tags.extend([*rework, *duped.tags])
-            change_named[name] = prev_change
-        if current:
-            self._check_changes(project, line_no_for, current)
-            changes.extend(current)
-        return changes
+        assert name is not None
+        has_ts = params.get("yr") is not None
+        has_planner = _truthy(params.get("planner_name"))
+        if not has_ts and not has_planner:
+            raise self.error("Missing timestamp and planner name and email")
+        if not has_ts:
+            raise self.error("Missing timestamp")
+        if not has_planner:
+            raise self.error("Missing planner name and email")
+        if name in RESERVED_NAMES:
+            raise self.error(f'"{"@" if is_tag else ""}{name}" is a reserved name')
+        if _SHA1_PREFIX_RE.match(name):
+            raise self.error(f'"{name}" is invalid because it could be confused with a SHA1 ID')
+        timestamp = self._timestamp(params)
+        return _Entry(name, timestamp, str(params["planner_name"]), str(params["planner_email"]), params)
+
+    def _add_tag(self, project: str, body: _Body, entry: _Entry, note: str) -> None:
+        """A tag closes the section of changes since the previous one: their dependencies are checked."""
+        name = entry.name
+        if "/" in name:
+            raise self.error(f'Tag "{name}" contains illegal character /')
+        if body.prev_change is None:
+            raise self.error(f'Tag "{name}" declared without a preceding change')
+        key = f"@{name}"
+        if key in body.line_no_for:
+            raise self.error(f'Tag "{name}" duplicates earlier declaration on line {body.line_no_for[key]}')
+        if entry.params.get("dependencies"):
+            raise self.error("Tags may not specify dependencies")
+        if body.current:
+            self._check_changes(project, body.line_no_for, body.current)
+            body.changes.extend(body.current)
+            body.current = []
+        tag = _RawTag(name, note, entry.timestamp, entry.planner_name, entry.planner_email, self.lineno)
+        body.prev_change.tags.append(tag)
+        body.line_no_for.update(body.tag_changes)
+        body.line_no_for[key] = self.lineno
+        body.tag_changes = {}
+
+    def _add_change(self, body: _Body, entry: _Entry, note: str) -> None:
+        name = entry.name
+        if name in body.tag_changes:
+            raise self.error(
+                f'Change "{name}" duplicates earlier declaration on line {body.tag_changes[name]}'
+            )
+        requires, conflicts = self._dependencies(entry.params.get("dependencies"))
+        body.tag_changes[name] = self.lineno
+        change = _RawChange(
+            name=name,
+            operator=entry.params.get("operator") or "",
+            note=note,
+            timestamp=entry.timestamp,
+            planner_name=entry.planner_name,
+            planner_email=entry.planner_email,
+            requires=requires,
+            conflicts=conflicts,
+            line=self.lineno,
+        )
+        body.current.append(change)
+        duped = body.change_named.get(name)
+        if duped is not None:
+            # Plan.pm: tags of every later change, newest first, then the old instance's own tags
+            rework: list[_RawTag] = []
+            for earlier in reversed(body.changes):
+                if earlier is duped:
+                    break
+                rework.extend(earlier.tags)
+            duped.rework_tags.extend([*rework, *duped.tags])
+        body.change_named[name] = change
+        body.prev_change = change
 
     def _timestamp(self, params: dict[str, str | None]) -> datetime:
         try:
@@ -388,68 +418,17 @@ class _Parser:
 def _build(file: Path, project: str, pragmas: dict[str, str], raw: list[_RawChange]) -> Plan:
     """Second pass: ids need the parent's id and each dependency's project, so build in plan order."""
     uri = pragmas.get("uri")
-    uri_line = f"uri {canonical_uri(uri)}" if _truthy(uri) and uri is not None else None
+    head = [f"project {project}"]
+    if _truthy(uri) and uri is not None:
+        head.append(f"uri {canonical_uri(uri)}")
     known_ids: set[str] = set()
     built: list[Change] = []
     tags_of: dict[int, Tag] = {}  # id(_RawTag) -> Tag
     parent: Change | None = None
     for item in raw:
-        requires = tuple(_dependency(dep, project, known_ids) for dep in item.requires)
-        conflicts = tuple(_dependency(dep, project, known_ids) for dep in item.conflicts)
-        info_lines = [f"project {project}"]
-        if uri_line:
-            info_lines.append(uri_line)
-        info_lines.append(f"change {item.name}")
-        if parent is not None:
-            info_lines.append(f"parent {parent.id}")
-        info_lines.append(f"planner {item.planner_name} <{item.planner_email}>")
-        info_lines.append(f"date {format_timestamp(item.timestamp)}")
-        if requires:
-            info_lines.append("requires\n  + " + "\n  + ".join(dep.as_string for dep in requires))
-        if conflicts:
-            info_lines.append("conflicts\n  - " + "\n  - ".join(dep.as_string for dep in conflicts))
-        if _truthy(item.note):
-            info_lines.extend(["", item.note])
-        info = "\n".join(info_lines)
-        change = Change(
-            name=item.name,
-            id=_sha1_object("change", info),
-            info=info,
-            project=project,
-            note=item.note,
-            timestamp=item.timestamp,
-            planner_name=item.planner_name,
-            planner_email=item.planner_email,
-            requires=requires,
-            conflicts=conflicts,
-            parent=parent,
-            line=item.line,
-            operator=item.operator,
-        )
+        change = _change(head, item, parent, project, known_ids)
         for raw_tag in item.tags:
-            tag_lines = [f"project {project}"]
-            if uri_line:
-                tag_lines.append(uri_line)
-            tag_lines += [
-                f"tag @{raw_tag.name}",
-                f"change {change.id}",
-                f"planner {raw_tag.planner_name} <{raw_tag.planner_email}>",
-                f"date {format_timestamp(raw_tag.timestamp)}",
-            ]
-            if _truthy(raw_tag.note):
-                tag_lines.extend(["", raw_tag.note])
-            tag_info = "\n".join(tag_lines)
-            tag = Tag(
-                name=raw_tag.name,
-                id=_sha1_object("tag", tag_info),
-                info=tag_info,
-                note=raw_tag.note,
-                timestamp=raw_tag.timestamp,
-                planner_name=raw_tag.planner_name,
-                planner_email=raw_tag.planner_email,
-                change=change,
-                line=raw_tag.line,
-            )
+            tag = _tag(head, raw_tag, change)
             change.tags.append(tag)
             tags_of[id(raw_tag)] = tag
         known_ids.add(change.id)
@@ -458,6 +437,66 @@ def _build(file: Path, project: str, pragmas: dict[str, str], raw: list[_RawChan
     for item, change in zip(raw, built, strict=True):
         change.rework_tags = [tags_of[id(tag)] for tag in item.rework_tags]
     return Plan(file, project, uri, pragmas, built)
+
+
+def _change(
+    head: list[str], item: _RawChange, parent: Change | None, project: str, known_ids: set[str]
+) -> Change:
+    """A change with its id: the SHA-1 of its info (Change.pm `info`), which `head` (project, uri) starts."""
+    requires = tuple(_dependency(dep, project, known_ids) for dep in item.requires)
+    conflicts = tuple(_dependency(dep, project, known_ids) for dep in item.conflicts)
+    info_lines = [*head, f"change {item.name}"]
+    if parent is not None:
+        info_lines.append(f"parent {parent.id}")
+    info_lines.append(f"planner {item.planner_name} <{item.planner_email}>")
+    info_lines.append(f"date {format_timestamp(item.timestamp)}")
+    if requires:
+        info_lines.append("requires\n  + " + "\n  + ".join(dep.as_string for dep in requires))
+    if conflicts:
+        info_lines.append("conflicts\n  - " + "\n  - ".join(dep.as_string for dep in conflicts))
+    if _truthy(item.note):
+        info_lines.extend(["", item.note])
+    info = "\n".join(info_lines)
+    return Change(
+        name=item.name,
+        id=_sha1_object("change", info),
+        info=info,
+        project=project,
+        note=item.note,
+        timestamp=item.timestamp,
+        planner_name=item.planner_name,
+        planner_email=item.planner_email,
+        requires=requires,
+        conflicts=conflicts,
+        parent=parent,
+        line=item.line,
+        operator=item.operator,
+    )
+
+
+def _tag(head: list[str], raw_tag: _RawTag, change: Change) -> Tag:
+    """A tag with its id: the SHA-1 of its info (Tag.pm `info`)."""
+    tag_lines = [
+        *head,
+        f"tag @{raw_tag.name}",
+        f"change {change.id}",
+        f"planner {raw_tag.planner_name} <{raw_tag.planner_email}>",
+        f"date {format_timestamp(raw_tag.timestamp)}",
+    ]
+    if _truthy(raw_tag.note):
+        tag_lines.extend(["", raw_tag.note])
+    tag_info = "\n".join(tag_lines)
+    return Tag(
+        name=raw_tag.name,
+        id=_sha1_object("tag", tag_info),
+        info=tag_info,
+        note=raw_tag.note,
+        timestamp=raw_tag.timestamp,
+        planner_name=raw_tag.planner_name,
+        planner_email=raw_tag.planner_email,
+        change=change,
+        line=raw_tag.line,
+    )
 
 
 def _dependency(dep: _RawDep, project: str, known_ids: set[str]) -> Dependency:

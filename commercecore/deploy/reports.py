@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from commercecore.deploy.errors import DeployError, one_line
+from commercecore.deploy.errors import DeployError
 from commercecore.deploy.model import Change
 from commercecore.deploy.registry import DeployedChange
+from commercecore.text import one_line
 
 log = logging.getLogger("commercecore.deploy")
 

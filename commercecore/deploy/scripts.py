@@ -20,6 +20,7 @@ import psycopg
 from psycopg import pq
 
 from commercecore.deploy.errors import DeployError, ScriptError
+from commercecore.text import one_line
 
 _IDENT_RE = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
 _DOLLAR_RE = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
@@ -219,7 +220,7 @@ def run_script(
             conninfo, autocommit=True, client_encoding="utf8", application_name="commercecore-deploy"
         )
     except psycopg.OperationalError as exc:
-        raise DeployError(f"cannot connect to run {path.name}: {str(exc).strip()}") from exc
+        raise DeployError(f"cannot connect to run {path.name}: {one_line(exc)}") from exc
     with conn:
         if warn is not None:
             report = warn

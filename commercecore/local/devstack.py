@@ -124,6 +124,7 @@ def serve(stack: DevStack, port: int) -> None:
             access_log=False,  # the gateway writes its own JSON access log
             server_header=False,
             http=bounded_protocol(settings.limits),
+            proxy_headers=False,  # the app reads X-Forwarded-For itself (COMMERCECORE_TRUSTED_PROXIES)
         )
     finally:
         if standin is not None:

@@ -22,6 +22,7 @@ import psycopg
 
 from commercecore.local import service_user
 from commercecore.local.service_user import SYSTEM_USER
+from commercecore.text import one_line
 
 SUPERUSER = "postgres"
 DATABASE = "commercecore"
@@ -354,7 +355,7 @@ def check_server_version(url: str) -> int:
         with psycopg.connect(url, connect_timeout=10) as conn:
             version = int(conn.info.server_version)
     except psycopg.OperationalError as exc:
-        raise EmbeddedError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from exc
+        raise EmbeddedError(f"cannot connect to PostgreSQL: {one_line(exc)}") from exc
     if version < MIN_SERVER_VERSION:
         found = f"{version // 10000}.{version % 10000}"
         raise EmbeddedError(f"PostgreSQL 17 or newer is required; the server at DATABASE_URL runs {found}")

@@ -112,7 +112,10 @@ def _prune(folder: Path, pattern: str, alive: Callable[[Path, Path], bool]) -> N
     """
     for marker in folder.glob(f"{pattern}{ORIGIN_SUFFIX}"):
         made = marker.with_suffix("")
-        origin = Path(marker.read_text().strip())
+        try:
+            origin = Path(marker.read_text().strip())
+        except FileNotFoundError:  # another process pruned it between the listing and now
+            continue
         if not alive(origin, made):
             _remove(made)
             marker.unlink(missing_ok=True)

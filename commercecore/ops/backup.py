@@ -28,12 +28,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from commercecore.deploy.dburl import display_url, libpq_url
 from commercecore.deploy.engine import Deployer
 from commercecore.deploy.errors import DeployError
 from commercecore.local import embedded
+from commercecore.ops.target import OpsError, Target
+from commercecore.text import one_line
 
 BIN_DIR_ENV = "COMMERCECORE_PG_BINDIR"
 CHECKSUM_SUFFIX = ".sha256"
@@ -47,66 +47,11 @@ _DB_LEVEL_RE = re.compile(
 _DB_NAME_RE = r"\bDATABASE\s+(?:{quoted}|{bare})(?=[\s;]|\Z)"
 
 
-class BackupError(RuntimeError):
+class BackupError(OpsError):
     """A backup or restore was refused or failed; the message says why, in one line."""
 
 
-# -- connections and client programs ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A server and database to connect to: libpq conninfo without the password, which goes in the env."""
-
-    conninfo: str
-    password: str | None
-    display: str
-
-    @classmethod
-    def from_url(cls, url: str) -> Target:
-        try:
-            params = conninfo_to_dict(libpq_url(url))
-        except (psycopg.ProgrammingError, DeployError) as exc:
-            raise BackupError(f"not a PostgreSQL URL: {display_url(url)} ({exc})") from None
-        password = params.pop("password", None)
-        return cls(make_conninfo("", **params), None if password is None else str(password), display_url(url))
-
-    @property
-    def dbname(self) -> str:
-        return str(conninfo_to_dict(self.conninfo).get("dbname") or "")
-
-    def with_dbname(self, dbname: str) -> Target:
-        return Target(
-            make_conninfo(self.conninfo, dbname=dbname), self.password, f"{self.display} [{dbname}]"
-        )
-
-    def connect(self, **kwargs: Any) -> psycopg.Connection[tuple[Any, ...]]:
-        extra: dict[str, Any] = {"connect_timeout": 10, "application_name": "commercecore-dba", **kwargs}
-        if self.password is not None:
-            extra["password"] = self.password
-        try:
-            return psycopg.connect(self.conninfo, **extra)
-        except psycopg.OperationalError as exc:
-            raise BackupError(f"cannot connect to {self.display}: {_one_line(str(exc))}") from None
-
-    def conninfo_with_password(self) -> str:
-        """For this process's own connections (never for a command line)."""
-        if self.password is None:
-            return self.conninfo
-        return make_conninfo(self.conninfo, password=self.password)
-
-    def env(self) -> dict[str, str]:
-        """The environment of a client program: the password never goes on a command line (ps shows it)."""
-        env = dict(os.environ)
-        env.pop("PGPASSWORD", None)
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
-        env.setdefault("PGCONNECT_TIMEOUT", "10")
-        return env
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+# -- client programs -----------------------------------------------------------------------------------
 
 
 def client_program(name: str) -> Path:
@@ -165,7 +110,7 @@ def run_program(
         raise BackupError(f"{what}: cannot run {args[0]}: {exc.strerror}") from None
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise BackupError(f"{what} failed (exit {proc.returncode}): {_one_line(' '.join(lines[-3:]))}")
+        raise BackupError(f"{what} failed (exit {proc.returncode}): {one_line(' '.join(lines[-3:]))}")
     return proc
 
 
@@ -220,7 +165,7 @@ def verify_dump(dump: Path) -> str:
         [str(client_program("pg_restore")), "--list", str(dump)], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
-        raise BackupError(f"{dump.name} is not a readable pg_dump archive: {_one_line(proc.stderr)}")
+        raise BackupError(f"{dump.name} is not a readable pg_dump archive: {one_line(proc.stderr)}")
     return proc.stdout
 
 
@@ -277,66 +222,97 @@ def backup(
     pg_dump = check_client("pg_dump", version_num)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime(STAMP_FORMAT)
-    base = f"backup_{_safe(database)}_{stamp}"
-    dump = directory / f"{base}.dump"
-    sums_file = directory / f"{base}{CHECKSUM_SUFFIX}"
-    sql_file = directory / f"{base}.sql" if plain else None
-    if dump.exists():
-        raise BackupError(f"{dump} exists already (one backup per database and second)")
-    partial = directory / f".{base}.dump.partial"
-    partial_sql = directory / f".{base}.sql.partial"
-    try:
-        _create_private(partial)
-        run_program(
-            [
-                pg_dump,
-                "--format=custom",
-                "--no-password",
-                "--lock-wait-timeout=60s",
-                f"--file={partial}",
-                f"--dbname={target.conninfo}",
-            ],
-            env=target.env(),
-            what="pg_dump",
-        )
-        sums = {dump.name: sha256_file(partial)}
-        if sql_file is not None:
-            # the plain script is rendered from the dump, so it shows the very same snapshot
-            _create_private(partial_sql)
-            run_program(
-                [client_program("pg_restore"), f"--file={partial_sql}", str(partial)],
-                what="pg_restore --file",
-            )
-            sums[sql_file.name] = sha256_file(partial_sql)
-        partial.rename(dump)
-        if sql_file is not None:
-            partial_sql.rename(sql_file)
-        partial_sums = directory / f".{base}{CHECKSUM_SUFFIX}.partial"
-        _create_private(partial_sums)
-        partial_sums.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
-        partial_sums.rename(sums_file)
-    except BaseException:
-        for leftover in (partial, partial_sql, dump, sql_file):
-            if leftover is not None and not sums_file.exists():
-                leftover.unlink(missing_ok=True)
-        raise
-    removed: list[Path] = []
-    if keep is not None:
-        for old in backups_of(directory, database)[:-keep]:
-            for path in (old, checksum_path(old), old.with_suffix(".sql")):
-                if path.exists():
-                    path.unlink()
-                    removed.append(path)
+    files = _BackupFiles(directory, f"backup_{_safe(database)}_{stamp}", plain)
+    if files.dump.exists():
+        raise BackupError(f"{files.dump} exists already (one backup per database and second)")
+    files.write(target, pg_dump)
     return BackupResult(
-        dump=dump,
-        checksum=sums_file,
-        plain=sql_file,
+        dump=files.dump,
+        checksum=files.sums,
+        plain=files.sql,
         database=database,
         server_version=server_version,
-        size=dump.stat().st_size,
+        size=files.dump.stat().st_size,
         seconds=time.monotonic() - started,
-        removed=removed,
+        removed=[] if keep is None else _keep_newest(directory, database, keep),
     )
+
+
+@dataclass(frozen=True)
+class _BackupFiles:
+    """The files of one backup: written under temporary names, renamed into place when complete, the
+    checksum file last, so a backup with its .sha256 is a whole one."""
+
+    directory: Path
+    base: str
+    plain: bool
+
+    @property
+    def dump(self) -> Path:
+        return self.directory / f"{self.base}.dump"
+
+    @property
+    def sums(self) -> Path:
+        return self.directory / f"{self.base}{CHECKSUM_SUFFIX}"
+
+    @property
+    def sql(self) -> Path | None:
+        return self.directory / f"{self.base}.sql" if self.plain else None
+
+    def partial(self, suffix: str) -> Path:
+        return self.directory / f".{self.base}{suffix}.partial"
+
+    def write(self, target: Target, pg_dump: Path) -> None:
+        partial, partial_sql = self.partial(".dump"), self.partial(".sql")
+        try:
+            _create_private(partial)
+            run_program(
+                [
+                    pg_dump,
+                    "--format=custom",
+                    "--no-password",
+                    "--lock-wait-timeout=60s",
+                    f"--file={partial}",
+                    f"--dbname={target.conninfo}",
+                ],
+                env=target.env(),
+                what="pg_dump",
+            )
+            sums = {self.dump.name: sha256_file(partial)}
+            if self.sql is not None:
+                # the plain script is rendered from the dump, so it shows the very same snapshot
+                _create_private(partial_sql)
+                run_program(
+                    [client_program("pg_restore"), f"--file={partial_sql}", str(partial)],
+                    what="pg_restore --file",
+                )
+                sums[self.sql.name] = sha256_file(partial_sql)
+            self._rename_into_place(partial, partial_sql, sums)
+        except BaseException:
+            for leftover in (partial, partial_sql, self.dump, self.sql):
+                if leftover is not None and not self.sums.exists():
+                    leftover.unlink(missing_ok=True)
+            raise
+
+    def _rename_into_place(self, partial: Path, partial_sql: Path, sums: dict[str, str]) -> None:
+        partial.rename(self.dump)
+        if self.sql is not None:
+            partial_sql.rename(self.sql)
+        partial_sums = self.partial(CHECKSUM_SUFFIX)
+        _create_private(partial_sums)
+        partial_sums.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+        partial_sums.rename(self.sums)
+
+
+def _keep_newest(directory: Path, database: str, keep: int) -> list[Path]:
+    """Removes all but the newest `keep` backups of a database (dump, checksum, plain script)."""
+    removed: list[Path] = []
+    for old in backups_of(directory, database)[:-keep]:
+        for path in (old, checksum_path(old), old.with_suffix(".sql")):
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 # -- restore -------------------------------------------------------------------------------------------
@@ -510,84 +486,19 @@ def restore(
         raise BackupError("--jobs must be at least 1")
     started = time.monotonic()
     toc = verify_dump(dump)
-    source_db = _toc_header(toc, "dbname")
-    if not source_db:
-        raise BackupError(f"{dump.name}: the archive does not name its database")
-    target = target_db or source_db
-    if len(target.encode()) > 63:
-        raise BackupError(f"database name {target!r} is longer than 63 bytes")
+    source_db, target = _restore_names(dump, toc, target_db)
     server = Target.from_url(url)
     maintenance = server.with_dbname("postgres")
-    if target in {"postgres", "template0", "template1"}:
-        raise BackupError(f"refusing to restore over the system database {target}")
     staging = f"{target[:40]}_restore_{secrets.token_hex(4)}"
     with maintenance.connect(autocommit=True) as conn:
-        version_num = int(conn.info.server_version)
-        check_client("pg_restore", version_num)
-        missing = _missing_owners(conn, toc)
-        if missing:
-            raise BackupError(
-                f"roles owning objects of the dump do not exist on this server: {', '.join(missing)} "
-                "(roles are cluster-wide: create them first, e.g. `commercecore db deploy --to roles/base` "
-                "on a scratch database, or restore `pg_dumpall --roles-only`)"
-            )
-        sessions = _sessions(conn, target)
-        exists = sessions is not None
-        if exists and not force:
-            others = f", {sessions} open connection{'s' if sessions != 1 else ''}" if sessions else ""
-            raise BackupError(
-                f"database {target} exists{others}: refusing to replace it; pass --force to drop it "
-                "(its sessions are terminated) and restore in its place, or --target-db to restore beside it"
-            )
+        exists = _check_replaceable(conn, toc, target, force)
         options, db_statements = database_level_sql(dump, source_db, staging)
         conn.execute(sql.SQL("create database {} with {}").format(sql.Identifier(staging), sql.SQL(options)))
-        # materialized views are refreshed after the restore, in an ordinary session: pg_restore runs
-        # with row_security = off, under which a view over a FORCE ROW LEVEL SECURITY table cannot refresh
-        entries, matviews = _restore_list(toc)
-        scratch = tempfile.TemporaryDirectory(prefix="cc-restore-")
-        list_file = Path(scratch.name) / "restore.list"
         try:
-            staged = maintenance.with_dbname(staging)
-            list_file.write_text(entries)
-            run_program(
-                [
-                    client_program("pg_restore"),
-                    "--no-password",
-                    "--exit-on-error",
-                    f"--jobs={jobs}",
-                    f"--use-list={list_file}",
-                    f"--dbname={staged.conninfo}",
-                    str(dump),
-                ],
-                env=server.env(),
-                what="pg_restore",
-            )
+            tables, size = _fill_staging(server, maintenance.with_dbname(staging), dump, toc, jobs)
             for statement in db_statements:
                 conn.execute(statement.encode())
-            with staged.connect(autocommit=True) as restored:
-                for schema, name in matviews:
-                    restored.execute(
-                        sql.SQL("refresh materialized view {}.{}").format(
-                            sql.Identifier(schema), sql.Identifier(name)
-                        )
-                    )
-                # statistics are not part of a dump: without them the first queries get bad plans
-                restored.execute("analyze")
-                stats = restored.execute(
-                    "select count(*) filter (where c.relkind in ('r', 'p')),"
-                    " pg_database_size(current_database())"
-                    " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
-                    " where n.nspname not in ('pg_catalog', 'information_schema')"
-                    " and n.nspname !~ '^pg_toast'"
-                ).fetchone()
-            assert stats is not None
-            if exists:
-                conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(target)))
-            conn.execute(
-                sql.SQL("alter database {} rename to {}").format(
-                    sql.Identifier(staging), sql.Identifier(target)
-                )
-            )
+            _swap_in(conn, staging, target, replace=exists)
         except BaseException:
             # the first error is the one to report; a staging database left over is named by its error
             with contextlib.suppress(psycopg.Error):
@@ -595,23 +506,108 @@ def restore(
                     sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(staging))
                 )
             raise
-        finally:
-            scratch.cleanup()
-    restored_url = server.with_dbname(target)
-    try:
-        registry = check_registry(restored_url.conninfo_with_password(), project_dir)
-    except (BackupError, DeployError) as exc:
-        registry = RegistryCheck("", None, 0, [], [], note=f"not checked: {_one_line(str(exc))}")
     return RestoreResult(
         dump=dump,
         database=target,
         source_database=source_db,
         replaced=exists,
-        tables=int(stats[0]),
-        size=int(stats[1]),
+        tables=tables,
+        size=size,
         seconds=time.monotonic() - started,
-        registry=registry,
+        registry=_registry_after_restore(server.with_dbname(target), project_dir),
     )
+
+
+def _restore_names(dump: Path, toc: str, target_db: str | None) -> tuple[str, str]:
+    """The database the dump was taken of, and the one to restore into; system databases are refused."""
+    source_db = _toc_header(toc, "dbname")
+    if not source_db:
+        raise BackupError(f"{dump.name}: the archive does not name its database")
+    target = target_db or source_db
+    if len(target.encode()) > 63:
+        raise BackupError(f"database name {target!r} is longer than 63 bytes")
+    if target in {"postgres", "template0", "template1"}:
+        raise BackupError(f"refusing to restore over the system database {target}")
+    return source_db, target
+
+
+def _check_replaceable(conn: psycopg.Connection[tuple[Any, ...]], toc: str, target: str, force: bool) -> bool:
+    """Refuses a restore that cannot work (old pg_restore, missing owner roles) or would replace a database
+    without `force`; returns whether the target exists."""
+    check_client("pg_restore", int(conn.info.server_version))
+    missing = _missing_owners(conn, toc)
+    if missing:
+        raise BackupError(
+            f"roles owning objects of the dump do not exist on this server: {', '.join(missing)} "
+            "(roles are cluster-wide: create them first, e.g. `commercecore db deploy --to roles/base` "
+            "on a scratch database, or restore `pg_dumpall --roles-only`)"
+        )
+    sessions = _sessions(conn, target)
+    if sessions is not None and not force:
+        others = f", {sessions} open connection{'s' if sessions != 1 else ''}" if sessions else ""
+        raise BackupError(
+            f"database {target} exists{others}: refusing to replace it; pass --force to drop it "
+            "(its sessions are terminated) and restore in its place, or --target-db to restore beside it"
+        )
+    return sessions is not None
+
+
+def _fill_staging(server: Target, staged: Target, dump: Path, toc: str, jobs: int) -> tuple[int, int]:
+    """pg_restore into the staging database, then its materialized views and statistics; returns its
+    table count and size."""
+    # materialized views are refreshed after the restore, in an ordinary session: pg_restore runs
+    # with row_security = off, under which a view over a FORCE ROW LEVEL SECURITY table cannot refresh
+    entries, matviews = _restore_list(toc)
+    with tempfile.TemporaryDirectory(prefix="cc-restore-") as scratch:
+        list_file = Path(scratch) / "restore.list"
+        list_file.write_text(entries)
+        run_program(
+            [
+                client_program("pg_restore"),
+                "--no-password",
+                "--exit-on-error",
+                f"--jobs={jobs}",
+                f"--use-list={list_file}",
+                f"--dbname={staged.conninfo}",
+                str(dump),
+            ],
+            env=server.env(),
+            what="pg_restore",
+        )
+    with staged.connect(autocommit=True) as restored:
+        for schema, name in matviews:
+            restored.execute(
+                sql.SQL("refresh materialized view {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(name)
+                )
+            )
+        # statistics are not part of a dump: without them the first queries get bad plans
+        restored.execute("analyze")
+        stats = restored.execute(
+            "select count(*) filter (where c.relkind in ('r', 'p')),"
+            " pg_database_size(current_database())"
+            " from pg_class as c join pg_namespace as n on n.oid = c.relnamespace"
+            " where n.nspname not in ('pg_catalog', 'information_schema')"
+            " and n.nspname !~ '^pg_toast'"
+        ).fetchone()
+    assert stats is not None
+    return int(stats[0]), int(stats[1])
+
+
+def _swap_in(conn: psycopg.Connection[tuple[Any, ...]], staging: str, target: str, *, replace: bool) -> None:
+    """The complete staging database takes the target's name; the old target is dropped first."""
+    if replace:
+        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(target)))
+    conn.execute(
+        sql.SQL("alter database {} rename to {}").format(sql.Identifier(staging), sql.Identifier(target))
+    )
+
+
+def _registry_after_restore(restored: Target, project_dir: Path | None) -> RegistryCheck:
+    try:
+        return check_registry(restored.conninfo_with_password(), project_dir)
+    except (OpsError, DeployError) as exc:
+        return RegistryCheck("", None, 0, [], [], note=f"not checked: {one_line(exc)}")
 
 
 def _sessions(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> int | None:

@@ -1,8 +1,9 @@
 """`commercecore jobs run`: the periodic maintenance jobs, safe to run on several machines at once.
 
-Jobs: expire unpaid orders (ops.expire_unpaid_orders), refresh the daily sales report
-(ops.refresh_sales_daily, concurrently) and reconcile payments with Stripe (gateway.payments.reconcile,
-when Stripe is configured).
+Jobs: expire unpaid orders (ops.expire_unpaid_orders: stale after a ttl without a live checkout, and
+always at their maximum age from creation), refresh the daily sales report (ops.refresh_sales_daily,
+concurrently), reconcile payments with Stripe (gateway.payments.reconcile, when Stripe is configured) and
+purge expired sessions, idle login failures and old idempotency keys (ops.purge_batch, in batches).
 
 Ticks are aligned on the wall clock (every `interval` seconds since the epoch), so runners on several
 machines tick together. At each tick a runner releases the job locks it won at the previous tick, then
@@ -29,8 +30,8 @@ from typing import Any
 
 import psycopg
 
-from commercecore.ops.backup import BackupError, Target
-from gateway.payments.client import client_from_settings
+from commercecore.ops.target import OpsError, Target
+from commercecore.text import one_line
 from gateway.payments.config import PaymentSettings
 from gateway.payments.reconcile import reconcile
 from gateway.settings import SettingsError
@@ -43,7 +44,7 @@ LOCK_NAMESPACE = int.from_bytes(hashlib.sha256(b"commercecore.jobs").digest()[:4
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-class JobsError(RuntimeError):
+class JobsError(OpsError):
     """The runner could not start; the message says why."""
 
 
@@ -57,25 +58,18 @@ class Job:
         return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big", signed=True)
 
 
-def check_interval(url: str, value: str, option: str) -> timedelta:
-    """A duration as PostgreSQL reads it ('30min', '1 hour', '1800' seconds); refused unless positive."""
-    with Target.from_url(url).connect(autocommit=True) as conn:
-        try:
-            row = conn.execute("select %s::interval", [value]).fetchone()
-        except psycopg.DataError:
-            raise JobsError(f"{option} {value!r} is not a duration (e.g. 30min, '1 hour', 1800)") from None
-    assert row is not None
-    interval: timedelta = row[0]
-    if interval <= timedelta(0):
-        raise JobsError(f"{option} {value!r} must be positive")
-    return interval
+def expire_unpaid_orders(ttl: timedelta, max_age: timedelta | None = None) -> Job:
+    """`max_age` None: the database's setting (commercecore.order_max_unpaid_age, else 60 minutes)."""
 
-
-def expire_unpaid_orders(ttl: str) -> Job:
     def run(conn: Conn) -> dict[str, Any]:
         with conn.transaction():
-            row = conn.execute("select ops.expire_unpaid_orders(%s::interval)", [ttl]).fetchone()
-        return {"expired": int(row[0]) if row else 0, "ttl": ttl}
+            row = conn.execute(
+                "select ops.expire_unpaid_orders(%s::interval, %s::interval)", [ttl, max_age]
+            ).fetchone()
+        result: dict[str, Any] = {"expired": int(row[0]) if row else 0, "ttl": str(ttl)}
+        if max_age is not None:
+            result["max_age_seconds"] = int(max_age.total_seconds())
+        return result
 
     return Job("expire_unpaid_orders", run)
 
@@ -89,12 +83,39 @@ def refresh_sales_daily() -> Job:
     return Job("refresh_sales_daily", run)
 
 
+# the tables ops.purge_batch knows, in the order they are purged
+PURGED_TABLES = ("auth.sessions", "auth.login_failures", "core.idempotency_keys")
+DEFAULT_PURGE_BATCH = 1000
+
+
+def purge_expired_rows(batch_size: int = DEFAULT_PURGE_BATCH) -> Job:
+    """Each table purged one batch per transaction until a batch comes back short: no long transaction,
+    no lock held on many rows, however much has piled up. The counts go to the log line and, through
+    ops.purged_rows, to the gateway's /metrics."""
+
+    def run(conn: Conn) -> dict[str, Any]:
+        purged: dict[str, int] = {}
+        for table in PURGED_TABLES:
+            total = 0
+            while True:
+                with conn.transaction():
+                    row = conn.execute("select ops.purge_batch(%s, %s)", [table, batch_size]).fetchone()
+                count = int(row[0]) if row else 0
+                total += count
+                if count < batch_size:
+                    break
+            purged[table] = total
+        return {"purged": purged, "batch_size": batch_size}
+
+    return Job("purge_expired_rows", run)
+
+
 class JobFailed(RuntimeError):
     """A job ran but did not finish its work; the message says what is left."""
 
 
 def reconcile_payments(url: str, older_than: timedelta) -> Job:
-    """gateway.payments.reconcile.reconcile(url, stripe client, older_than) when Stripe is configured;
+    """gateway.payments.reconcile.reconcile(url, Stripe settings, older_than) when Stripe is configured;
     skipped with a log line otherwise."""
 
     def run(conn: Conn) -> dict[str, Any]:
@@ -102,7 +123,7 @@ def reconcile_payments(url: str, older_than: timedelta) -> Job:
             settings = PaymentSettings.from_env()
         except SettingsError as exc:
             return {"skipped": f"Stripe is not configured: {exc}"}
-        report = reconcile(url, client_from_settings(settings), older_than)
+        report = reconcile(url, settings, older_than)
         summary: dict[str, Any] = report.as_dict()
         if summary.get("errors"):
             raise JobFailed(
@@ -113,8 +134,19 @@ def reconcile_payments(url: str, older_than: timedelta) -> Job:
     return Job("reconcile_payments", run)
 
 
-def default_jobs(url: str, ttl: str, reconcile_after: timedelta = timedelta(minutes=15)) -> list[Job]:
-    return [expire_unpaid_orders(ttl), refresh_sales_daily(), reconcile_payments(url, reconcile_after)]
+def default_jobs(
+    url: str,
+    ttl: timedelta,
+    reconcile_after: timedelta = timedelta(minutes=15),
+    purge_batch: int = DEFAULT_PURGE_BATCH,
+    max_age: timedelta | None = None,
+) -> list[Job]:
+    return [
+        expire_unpaid_orders(ttl, max_age),
+        refresh_sales_daily(),
+        reconcile_payments(url, reconcile_after),
+        purge_expired_rows(purge_batch),
+    ]
 
 
 @dataclass
@@ -144,10 +176,10 @@ class Runner:
             for key in sorted(self._held):
                 conn.execute("select pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, key])
             self._held.clear()
-        except (psycopg.Error, BackupError) as exc:
+        except (psycopg.Error, OpsError) as exc:
             # the runner outlives an outage: the next tick connects again
             self.close()
-            log.error("database unavailable", extra={"event": "tick_failed", "error": _one_line(exc)})
+            log.error("database unavailable", extra={"event": "tick_failed", "error": one_line(exc)})
             return {job.name: "failed" for job in self.jobs}
         for job in self.jobs:
             if self.stop.is_set():
@@ -161,7 +193,7 @@ class Runner:
                 "select pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, job.lock_key]
             ).fetchone()
         except psycopg.Error as exc:
-            log.error("lock failed", extra={"event": "job_failed", "job": job.name, "error": _one_line(exc)})
+            log.error("lock failed", extra={"event": "job_failed", "job": job.name, "error": one_line(exc)})
             return "failed"
         if not row or not row[0]:
             log.info("skipped: another runner has it", extra={"event": "job_skipped", "job": job.name})
@@ -176,7 +208,7 @@ class Runner:
                 extra={
                     "event": "job_failed",
                     "job": job.name,
-                    "error": _one_line(exc),
+                    "error": one_line(exc),
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
             )
@@ -238,7 +270,3 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -26,7 +26,8 @@ from typing import Any
 import psycopg
 
 from commercecore.local import embedded
-from commercecore.ops.backup import BackupError, Target, check_client, client_program, run_program
+from commercecore.ops.backup import check_client, client_program, run_program
+from commercecore.ops.target import OpsError, Target
 
 METADATA = "commercecore-backup.json"
 MANIFEST = "backup_manifest"
@@ -34,7 +35,7 @@ FORMATS = ("tar", "plain")
 _LSN_RE = re.compile(r"\A[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}\Z")
 
 
-class PitrError(BackupError):
+class PitrError(OpsError):
     """A physical backup or point-in-time restore failed or was refused."""
 
 
@@ -165,7 +166,50 @@ def base_backup(
         raise PitrError(f"format {fmt!r}: use tar or plain")
     target = Target.from_url(url)
     started = time.monotonic()
-    warnings: list[str] = []
+    source = _backup_source(target)
+    pg_basebackup = check_client("pg_basebackup", source.version_num)
+    stamp = (now or datetime.now().astimezone()).strftime("%Y%m%d_%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory = parent / f"base_{stamp}"
+    if directory.exists():
+        raise PitrError(f"{directory} exists already")
+    _run_basebackup(target, pg_basebackup, directory, fmt, stamp)
+    timeline, start_lsn, end_lsn = _wal_range(_manifest(directory))
+    with target.connect(autocommit=True) as conn:
+        finished = conn.execute("select clock_timestamp()").fetchone()
+    assert finished is not None
+    result = BaseBackup(
+        directory=directory,
+        format=fmt,
+        timeline=timeline,
+        start_lsn=start_lsn,
+        end_lsn=end_lsn,
+        started_at=source.started_at.isoformat(),
+        finished_at=finished[0].isoformat(),
+        archive=None if archive is None else str(archive.resolve()),
+        source=target.display,
+        server_version=source.server_version,
+        source_password_file=None if password_file is None else str(password_file.resolve()),
+        size=_tree_size(directory),
+        seconds=time.monotonic() - started,
+        warnings=source.warnings,
+    )
+    result.save()
+    return result
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The server a base backup is taken of, as it was when the backup started."""
+
+    started_at: datetime
+    server_version: str
+    version_num: int
+    warnings: tuple[str, ...]
+
+
+def _backup_source(target: Target) -> _Source:
+    """Refuses a server that cannot give a base backup; warns when the backup cannot serve PITR."""
     with target.connect(autocommit=True) as conn:
         row = conn.execute(
             "select current_setting('archive_mode'), current_setting('wal_level'),"
@@ -179,17 +223,17 @@ def base_backup(
         raise PitrError("wal_level is minimal: base backups need wal_level = replica")
     if not may_replicate:
         raise PitrError(f"the role of {target.display} has no REPLICATION privilege")
+    warnings: tuple[str, ...] = ()
     if archive_mode == "off":
-        warnings.append(
+        warnings = (
             "WAL archiving is off on this server: the backup restores to its own end only, not to a later "
-            "point in time (set archive_mode and archive_command, then restart)"
+            "point in time (set archive_mode and archive_command, then restart)",
         )
-    pg_basebackup = check_client("pg_basebackup", version_num)
-    stamp = (now or datetime.now().astimezone()).strftime("%Y%m%d_%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    directory = parent / f"base_{stamp}"
-    if directory.exists():
-        raise PitrError(f"{directory} exists already")
+    return _Source(server_now, str(server_version), version_num, warnings)
+
+
+def _run_basebackup(target: Target, pg_basebackup: Path, directory: Path, fmt: str, stamp: str) -> None:
+    """pg_basebackup into `directory`, verified; nothing is left behind when either fails."""
     try:
         run_program(
             [
@@ -210,28 +254,6 @@ def base_backup(
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    timeline, start_lsn, end_lsn = _wal_range(_manifest(directory))
-    with target.connect(autocommit=True) as conn:
-        finished = conn.execute("select clock_timestamp()").fetchone()
-    assert finished is not None
-    result = BaseBackup(
-        directory=directory,
-        format=fmt,
-        timeline=timeline,
-        start_lsn=start_lsn,
-        end_lsn=end_lsn,
-        started_at=server_now.isoformat(),
-        finished_at=finished[0].isoformat(),
-        archive=None if archive is None else str(archive.resolve()),
-        source=target.display,
-        server_version=str(server_version),
-        source_password_file=None if password_file is None else str(password_file.resolve()),
-        size=_tree_size(directory),
-        seconds=time.monotonic() - started,
-        warnings=tuple(warnings),
-    )
-    result.save()
-    return result
 
 
 def wait_for_archive(url: str, timeout: float = 60.0) -> str:
@@ -375,8 +397,35 @@ def pitr_restore(
     backup = backup.resolve()
     into = into.resolve()
     meta = BaseBackup.load(backup)
-    manifest = _manifest(backup)
-    _timeline, _start, end_lsn = _wal_range(manifest)
+    recovery_target = _recovery_target(backup, meta, target_time, target_lsn)
+    archive = _wal_archive(archive, meta)
+    _check_new_directory(into, backup, archive, live_data_dir)
+    verify_base_backup(backup)
+
+    cluster = embedded.Cluster(data_dir=into, port=port or embedded.free_port())
+    if cluster._port_taken():
+        raise PitrError(f"port {cluster.port} on 127.0.0.1 is in use")
+    server_dir, log = _prepare_copy(cluster, backup, archive, recovery_target, meta)
+    proc = cluster._run("pg_ctl", "-D", str(server_dir), "-l", str(log), "-W", "start", check=False)
+    if proc.returncode != 0:
+        raise PitrError(f"pg_ctl start failed: {proc.stderr.strip() or _log_reason(cluster)}")
+    replay_lsn, last_xact, walfile = _wait_for_promotion(cluster, timeout)
+    return PitrResult(
+        cluster=cluster,
+        target=f"{recovery_target[0]} = {recovery_target[1]}",
+        replay_lsn=None if replay_lsn is None else str(replay_lsn),
+        last_transaction_at=None if last_xact is None else last_xact.isoformat(),
+        timeline=int(str(walfile)[:8], 16),
+        stop_reason=_stop_line(cluster),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _recovery_target(
+    backup: Path, meta: BaseBackup | None, target_time: str | None, target_lsn: str | None
+) -> tuple[str, str]:
+    """The recovery_target_* setting and its value; a target before the backup is consistent is refused."""
+    _timeline, _start, end_lsn = _wal_range(_manifest(backup))
     if target_time is not None:
         moment = parse_target_time(target_time)
         if meta is not None and moment < datetime.fromisoformat(meta.started_at):
@@ -384,15 +433,18 @@ def pitr_restore(
                 f"{target_time} is before the base backup started ({meta.started_at}): "
                 "use an older base backup"
             )
-        recovery_target = ("recovery_target_time", moment.isoformat(sep=" "))
-    else:
-        assert target_lsn is not None
-        if parse_lsn(target_lsn) < parse_lsn(end_lsn):
-            raise PitrError(
-                f"{target_lsn} is before the end of the base backup ({end_lsn}), where it becomes "
-                "consistent: pick a later LSN or an older backup"
-            )
-        recovery_target = ("recovery_target_lsn", target_lsn.strip())
+        return ("recovery_target_time", moment.isoformat(sep=" "))
+    assert target_lsn is not None
+    if parse_lsn(target_lsn) < parse_lsn(end_lsn):
+        raise PitrError(
+            f"{target_lsn} is before the end of the base backup ({end_lsn}), where it becomes "
+            "consistent: pick a later LSN or an older backup"
+        )
+    return ("recovery_target_lsn", target_lsn.strip())
+
+
+def _wal_archive(archive: Path | None, meta: BaseBackup | None) -> Path:
+    """The archive given, else the one the backup recorded."""
     if archive is None and meta is not None and meta.archive:
         archive = Path(meta.archive)
     if archive is None:
@@ -400,6 +452,11 @@ def pitr_restore(
     archive = archive.resolve()
     if not archive.is_dir():
         raise PitrError(f"WAL archive {archive}: no such directory")
+    return archive
+
+
+def _check_new_directory(into: Path, backup: Path, archive: Path, live_data_dir: Path | None) -> None:
+    """A restore goes into a new or empty directory, apart from the live cluster, backup and archive."""
     if live_data_dir is not None:
         live = live_data_dir.resolve()
         if _is_within(into, live) or _is_within(live, into):
@@ -408,11 +465,18 @@ def pitr_restore(
         raise PitrError(f"{into} overlaps the backup or the WAL archive: restore into a new directory")
     if into.exists() and any(into.iterdir()):
         raise PitrError(f"{into} exists and is not empty: restore into a new directory")
-    verify_base_backup(backup)
 
-    cluster = embedded.Cluster(data_dir=into, port=port or embedded.free_port())
-    if cluster._port_taken():
-        raise PitrError(f"port {cluster.port} on 127.0.0.1 is in use")
+
+def _prepare_copy(
+    cluster: embedded.Cluster,
+    backup: Path,
+    archive: Path,
+    recovery_target: tuple[str, str],
+    meta: BaseBackup | None,
+) -> tuple[Path, Path]:
+    """The backup's files in the cluster's data directory, set to recover; returns it and the log file.
+    A directory this made is removed again when something fails."""
+    into = cluster.data_dir
     created = not into.exists()
     try:
         server_dir = cluster.prepare_data_dir()
@@ -426,25 +490,11 @@ def pitr_restore(
             shutil.copy2(meta.source_password_file, cluster.password_file)
             cluster.password_file.chmod(0o600)
         cluster._own(server_dir)
-        log = cluster.prepare_log()
+        return server_dir, cluster.prepare_log()
     except BaseException:
         if created:
             _remove(into)
         raise
-    proc = cluster._run("pg_ctl", "-D", str(server_dir), "-l", str(log), "-W", "start", check=False)
-    if proc.returncode != 0:
-        raise PitrError(f"pg_ctl start failed: {proc.stderr.strip() or _log_reason(cluster)}")
-    row = _wait_for_promotion(cluster, timeout)
-    replay_lsn, last_xact, walfile = row
-    return PitrResult(
-        cluster=cluster,
-        target=f"{recovery_target[0]} = {recovery_target[1]}",
-        replay_lsn=None if replay_lsn is None else str(replay_lsn),
-        last_transaction_at=None if last_xact is None else last_xact.isoformat(),
-        timeline=int(str(walfile)[:8], 16),
-        stop_reason=_stop_line(cluster),
-        seconds=time.monotonic() - started,
-    )
 
 
 def _wait_for_promotion(cluster: embedded.Cluster, timeout: float) -> tuple[Any, ...]:

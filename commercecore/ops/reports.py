@@ -12,7 +12,7 @@ THRESHOLDS (documented in the README; each can be overridden on the command line
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,7 +21,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from commercecore.ops.backup import BackupError, Target
+from commercecore.ops.target import OpsError, Target
+from commercecore.text import one_line
 
 Row = dict[str, Any]
 Status = Literal["ok", "warn", "critical"]
@@ -49,7 +50,7 @@ THRESHOLDS: dict[str, float] = {
 }
 
 
-class DbaError(BackupError):
+class DbaError(OpsError):
     """A report could not be produced; the message says why."""
 
 
@@ -71,9 +72,7 @@ def open_connection(url: str) -> psycopg.Connection[Row]:
     try:
         return connect(url)
     except psycopg.OperationalError as exc:
-        raise DbaError(
-            f"cannot connect to {Target.from_url(url).display}: {' '.join(str(exc).split())}"
-        ) from None
+        raise DbaError(f"cannot connect to {Target.from_url(url).display}: {one_line(exc)}") from None
 
 
 def plain(value: Any) -> Any:
@@ -412,156 +411,164 @@ def _grade(value: float | None, warn: float, critical: float, *, below: bool = F
     return "critical" if value >= critical else "warn" if value >= warn else "ok"
 
 
-def _safely(name: str, probe: Callable[[], Check]) -> Check:
+Probe = Callable[[psycopg.Connection[Row], Mapping[str, float]], Check]
+
+
+def _safely(name: str, probe: Probe, conn: psycopg.Connection[Row], thresholds: Mapping[str, float]) -> Check:
+    """A check that cannot run (a missing view, a timeout) warns instead of failing the whole report."""
     try:
-        return probe()
+        return probe(conn, thresholds)
     except (DbaError, psycopg.Error) as exc:
-        return Check(name, "warn", None, f"could not check: {' '.join(str(exc).split())}")
+        return Check(name, "warn", None, f"could not check: {one_line(exc)}")
+
+
+def _check_connections(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    row = _rows(
+        conn,
+        "select count(*) as used, current_setting('max_connections')::int as max,"
+        " current_setting('superuser_reserved_connections')::int as reserved"
+        " from pg_stat_activity where backend_type = 'client backend'",
+    )[0]
+    share = row["used"] / max(1, row["max"] - row["reserved"])
+    status = _grade(share, t["connections_warn"], t["connections_critical"])
+    return Check("connections", status, round(share, 3), f"{row['used']} of {row['max']} connections in use")
+
+
+def _check_cache_hit(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    row = _rows(
+        conn,
+        "select blks_hit, blks_read,"
+        " round(blks_hit::numeric / nullif(blks_hit + blks_read, 0), 4) as ratio"
+        " from pg_stat_database where datname = current_database()",
+    )[0]
+    if (row["blks_hit"] + row["blks_read"]) < t["cache_hit_min_blocks"]:
+        return Check("cache_hit_ratio", "ok", row["ratio"], "too few block accesses yet to judge")
+    status = _grade(row["ratio"], t["cache_hit_warn"], t["cache_hit_critical"], below=True)
+    return Check("cache_hit_ratio", status, row["ratio"], "share of block reads served by shared_buffers")
+
+
+def _check_blocking(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    rows = blocking(conn)
+    longest = max((row["wait_seconds"] or 0 for row in rows), default=0.0)
+    if not rows:
+        return Check("blocking", "ok", 0, "no session waits for a lock")
+    status = _grade(longest, t["blocked_wait_warn"], t["blocked_wait_critical"])
+    roots = sorted({row["blocking_pid"] for row in rows if row["blocking_is_root"]})
+    return Check(
+        "blocking",
+        status,
+        longest,
+        f"{len({row['blocked_pid'] for row in rows})} blocked session(s), longest wait {longest:.1f} s;"
+        f" blocked by pid {', '.join(map(str, roots)) or '?'}",
+    )
+
+
+def _check_idle_in_transaction(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    rows = [
+        r for r in sessions(conn, running_seconds=1e9, idle_seconds=0) if r["kind"] == "idle_in_transaction"
+    ]
+    longest = max((row["state_seconds"] or 0 for row in rows), default=0.0)
+    status = _grade(longest, t["idle_in_transaction_warn"], t["idle_in_transaction_critical"])
+    worst = max(rows, key=lambda row: row["state_seconds"] or 0) if rows else None
+    detail = f"longest {longest:.0f} s (pid {worst['pid']})" if worst else "none"
+    return Check("idle_in_transaction", status, longest, detail)
+
+
+def _check_long_running(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    rows = [r for r in sessions(conn, running_seconds=0, idle_seconds=1e9) if r["kind"] == "long_running"]
+    longest = max((row["query_seconds"] or 0 for row in rows), default=0.0)
+    status = _grade(longest, t["long_running_warn"], t["long_running_critical"])
+    worst = max(rows, key=lambda row: row["query_seconds"] or 0) if rows else None
+    detail = f"longest statement {longest:.0f} s (pid {worst['pid']})" if worst else "none"
+    return Check("long_running", status, longest, detail)
+
+
+def _check_xid_age(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    row = _rows(
+        conn,
+        "select datname, age(datfrozenxid) as age from pg_database order by age(datfrozenxid) desc limit 1",
+    )[0]
+    status = _grade(row["age"], t["xid_age_warn"], t["xid_age_critical"])
+    return Check("xid_wraparound", status, row["age"], f"oldest unfrozen xid age in {row['datname']}")
+
+
+def _check_bloat(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    rows = [r for r in bloat(conn, limit=5, thresholds=t) if "bloat_percent" in r]
+    bad = [
+        r
+        for r in rows
+        if r["bloat_percent"] >= t["bloat_warn_percent"] and r["table_bytes"] >= t["bloat_min_bytes"]
+    ]
+    sized = [r["bloat_percent"] for r in rows if r["table_bytes"] >= t["bloat_min_bytes"]]
+    worst = max(sized, default=0.0)
+    detail = ", ".join(f"{r['table_name']} {r['bloat_percent']:.0f}%" for r in bad) or (
+        f"no table of {t['bloat_min_bytes'] / 1048576:.1f} MB or more is {t['bloat_warn_percent']:g}% bloated"
+    )
+    return Check("bloat", "warn" if bad else "ok", worst, detail)
+
+
+def _check_indexes(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    report = index_report(conn)
+    duplicates = report["duplicates"]
+    unused = report["unused"]
+    detail = f"{len(unused)} unused (informational)"
+    if duplicates:
+        names = "; ".join(", ".join(group["redundant"]) for group in duplicates)
+        return Check("indexes", "warn", len(duplicates), f"duplicate indexes: {names}; {detail}")
+    return Check("indexes", "ok", 0, f"no duplicates; {detail}")
+
+
+def _check_archiver(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    row = _rows(
+        conn,
+        "select current_setting('archive_mode') as mode, archived_count, failed_count, last_failed_wal,"
+        " last_failed_time, last_archived_time,"
+        " coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) as failing"
+        " from pg_stat_archiver",
+    )[0]
+    if row["mode"] == "off":
+        return Check("wal_archiving", "ok", "off", "archive_mode is off (no point-in-time recovery)")
+    if row["failing"]:
+        return Check(
+            "wal_archiving",
+            "critical",
+            row["failed_count"],
+            f"archive_command fails on {row['last_failed_wal']}",
+        )
+    return Check("wal_archiving", "ok", row["archived_count"], f"last archived {row['last_archived_time']}")
+
+
+def _check_replication_slots(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    rows = _rows(
+        conn,
+        "select slot_name, active, wal_status from pg_replication_slots"
+        " where not active or wal_status = 'lost'",
+    )
+    if not rows:
+        return Check("replication_slots", "ok", 0, "no inactive slot retains WAL")
+    names = ", ".join(f"{r['slot_name']} ({r['wal_status']})" for r in rows)
+    return Check("replication_slots", "warn", len(rows), f"inactive slots retain WAL: {names}")
+
+
+# the checks of `health`, in the order they are shown: (name, probe)
+_PROBES: tuple[tuple[str, Probe], ...] = (
+    ("connections", _check_connections),
+    ("cache_hit_ratio", _check_cache_hit),
+    ("blocking", _check_blocking),
+    ("idle_in_transaction", _check_idle_in_transaction),
+    ("long_running", _check_long_running),
+    ("xid_wraparound", _check_xid_age),
+    ("bloat", _check_bloat),
+    ("indexes", _check_indexes),
+    ("wal_archiving", _check_archiver),
+    ("replication_slots", _check_replication_slots),
+)
 
 
 def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None = None) -> Health:
     """Every check with its status; the verdict is the worst of them."""
     t = {**THRESHOLDS, **(thresholds or {})}
-
-    def connections() -> Check:
-        row = _rows(
-            conn,
-            "select count(*) as used, current_setting('max_connections')::int as max,"
-            " current_setting('superuser_reserved_connections')::int as reserved"
-            " from pg_stat_activity where backend_type = 'client backend'",
-        )[0]
-        share = row["used"] / max(1, row["max"] - row["reserved"])
-        status = _grade(share, t["connections_warn"], t["connections_critical"])
-        return Check(
-            "connections", status, round(share, 3), f"{row['used']} of {row['max']} connections in use"
-        )
-
-    def cache() -> Check:
-        row = _rows(
-            conn,
-            "select blks_hit, blks_read,"
-            " round(blks_hit::numeric / nullif(blks_hit + blks_read, 0), 4) as ratio"
-            " from pg_stat_database where datname = current_database()",
-        )[0]
-        if (row["blks_hit"] + row["blks_read"]) < t["cache_hit_min_blocks"]:
-            return Check("cache_hit_ratio", "ok", row["ratio"], "too few block accesses yet to judge")
-        status = _grade(row["ratio"], t["cache_hit_warn"], t["cache_hit_critical"], below=True)
-        return Check("cache_hit_ratio", status, row["ratio"], "share of block reads served by shared_buffers")
-
-    def blocked() -> Check:
-        rows = blocking(conn)
-        longest = max((row["wait_seconds"] or 0 for row in rows), default=0.0)
-        if not rows:
-            return Check("blocking", "ok", 0, "no session waits for a lock")
-        status = _grade(longest, t["blocked_wait_warn"], t["blocked_wait_critical"])
-        roots = sorted({row["blocking_pid"] for row in rows if row["blocking_is_root"]})
-        return Check(
-            "blocking",
-            status,
-            longest,
-            f"{len({row['blocked_pid'] for row in rows})} blocked session(s), longest wait {longest:.1f} s;"
-            f" blocked by pid {', '.join(map(str, roots)) or '?'}",
-        )
-
-    def idle_in_transaction() -> Check:
-        rows = [
-            r
-            for r in sessions(conn, running_seconds=1e9, idle_seconds=0)
-            if r["kind"] == "idle_in_transaction"
-        ]
-        longest = max((row["state_seconds"] or 0 for row in rows), default=0.0)
-        status = _grade(longest, t["idle_in_transaction_warn"], t["idle_in_transaction_critical"])
-        worst = max(rows, key=lambda row: row["state_seconds"] or 0) if rows else None
-        detail = f"longest {longest:.0f} s (pid {worst['pid']})" if worst else "none"
-        return Check("idle_in_transaction", status, longest, detail)
-
-    def long_running() -> Check:
-        rows = [r for r in sessions(conn, running_seconds=0, idle_seconds=1e9) if r["kind"] == "long_running"]
-        longest = max((row["query_seconds"] or 0 for row in rows), default=0.0)
-        status = _grade(longest, t["long_running_warn"], t["long_running_critical"])
-        worst = max(rows, key=lambda row: row["query_seconds"] or 0) if rows else None
-        detail = f"longest statement {longest:.0f} s (pid {worst['pid']})" if worst else "none"
-        return Check("long_running", status, longest, detail)
-
-    def xid_age() -> Check:
-        row = _rows(
-            conn,
-            "select datname, age(datfrozenxid) as age from pg_database"
-            " order by age(datfrozenxid) desc limit 1",
-        )[0]
-        status = _grade(row["age"], t["xid_age_warn"], t["xid_age_critical"])
-        return Check("xid_wraparound", status, row["age"], f"oldest unfrozen xid age in {row['datname']}")
-
-    def table_bloat() -> Check:
-        rows = [r for r in bloat(conn, limit=5, thresholds=t) if "bloat_percent" in r]
-        bad = [
-            r
-            for r in rows
-            if r["bloat_percent"] >= t["bloat_warn_percent"] and r["table_bytes"] >= t["bloat_min_bytes"]
-        ]
-        sized = [r["bloat_percent"] for r in rows if r["table_bytes"] >= t["bloat_min_bytes"]]
-        worst = max(sized, default=0.0)
-        detail = ", ".join(f"{r['table_name']} {r['bloat_percent']:.0f}%" for r in bad) or (
-            f"no table of {t['bloat_min_bytes'] / 1048576:.1f} MB or more "
-            f"is {t['bloat_warn_percent']:g}% bloated"
-        )
-        return Check("bloat", "warn" if bad else "ok", worst, detail)
-
-    def indexes() -> Check:
-        report = index_report(conn)
-        duplicates = report["duplicates"]
-        unused = report["unused"]
-        detail = f"{len(unused)} unused (informational)"
-        if duplicates:
-            names = "; ".join(", ".join(group["redundant"]) for group in duplicates)
-            return Check("indexes", "warn", len(duplicates), f"duplicate indexes: {names}; {detail}")
-        return Check("indexes", "ok", 0, f"no duplicates; {detail}")
-
-    def archiver() -> Check:
-        row = _rows(
-            conn,
-            "select current_setting('archive_mode') as mode, archived_count, failed_count, last_failed_wal,"
-            " last_failed_time, last_archived_time,"
-            " coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) as failing"
-            " from pg_stat_archiver",
-        )[0]
-        if row["mode"] == "off":
-            return Check("wal_archiving", "ok", "off", "archive_mode is off (no point-in-time recovery)")
-        if row["failing"]:
-            return Check(
-                "wal_archiving",
-                "critical",
-                row["failed_count"],
-                f"archive_command fails on {row['last_failed_wal']}",
-            )
-        return Check(
-            "wal_archiving", "ok", row["archived_count"], f"last archived {row['last_archived_time']}"
-        )
-
-    def slots() -> Check:
-        rows = _rows(
-            conn,
-            "select slot_name, active, wal_status from pg_replication_slots"
-            " where not active or wal_status = 'lost'",
-        )
-        if not rows:
-            return Check("replication_slots", "ok", 0, "no inactive slot retains WAL")
-        names = ", ".join(f"{r['slot_name']} ({r['wal_status']})" for r in rows)
-        return Check("replication_slots", "warn", len(rows), f"inactive slots retain WAL: {names}")
-
-    probes: Iterable[tuple[str, Callable[[], Check]]] = (
-        ("connections", connections),
-        ("cache_hit_ratio", cache),
-        ("blocking", blocked),
-        ("idle_in_transaction", idle_in_transaction),
-        ("long_running", long_running),
-        ("xid_wraparound", xid_age),
-        ("bloat", table_bloat),
-        ("indexes", indexes),
-        ("wal_archiving", archiver),
-        ("replication_slots", slots),
-    )
-    checks = [_safely(name, probe) for name, probe in probes]
+    checks = [_safely(name, probe, conn, t) for name, probe in _PROBES]
     try:
         io = io_summary(conn)
     except psycopg.Error:

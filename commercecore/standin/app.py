@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -154,21 +155,30 @@ def _valid_key(state: StandinState, key: str) -> bool:
     return key.startswith(("sk_test_", "rk_test_")) and len(key) > 8
 
 
-async def _api(
-    request: Request, action: Callable[[StandinState, dict[str, Any]], Mapping[str, Any]]
-) -> Response:
-    """One API request the way Stripe serves it: failures scripted by fail_next first, the key, the
-    parameters, Idempotency-Key (replay, or idempotency_error for other parameters), the call."""
-    state = _state(request)
-    method, path = request.method, request.url.path
+@dataclass
+class _Call:
+    """One API request in the making: its entry in the request log and the headers of its answer."""
+
+    entry: dict[str, Any]
+    headers: dict[str, str]
+
+    def answer(
+        self, status: int, body: Mapping[str, Any], extra: Mapping[str, str] | None = None
+    ) -> Response:
+        self.entry["status"] = status
+        return JSONResponse(dict(body), status_code=status, headers={**self.headers, **(extra or {})})
+
+    def fail(self, failure: StripeFailure) -> Response:
+        return self.answer(failure.status, failure.body())
+
+
+def _start_call(state: StandinState, request: Request, api_key: str, key: str | None) -> _Call:
     request_id = new_id("req")
-    key = request.headers.get("idempotency-key") if method == "POST" else None
-    api_key = _api_key(request.headers.get("authorization", ""))
     entry: dict[str, Any] = {
         "id": request_id,
         "account": account_of(api_key),
-        "method": method,
-        "path": path,
+        "method": request.method,
+        "path": request.url.path,
         "idempotency_key": key,
         "status": None,
         "replayed": False,
@@ -181,65 +191,90 @@ async def _api(
     }
     if key:
         headers["Idempotency-Key"] = key
+    return _Call(entry, headers)
 
-    def answer(status: int, body: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> Response:
-        entry["status"] = status
-        return JSONResponse(dict(body), status_code=status, headers={**headers, **(extra or {})})
 
+def _scripted_failure(state: StandinState) -> StripeFailure | None:
+    """The next failure fail_next asked for, counted down."""
     failure = state.failure
-    if failure is not None and failure.remaining > 0:
-        failure.remaining -= 1
-        scripted = StripeFailure(failure.status, failure.message, type=failure.type, code=failure.code)
-        return answer(failure.status, scripted.body())
+    if failure is None or failure.remaining <= 0:
+        return None
+    failure.remaining -= 1
+    return StripeFailure(failure.status, failure.message, type=failure.type, code=failure.code)
 
+
+def _invalid_key(api_key: str) -> StripeFailure:
+    shown = (api_key[:8] + "*" * 4 + api_key[-4:]) if len(api_key) > 12 else "(none)"
+    return StripeFailure(401, f"Invalid API Key provided: {shown}", code="api_key_invalid")
+
+
+def _key_reused(key: str) -> StripeFailure:
+    return StripeFailure(
+        400,
+        "Keys for idempotent requests can only be used with the same parameters they were first used with. "
+        f"Try using a key other than '{key}' if you meant to execute a different request.",
+        type="idempotency_error",
+    )
+
+
+def _perform(
+    state: StandinState,
+    call: _Call,
+    action: Callable[[StandinState, dict[str, Any]], Mapping[str, Any]],
+    params: dict[str, Any],
+) -> tuple[int, Mapping[str, Any], bool]:
+    """Runs the call as the request's account; (status, body, whether an idempotent replay returns it)."""
+    entry = call.entry
+    state.current_request = {
+        "id": entry["id"],
+        "idempotency_key": entry["idempotency_key"],
+        "account": entry["account"],
+    }
+    try:
+        return 200, action(state, params), True
+    except StripeFailure as exc:
+        return exc.status, exc.body(), exc.saved
+    finally:
+        state.current_request = None
+
+
+async def _api(
+    request: Request, action: Callable[[StandinState, dict[str, Any]], Mapping[str, Any]]
+) -> Response:
+    """One API request the way Stripe serves it: failures scripted by fail_next first, the key, the
+    parameters, Idempotency-Key (replay, or idempotency_error for other parameters), the call."""
+    state = _state(request)
+    method, path = request.method, request.url.path
+    key = request.headers.get("idempotency-key") if method == "POST" else None
+    api_key = _api_key(request.headers.get("authorization", ""))
+    call = _start_call(state, request, api_key, key)
+    scripted = _scripted_failure(state)
+    if scripted is not None:
+        return call.fail(scripted)
     if not _valid_key(state, api_key):
-        shown = (api_key[:8] + "*" * 4 + api_key[-4:]) if len(api_key) > 12 else "(none)"
-        return answer(
-            401,
-            StripeFailure(401, f"Invalid API Key provided: {shown}", code="api_key_invalid").body(),
-        )
+        return call.fail(_invalid_key(api_key))
     raw = (await request.body()).decode("utf-8", errors="replace") if method == "POST" else request.url.query
     try:
         params = forms.decode(raw)
     except forms.FormError as exc:
-        return answer(400, StripeFailure(400, str(exc), code="parameter_unknown").body())
+        return call.fail(StripeFailure(400, str(exc), code="parameter_unknown"))
     params.pop("expand", None)
 
     fingerprint = state.fingerprint(method, path, params)
-    if key:
-        stored = state.idempotency.get((api_key, key))
-        if stored is not None:
-            if stored.fingerprint != fingerprint:
-                return answer(
-                    400,
-                    StripeFailure(
-                        400,
-                        "Keys for idempotent requests can only be used with the same parameters they were "
-                        f"first used with. Try using a key other than '{key}' if you meant to execute a "
-                        "different request.",
-                        type="idempotency_error",
-                    ).body(),
-                )
-            entry["replayed"] = True
-            return answer(
-                stored.status,
-                stored.body,
-                {"Idempotent-Replayed": "true", "Original-Request": stored.request_id},
-            )
-    state.current_request = {"id": request_id, "idempotency_key": key, "account": entry["account"]}
-    saved = True
-    try:
-        body: Mapping[str, Any] = action(state, params)
-        status = 200
-    except StripeFailure as exc:
-        status, body, saved = exc.status, exc.body(), exc.saved
-    finally:
-        state.current_request = None
+    stored = state.idempotency.get((api_key, key)) if key else None
+    if key and stored is not None:
+        if stored.fingerprint != fingerprint:
+            return call.fail(_key_reused(key))
+        call.entry["replayed"] = True
+        return call.answer(
+            stored.status, stored.body, {"Idempotent-Replayed": "true", "Original-Request": stored.request_id}
+        )
+    status, body, saved = _perform(state, call, action, params)
     if key and saved:
         state.idempotency[(api_key, key)] = IdempotentResult(
-            fingerprint, status, copy.deepcopy(dict(body)), request_id
+            fingerprint, status, copy.deepcopy(dict(body)), call.entry["id"]
         )
-    return answer(status, body)
+    return call.answer(status, body)
 
 
 def _line_items(state: StandinState, session_id: str) -> dict[str, Any]:

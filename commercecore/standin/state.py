@@ -105,6 +105,88 @@ def money(amount: int, currency: str) -> str:
     return f"{sign}{whole}.{cents:02d} {currency.upper()}"
 
 
+def _payment_mode_success_url(params: Mapping[str, Any]) -> Any:
+    """The stand-in serves `mode=payment` only; returns its success_url."""
+    mode = params.get("mode")
+    if not mode:
+        raise missing("mode")
+    if mode != "payment":
+        raise invalid(f"The stand-in supports mode=payment only, not {mode!r}.", "mode")
+    success_url = params.get("success_url")
+    if not success_url:
+        raise missing("success_url")
+    return success_url
+
+
+def _session_lines(lines: Any) -> tuple[str | None, list[dict[str, Any]]]:
+    """The line items of a session (price_data only, one currency) as Stripe lists them, and the currency."""
+    if not lines:
+        raise invalid(
+            "You must provide at least one line item in `payment` mode.", "line_items", "parameter_missing"
+        )
+    if not isinstance(lines, list):
+        raise invalid("Invalid array", "line_items")
+    currency: str | None = None
+    stored: list[dict[str, Any]] = []
+    for index, line in enumerate(lines):
+        item = _line_item(f"line_items[{index}]", line, currency)
+        currency = item["currency"]
+        stored.append(item)
+    return currency, stored
+
+
+def _line_item(where: str, line: Any, session_currency: str | None) -> dict[str, Any]:
+    if not isinstance(line, dict):
+        raise invalid("Invalid object", where)
+    if line.get("price"):
+        raise not_found("price", str(line["price"]), f"{where}[price]")
+    price = line.get("price_data")
+    if not isinstance(price, dict):
+        raise invalid("You must specify either `price` or `price_data`.", where, "parameter_missing")
+    currency = str(price.get("currency") or "")
+    if not currency:
+        raise missing(f"{where}[price_data][currency]")
+    if currency != currency.lower() or len(currency) != 3 or not currency.isalpha():
+        raise invalid(f"Invalid currency: {currency}.", f"{where}[price_data][currency]")
+    if session_currency is not None and currency != session_currency:
+        raise invalid("All line items must have the same currency.", "line_items")
+    unit_amount = _int(price, "unit_amount", required=True)
+    product = price.get("product_data")
+    if not isinstance(product, dict) or not product.get("name"):
+        raise missing(f"{where}[price_data][product_data][name]")
+    quantity = _int(line, "quantity", required=True, minimum=1)
+    assert unit_amount is not None
+    assert quantity is not None
+    return {
+        "id": new_id("li"),
+        "object": "item",
+        "amount_subtotal": unit_amount * quantity,
+        "amount_total": unit_amount * quantity,
+        "currency": currency,
+        "description": str(product["name"]),
+        "quantity": quantity,
+        "price": {"object": "price", "unit_amount": unit_amount, "currency": currency},
+    }
+
+
+def _session_expiry(params: Mapping[str, Any], created: int) -> int:
+    """`expires_at`, between 30 minutes and 24 hours after creation (Stripe's bounds); 24 hours if absent."""
+    expires_at = _int(params, "expires_at")
+    if expires_at is None:
+        return created + DEFAULT_SESSION_TTL
+    if expires_at < created + MIN_SESSION_TTL:
+        raise invalid(
+            "The `expires_at` timestamp must be at least 30 minutes from Checkout Session creation.",
+            "expires_at",
+        )
+    if expires_at > created + MAX_SESSION_TTL:
+        raise invalid(
+            "The `expires_at` timestamp must be less than 24 hours from Checkout Session creation.",
+            "expires_at",
+        )
+    return expires_at
+
+
 @dataclass
 class IdempotentResult:
     fingerprint: str
@@ -213,79 +295,10 @@ class StandinState:
     # -- checkout sessions -------------------------------------------------------------------------
 
     def create_session(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        mode = params.get("mode")
-        if not mode:
-            raise missing("mode")
-        if mode != "payment":
-            raise invalid(f"The stand-in supports mode=payment only, not {mode!r}.", "mode")
-        success_url = params.get("success_url")
-        if not success_url:
-            raise missing("success_url")
-        lines = params.get("line_items")
-        if not lines:
-            raise invalid(
-                "You must provide at least one line item in `payment` mode.",
-                "line_items",
-                "parameter_missing",
-            )
-        if not isinstance(lines, list):
-            raise invalid("Invalid array", "line_items")
-        currency: str | None = None
-        stored_lines: list[dict[str, Any]] = []
-        for index, line in enumerate(lines):
-            where = f"line_items[{index}]"
-            if not isinstance(line, dict):
-                raise invalid("Invalid object", where)
-            if line.get("price"):
-                raise not_found("price", str(line["price"]), f"{where}[price]")
-            price = line.get("price_data")
-            if not isinstance(price, dict):
-                raise invalid("You must specify either `price` or `price_data`.", where, "parameter_missing")
-            line_currency = str(price.get("currency") or "")
-            if not line_currency:
-                raise missing(f"{where}[price_data][currency]")
-            if (
-                line_currency != line_currency.lower()
-                or len(line_currency) != 3
-                or not line_currency.isalpha()
-            ):
-                raise invalid(f"Invalid currency: {line_currency}.", f"{where}[price_data][currency]")
-            if currency is not None and line_currency != currency:
-                raise invalid("All line items must have the same currency.", "line_items")
-            currency = line_currency
-            unit_amount = _int(price, "unit_amount", required=True)
-            product = price.get("product_data")
-            if not isinstance(product, dict) or not product.get("name"):
-                raise missing(f"{where}[price_data][product_data][name]")
-            quantity = _int(line, "quantity", required=True, minimum=1)
-            assert unit_amount is not None
-            assert quantity is not None
-            stored_lines.append(
-                {
-                    "id": new_id("li"),
-                    "object": "item",
-                    "amount_subtotal": unit_amount * quantity,
-                    "amount_total": unit_amount * quantity,
-                    "currency": line_currency,
-                    "description": str(product["name"]),
-                    "quantity": quantity,
-                    "price": {"object": "price", "unit_amount": unit_amount, "currency": line_currency},
-                }
-            )
+        success_url = _payment_mode_success_url(params)
+        currency, stored_lines = _session_lines(params.get("line_items"))
         created = self.now()
-        expires_at = _int(params, "expires_at")
-        if expires_at is None:
-            expires_at = created + DEFAULT_SESSION_TTL
-        elif expires_at < created + MIN_SESSION_TTL:
-            raise invalid(
-                "The `expires_at` timestamp must be at least 30 minutes from Checkout Session creation.",
-                "expires_at",
-            )
-        elif expires_at > created + MAX_SESSION_TTL:
-            raise invalid(
-                "The `expires_at` timestamp must be less than 24 hours from Checkout Session creation.",
-                "expires_at",
-            )
+        expires_at = _session_expiry(params, created)
         intent_data = params.get("payment_intent_data") or {}
         if not isinstance(intent_data, dict):
             raise invalid("Invalid object", "payment_intent_data")
@@ -490,45 +503,8 @@ class StandinState:
     # -- refunds -------------------------------------------------------------------------------------
 
     def create_refund(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        charge_id = params.get("charge")
-        intent_id = params.get("payment_intent")
-        if not charge_id and not intent_id:
-            raise invalid("One of `charge` or `payment_intent` is required.", None, "parameter_missing")
-        if intent_id:
-            intent = self.intents.get(str(intent_id))
-            if intent is None or not self._visible(str(intent_id)):
-                raise not_found("payment_intent", str(intent_id), "payment_intent")
-            if not intent.get("latest_charge") or intent["status"] != "succeeded":
-                raise StripeFailure(
-                    400,
-                    f"This PaymentIntent ({intent_id}) does not have a successful charge to refund.",
-                    code="charge_not_refundable",
-                    param="payment_intent",
-                )
-            charge_id = intent["latest_charge"]
-        charge = self.charges.get(str(charge_id))
-        if charge is None or not self._visible(str(charge_id)):
-            raise not_found("charge", str(charge_id), "charge")
-        reserved = sum(
-            int(r["amount"])
-            for r in self.refunds.values()
-            if r["charge"] == charge["id"] and r["status"] == "pending"
-        )
-        remaining = int(charge["amount"]) - int(charge["amount_refunded"]) - reserved
-        if remaining <= 0:
-            raise StripeFailure(
-                400, f"Charge {charge['id']} has already been refunded.", code="charge_already_refunded"
-            )
-        amount = _int(params, "amount", minimum=1)
-        amount = remaining if amount is None else amount
-        if amount > remaining:
-            raise StripeFailure(
-                400,
-                f"Refund amount ({money(amount, charge['currency'])}) is greater than unrefunded amount on "
-                f"charge ({money(remaining, charge['currency'])})",
-                code="amount_too_large",
-                param="amount",
-            )
+        charge = self._refundable_charge(params)
+        amount = self._refund_amount(charge, params)
         reason = params.get("reason") or None
         if reason is not None and reason not in REFUND_REASONS:
             raise invalid(f"Invalid reason: must be one of {', '.join(sorted(REFUND_REASONS))}", "reason")
@@ -552,6 +528,53 @@ class StandinState:
             self.emit("refund.created", refund)
             return refund
         return self.settle_refund(refund["id"], succeed=True, created=True)
+
+    def _refundable_charge(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The charge a refund names, directly or by its PaymentIntent's latest successful charge."""
+        charge_id = params.get("charge")
+        intent_id = params.get("payment_intent")
+        if not charge_id and not intent_id:
+            raise invalid("One of `charge` or `payment_intent` is required.", None, "parameter_missing")
+        if intent_id:
+            intent = self.intents.get(str(intent_id))
+            if intent is None or not self._visible(str(intent_id)):
+                raise not_found("payment_intent", str(intent_id), "payment_intent")
+            if not intent.get("latest_charge") or intent["status"] != "succeeded":
+                raise StripeFailure(
+                    400,
+                    f"This PaymentIntent ({intent_id}) does not have a successful charge to refund.",
+                    code="charge_not_refundable",
+                    param="payment_intent",
+                )
+            charge_id = intent["latest_charge"]
+        charge = self.charges.get(str(charge_id))
+        if charge is None or not self._visible(str(charge_id)):
+            raise not_found("charge", str(charge_id), "charge")
+        return charge
+
+    def _refund_amount(self, charge: dict[str, Any], params: Mapping[str, Any]) -> int:
+        """The amount asked (default: all that is left), at most what is neither refunded nor pending."""
+        reserved = sum(
+            int(r["amount"])
+            for r in self.refunds.values()
+            if r["charge"] == charge["id"] and r["status"] == "pending"
+        )
+        remaining = int(charge["amount"]) - int(charge["amount_refunded"]) - reserved
+        if remaining <= 0:
+            raise StripeFailure(
+                400, f"Charge {charge['id']} has already been refunded.", code="charge_already_refunded"
+            )
+        amount = _int(params, "amount", minimum=1)
+        amount = remaining if amount is None else amount
+        if amount > remaining:
+            raise StripeFailure(
+                400,
+                f"Refund amount ({money(amount, charge['currency'])}) is greater than unrefunded amount on "
+                f"charge ({money(remaining, charge['currency'])})",
+                code="amount_too_large",
+                param="amount",
+            )
+        return amount
 
     def refund(self, refund_id: str) -> dict[str, Any]:
         found = self.refunds.get(refund_id)

@@ -1,4 +1,5 @@
-"""The payment settings (SPEC §7), read from the environment; secrets come from nowhere else."""
+"""The payment settings (the configuration table of README.md), read from the environment; secrets come from
+nowhere else."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ GET  /checkout/success, /checkout/cancel   where Stripe Checkout sends the custo
 
 The handlers find `request.app.state.payments` (a PaymentService) and the caller on `request.state.auth`
 (an AuthContext: role + claims; the gateway's db.Identity fits), else through
-`PaymentService.authenticate(request)`; without either the caller is anonymous.
+`PaymentService.authenticate(request)`; without either the caller is anonymous. Checkout and refund spend
+the budgets of `request.app.state.budgets` (the gateway's gateway.throttle.Budgets) when there is one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import html
 import logging
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -25,13 +25,18 @@ from gateway.errors import ApiError, unavailable
 from gateway.http import read_body, read_json_object, request_id_from
 from gateway.payments.refunds import refund_amount
 from gateway.payments.service import AuthContext, PaymentService
+from gateway.throttle import Budgets, client_key, user_account
 
-__all__ = ["Anonymous", "AuthContext", "payment_routes"]
+__all__ = ["FRONTED_ROUTES", "Anonymous", "AuthContext", "payment_routes"]
 
 log = logging.getLogger("commercecore.payments")
 
 WEBHOOK_BODY_LIMIT = 1024 * 1024  # Stripe events are far smaller
 JSON_BODY_LIMIT = 64 * 1024
+# (method, path, api function) of the routes here that front an `api` function: the function declares no
+# `@route` of its own (each route is declared once), and /openapi.json documents the route with the
+# function's comment, arguments and result
+FRONTED_ROUTES = (("POST", "/orders/{order_id}/refund", "refund_order"),)
 
 
 class Anonymous:
@@ -69,16 +74,23 @@ def _caller(request: Request, service: PaymentService) -> AuthContext:
     return auth
 
 
+def _spend(request: Request, action: str, auth: AuthContext) -> None:
+    """The action's budgets: the client's, and the signed-in caller's account."""
+    budgets: Budgets | None = getattr(request.app.state, "budgets", None)
+    if budgets is None:  # the routes mounted without the gateway (the tests of this package)
+        return
+    sub = auth.claims.get("sub")
+    budgets.spend_both(action, client_key(request.scope), user_account(sub) if sub else None)
+
+
 async def checkout(request: Request) -> Response:
     request.state.route = "/orders/{order_id}/checkout"
     try:
         service = _service(request)
         auth = _caller(request, service)
-        result = await run_in_threadpool(
-            service.start_checkout,
-            request.path_params["order_id"],
-            auth,
-            request_id=_request_id(request),
+        _spend(request, "checkout", auth)
+        result = await service.start_checkout(
+            request.path_params["order_id"], auth, request_id=_request_id(request)
         )
     except ApiError as exc:
         return exc.response()
@@ -90,14 +102,11 @@ async def refund(request: Request) -> Response:
     try:
         service = _service(request)
         auth = _caller(request, service)
+        _spend(request, "refund", auth)
         body = await read_json_object(request, JSON_BODY_LIMIT)
         amount = refund_amount(body)
-        status, answer = await run_in_threadpool(
-            service.refund_order,
-            request.path_params["order_id"],
-            amount,
-            auth,
-            request_id=_request_id(request),
+        status, answer = await service.refund_order(
+            request.path_params["order_id"], amount, auth, request_id=_request_id(request)
         )
     except ApiError as exc:
         return exc.response()
@@ -111,11 +120,8 @@ async def stripe_webhook(request: Request) -> Response:
         raw = await read_body(request, WEBHOOK_BODY_LIMIT)
     except ApiError as exc:
         return exc.response()
-    status, body = await run_in_threadpool(
-        service.handle_webhook,
-        raw,
-        request.headers.get("stripe-signature"),
-        request_id=_request_id(request),
+    status, body = await service.handle_webhook(
+        raw, request.headers.get("stripe-signature"), request_id=_request_id(request)
     )
     return JSONResponse(body, status_code=status)
 

@@ -2,9 +2,9 @@
 begin;
 
 drop function api.adjust_stock(bigint, integer, text, text);
-drop function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, text[]);
-drop function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint);
+drop function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[]);
+drop function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint, integer);
 drop function core.require_staff();
-drop function core.check_product_fields(text, text, text, bigint, text, bigint, bigint);
+drop function core.check_product_fields(text, text, text, bigint, text, bigint, bigint, integer);
 
 commit;

@@ -8,7 +8,7 @@ drop view ops.index_usage;
 drop view ops.top_queries;
 drop function ops.refresh_sales_daily();
 drop materialized view ops.sales_daily;
-drop function ops.expire_unpaid_orders(interval);
+drop function ops.expire_unpaid_orders(interval, interval);
 
 
 do $$

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from gateway import db as gwdb
 from tests.conftest import Session
@@ -26,6 +27,35 @@ ORDER_KEYS = {
     "refunded_minor",
     "updated_at",
 }
+
+
+# the shop's settings of unpaid orders (the gateway sets them per transaction from its environment)
+ORDER_LIMITS = ("commercecore.max_open_orders", "commercecore.max_units_per_product")
+UNLIMITED = str(2**31 - 1)
+
+
+def shop_setting(conn: Conn, name: str, value: str) -> None:
+    """Sets a shop setting on this connection: for the rest of the test's transaction (rolled back with it),
+    or for the session when it commits or runs in autocommit."""
+    conn.execute("select set_config(%s, %s, false)", [name, value])
+
+
+def no_order_limits(conn: Conn) -> None:
+    """Lifts the per-customer limits on unpaid orders on this connection: for tests of other rules (stock,
+    locking) whose customers place more orders or units than a real customer may."""
+    for name in ORDER_LIMITS:
+        shop_setting(conn, name, UNLIMITED)
+
+
+def no_order_limits_in_database(url: str) -> None:
+    """The same for every later connection to a database of the test's own (`fresh_db`)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in ORDER_LIMITS:
+            conn.execute(
+                sql.SQL("alter database {} set {} = {}").format(
+                    sql.Identifier(conn.info.dbname), sql.SQL(name), sql.Literal(UNLIMITED)
+                )
+            )
 
 
 def detail(error: psycopg.Error | pytest.ExceptionInfo[psycopg.Error]) -> dict[str, Any]:

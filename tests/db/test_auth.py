@@ -1,11 +1,12 @@
-"""The gateway's auth internals at SQL level: signup, login lookup and lockout, sessions, password change,
-JWT claims, and who may call them (the gateway's login only, before it switches role)."""
+"""The gateway's auth internals at SQL level: signup, login lookup and the per-client delay after failures,
+sessions (with their role), password change, JWT claims, and who may call them (the gateway's login only,
+before it switches role)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import argon2
@@ -48,14 +49,24 @@ def register(db: Session, email: str, password_hash: str, full_name: str = "") -
     return user
 
 
-def fail(db: Session, email: str, **options: Any) -> tuple[int, datetime | None]:
+CLIENT = "192.0.2.10"
+
+
+def fail(db: Session, email: str, client: str = CLIENT, **options: Any) -> tuple[int, timedelta | None]:
+    """One failure of (email, client): the pair's count and how long its next attempt must wait."""
     args = "".join(f", {name} => %s" for name in options)
     row = db.all(
-        f"select failed_attempts, locked_until from auth.record_login_failure(%s{args})",
-        [email, *options.values()],
+        f"select failed_attempts, retry_at - now() from auth.record_login_failure(%s, %s::inet{args})",
+        [email, client, *options.values()],
     )
     assert len(row) == 1
     return row[0][0], row[0][1]
+
+
+def delay(db: Session, email: str, client: str = CLIENT) -> list[tuple[Any, ...]]:
+    return db.all(
+        "select failed_attempts, retry_at - now() from auth.login_delay(%s, %s::inet)", [email, client]
+    )
 
 
 def new_session(db: Session, user_id: int, expires_in: timedelta = timedelta(hours=1)) -> uuid.UUID:
@@ -64,8 +75,8 @@ def new_session(db: Session, user_id: int, expires_in: timedelta = timedelta(hou
     return jti
 
 
-def active(db: Session, jti: uuid.UUID, user_id: int) -> bool:
-    result: bool = db.one("select auth.session_active(%s, %s)", [jti, user_id])
+def active(db: Session, jti: uuid.UUID, user_id: int, role: str = "app_readwrite") -> bool:
+    result: bool = db.one("select auth.session_active(%s, %s, %s)", [jti, user_id, role])
     return result
 
 
@@ -148,73 +159,93 @@ def test_register_always_makes_a_customer(db: Session, password_hash: str) -> No
     assert register(db, "c@example.com", password_hash)["role"] == "app_readwrite"
 
 
-# --- login lookup and lockout -----------------------------------------------------------------------
+# --- login lookup and the delay after failures ------------------------------------------------------
 
 
 def test_login_lookup(db: Session, password_hash: str) -> None:
     user = register(db, "login@example.com", password_hash)
-    rows = db.all(
-        "select user_id, role, password_hash, locked_until from auth.login_lookup(' LOGIN@example.com ')"
-    )
-    assert rows == [(user["id"], "app_readwrite", password_hash, None)]
+    rows = db.all("select user_id, role, password_hash from auth.login_lookup(' LOGIN@example.com ')")
+    assert rows == [(user["id"], "app_readwrite", password_hash)]
     assert db.all("select * from auth.login_lookup('nobody@example.com')") == []
 
 
-def test_five_failures_lock_and_a_success_resets(db: Session, password_hash: str) -> None:
-    user = register(db, "victim@example.com", password_hash)
-    for attempt in range(1, 5):
-        assert fail(db, "Victim@example.com") == (attempt, None)
-    attempts, locked_until = fail(db, "victim@example.com")
-    assert attempts == 5
-    assert locked_until is not None
-    now = db.one("select now()")
-    assert locked_until - now == timedelta(minutes=15)
-    assert db.one("select locked_until from auth.login_lookup('victim@example.com')") == locked_until
-    # a failure during the lockout counts but does not extend it
-    assert fail(db, "victim@example.com") == (6, locked_until)
-
-    db.conn.execute("select auth.record_login_success(%s)", [user["id"]])
-    assert db.all(
-        "select failed_attempts, locked_until from auth.record_login_failure('victim@example.com')"
-    ) == [(1, None)]
-    db.conn.execute("select auth.record_login_success(%s)", [user["id"]])
-    superuser(db)
-    assert db.all(
-        "select failed_attempts, locked_until from auth.credentials where user_id = %s", [user["id"]]
-    ) == [(0, None)]
+def test_free_attempts_then_a_doubling_delay_up_to_the_cap(db: Session, password_hash: str) -> None:
+    register(db, "victim@example.com", password_hash)
+    assert delay(db, "victim@example.com") == []
+    seconds = timedelta(seconds=1)
+    outcomes = [fail(db, "Victim@example.com ") for _ in range(10)]
+    assert outcomes == [
+        (1, None),
+        (2, None),
+        (3, 5 * seconds),
+        (4, 10 * seconds),
+        (5, 20 * seconds),
+        (6, 40 * seconds),
+        (7, 80 * seconds),
+        (8, 160 * seconds),
+        (9, 320 * seconds),
+        (10, 640 * seconds),
+    ]
+    assert fail(db, "victim@example.com") == (11, timedelta(minutes=15))
+    assert fail(db, "victim@example.com") == (12, timedelta(minutes=15))
+    assert delay(db, "victim@example.com") == [(12, timedelta(minutes=15))]
 
 
-def test_lockout_options(db: Session, password_hash: str) -> None:
+def test_the_delay_concerns_one_client_only(db: Session, password_hash: str) -> None:
+    """No lockout: a guesser at one address leaves the owner's other addresses free."""
+    user = register(db, "owner@example.com", password_hash)
+    for _ in range(20):
+        fail(db, "owner@example.com", "192.0.2.66")
+    assert delay(db, "owner@example.com", "192.0.2.66")[0][1] > timedelta(0)
+    assert delay(db, "owner@example.com", "192.0.2.1") == []
+    # the owner's success from elsewhere forgets only the owner's own pair
+    fail(db, "owner@example.com", "192.0.2.1")
+    db.conn.execute("select auth.record_login_success(%s, '192.0.2.1')", [user["id"]])
+    assert delay(db, "owner@example.com", "192.0.2.1") == []
+    assert delay(db, "owner@example.com", "192.0.2.66")[0][0] == 20
+
+
+def test_delay_options_and_their_checks(db: Session, password_hash: str) -> None:
     register(db, "opts@example.com", password_hash)
-    assert fail(db, "opts@example.com", max_attempts=2, lockout=timedelta(minutes=1))[1] is None
-    attempts, locked_until = fail(db, "opts@example.com", max_attempts=2, lockout=timedelta(minutes=1))
-    assert attempts == 2
-    assert locked_until is not None
-    assert locked_until - db.one("select now()") == timedelta(minutes=1)
+    options = {"free_attempts": 1, "delay_base": timedelta(seconds=2), "delay_max": timedelta(seconds=5)}
+    assert fail(db, "opts@example.com", **options) == (1, timedelta(seconds=2))
+    assert fail(db, "opts@example.com", **options) == (2, timedelta(seconds=4))
+    assert fail(db, "opts@example.com", **options) == (3, timedelta(seconds=5))
+    # a huge count never overflows the interval arithmetic
+    superuser(db)
+    db.conn.execute("update auth.login_failures set failed_attempts = 2000000000 - 1")
+    as_gateway(db)
+    assert fail(db, "opts@example.com", **options)[1] == timedelta(seconds=5)
+    for bad in (
+        {"free_attempts": 0},
+        {"delay_base": timedelta(0)},
+        {"delay_base": timedelta(minutes=2), "delay_max": timedelta(minutes=1)},
+    ):
+        with db.raises("22023"):
+            fail(db, "opts@example.com", **bad)
     with db.raises("22023"):
-        fail(db, "opts@example.com", max_attempts=0)
+        db.all("select * from auth.record_login_failure('opts@example.com', null)")
 
 
-def test_an_expired_lockout_starts_a_new_count(db: Session, password_hash: str) -> None:
-    user = register(db, "again@example.com", password_hash)
+def test_a_pair_idle_for_a_day_starts_a_new_count(db: Session, password_hash: str) -> None:
+    register(db, "again@example.com", password_hash)
     for _ in range(5):
         fail(db, "again@example.com")
     superuser(db)
     db.conn.execute(
-        "update auth.credentials set locked_until = now() - interval '1 second' where user_id = %s",
-        [user["id"]],
+        "update auth.login_failures set last_failed_at = now() - interval '25 hours',"
+        " retry_at = now() - interval '24 hours'"
     )
     as_gateway(db)
-    assert db.one("select locked_until from auth.login_lookup('again@example.com')") is None
+    assert delay(db, "again@example.com") == []
     assert fail(db, "again@example.com") == (1, None)
 
 
-def test_unknown_addresses_are_counted_and_locked_the_same_way(db: Session, password_hash: str) -> None:
+def test_unknown_addresses_are_counted_the_same_way(db: Session, password_hash: str) -> None:
     register(db, "known@example.com", password_hash)
     known = [fail(db, "known@example.com") for _ in range(6)]
     unknown = [fail(db, "Unknown@example.com") for _ in range(6)]
     assert unknown == known
-    assert [locked is not None for _, locked in unknown] == [False] * 4 + [True] * 2
     superuser(db)
     # only a hash of the address is kept
     assert (
@@ -226,7 +257,8 @@ def test_unknown_addresses_are_counted_and_locked_the_same_way(db: Session, pass
 
 def test_registering_forgets_failures_of_the_unknown_address(db: Session, password_hash: str) -> None:
     as_gateway(db)
-    fail(db, "later@example.com")
+    fail(db, "later@example.com", "192.0.2.1")
+    fail(db, "later@example.com", "2001:db8::/64")
     register(db, "later@example.com", password_hash)
     superuser(db)
     assert db.one("select count(*) from auth.login_failures") == 0
@@ -259,11 +291,32 @@ def test_sessions_active_revoked_expired_and_foreign(db: Session, password_hash:
     assert db.one("select auth.revoke_session(%s)", [uuid.uuid4()]) is False
 
 
+def test_a_session_is_active_only_with_the_role_it_was_issued_with(db: Session, password_hash: str) -> None:
+    customer = register(db, "role@example.com", password_hash)["id"]
+    jti = new_session(db, customer)
+    superuser(db)
+    assert db.one("select role from auth.sessions where jti = %s", [jti]) == "app_readwrite"
+    as_gateway(db)
+    assert active(db, jti, customer, "app_readwrite") is True
+    assert active(db, jti, customer, "app_admin") is False, "a role claim the session was not issued with"
+    # the role is the user's at issue time: a staff member's new session carries app_admin
+    superuser(db)
+    db.conn.execute("update core.users set role = 'app_admin' where id = %s", [customer])
+    as_gateway(db)
+    staff = new_session(db, customer)
+    assert active(db, staff, customer, "app_admin") is True
+    assert active(db, staff, customer, "app_readwrite") is False
+    superuser(db)
+    with db.raises("23514"):
+        db.conn.execute("update auth.sessions set role = 'postgres' where jti = %s", [staff])
+
+
 def test_session_active_is_a_stable_primary_key_lookup(db: Session, password_hash: str) -> None:
     """The plan of the function's own statement (auto_explain), not of a copy of it."""
     assert (
         db.one(
-            "select provolatile from pg_proc where oid = 'auth.session_active(uuid, bigint)'::regprocedure"
+            "select provolatile from pg_proc"
+            " where oid = 'auth.session_active(uuid, bigint, text)'::regprocedure"
         )
         == "s"
     )
@@ -278,7 +331,7 @@ def test_session_active_is_a_stable_primary_key_lookup(db: Session, password_has
         " set_config('auto_explain.log_nested_statements', 'on', true),"
         " set_config('enable_seqscan', 'off', true), set_config('client_min_messages', 'log', true)"
     )
-    assert db.one("select auth.session_active(%s, %s)", [jti, user]) is True
+    assert db.one("select auth.session_active(%s, %s, 'app_readwrite')", [jti, user]) is True
     db.conn.execute("select set_config('client_min_messages', 'notice', true)")
     inner = [plan for plan in plans if "from auth.sessions" in plan]
     assert len(inner) == 1, plans
@@ -309,16 +362,11 @@ def test_change_password_revokes_every_session(db: Session, password_hash: str) 
     alices = [new_session(db, alice) for _ in range(3)]
     db.conn.execute("select auth.revoke_session(%s)", [alices[0]])
     bobs = new_session(db, bob)
-    for _ in range(5):
-        fail(db, "alice@example.com")
-
     new_hash = argon2.PasswordHasher().hash("another long passphrase")
     assert db.one("select auth.change_password(%s, %s)", [alice, new_hash]) == 2
     assert [active(db, jti, alice) for jti in alices] == [False, False, False]
     assert active(db, bobs, bob) is True, "other users keep their sessions"
-    assert db.all("select password_hash, locked_until from auth.login_lookup('alice@example.com')") == [
-        (new_hash, None)
-    ]
+    assert db.all("select password_hash from auth.login_lookup('alice@example.com')") == [(new_hash,)]
     fresh = new_session(db, alice)
     assert active(db, fresh, alice) is True
 
@@ -335,33 +383,6 @@ def test_user_claims(db: Session, password_hash: str) -> None:
     claims = db.one("select auth.user_claims(%s)", [user["id"]])
     assert claims == {"sub": str(user["id"]), "role": "app_readwrite", "email": "claims@example.com"}
     assert db.one("select auth.user_claims(-1)") is None
-
-
-def test_purge_expired_sessions(db: Session, password_hash: str) -> None:
-    user = register(db, "purge@example.com", password_hash)["id"]
-    keep_active = new_session(db, user)
-    keep_revoked = new_session(db, user)
-    db.conn.execute("select auth.revoke_session(%s)", [keep_revoked])
-    gone = new_session(db, user)
-    fail(db, "stale@example.com")
-    fail(db, "recent@example.com")
-    superuser(db)
-    db.conn.execute("delete from auth.sessions where expires_at <= now()")  # other tests' leftovers: none
-    db.conn.execute(
-        "update auth.sessions set issued_at = now() - interval '2 days',"
-        " expires_at = now() - interval '1 day' where jti = %s",
-        [gone],
-    )
-    db.conn.execute(
-        "update auth.login_failures set last_failed_at = now() - interval '2 days'"
-        " where email_hash = sha256('stale@example.com')"
-    )
-    as_gateway(db)
-    assert db.one("select auth.purge_expired_sessions()") == 1
-    superuser(db)
-    remaining = {jti for (jti,) in db.all("select jti from auth.sessions where user_id = %s", [user])}
-    assert remaining == {keep_active, keep_revoked}
-    assert db.one("select count(*) from auth.login_failures") == 1
 
 
 # --- set_user_role (staff) ------------------------------------------------------------------------------
@@ -408,7 +429,7 @@ def auth_functions(db: Session) -> list[str]:
         " where p.pronamespace = 'auth'::regnamespace order by 1"
     )
     names = [name for (name,) in rows]
-    assert "auth.session_active(uuid,bigint)" in names
+    assert "auth.session_active(uuid,bigint,text)" in names
     return names
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from tests.conftest import Session
+from tests.db.shop import shop_setting
 from tests.db.test_billing import attach, begin, call, complete, new_order, new_product, new_user
 
 LEDGER_MISMATCHES = """
@@ -34,6 +35,8 @@ def order_state(db: Session, order_id: int) -> tuple[Any, ...]:
 
 
 def test_expiry_cancels_and_restocks_only_stale_unpaid_orders(db: Session) -> None:
+    # the rules before the maximum age (tests/ops/test_order_expiry.py has what happens at it)
+    shop_setting(db.conn, "commercecore.order_max_unpaid_age", "1 day")
     user = new_user(db.conn)
     product = new_product(db.conn, price_minor=100, stock=100)
     other = new_product(db.conn, price_minor=250, stock=50)
@@ -104,6 +107,7 @@ def test_expiry_cancels_and_restocks_only_stale_unpaid_orders(db: Session) -> No
 
 
 def test_a_success_after_expiry_is_refunded(db: Session) -> None:
+    shop_setting(db.conn, "commercecore.order_max_unpaid_age", "1 day")  # stale after the ttl only
     user = new_user(db.conn)
     order = new_order(db.conn, user, [(new_product(db.conn, price_minor=500), 1)], age="3 hours")
     payment = begin(db, order)["payment_id"]

@@ -152,6 +152,10 @@ def test_random_orders_changes_and_cancels_never_deadlock_or_oversell(fresh_db: 
         ("PT409", "insufficient_stock"),  # the stock ran out
         ("PT409", "order_not_editable"),  # the customer's other connection cancelled it first
         ("PT404", "not_found"),  # the other connection deleted the line first
+        # the customer's limits on unpaid orders: their lock comes first in the lock order, and must never
+        # deadlock either
+        ("PT409", "too_many_open_orders"),
+        ("PT409", "per_customer_limit"),
     }
     assert {(state, code) for _, state, code in errors} <= expected, errors
     assert not any(state == "40P01" for _, state, _ in errors)

@@ -1,5 +1,6 @@
 """The privilege matrix: every role x every table, view, sequence and function of the project's schemas,
-read from the catalog at test time and compared with the policy of SPEC §4, written as rules.
+read from the catalog at test time and compared with the policy of docs/architecture.md ("Schemas",
+"Roles"), written as rules.
 
 The rules decide each (role, object, privilege) by schema, kind and a few named lists, so they hold for
 objects added later: a new api function needs no edit here unless it belongs to the public catalog. Each
@@ -315,7 +316,7 @@ def test_the_matrix_sees_every_schema(db: Session) -> None:
     } <= idents
     assert {o.schema for o in objects} >= {"core", "api", "auth", "audit"}
     assert ("app_readwrite", "api.me()", "EXECUTE") in held
-    assert ("authenticator", "auth.session_active(uuid,bigint)", "EXECUTE") in held
+    assert ("authenticator", "auth.session_active(uuid,bigint,text)", "EXECUTE") in held
     assert ("app_owner", "core.users", "SELECT") in held
 
 
@@ -340,7 +341,7 @@ def test_the_rules_catch_what_a_careless_change_would_grant(db: Session) -> None
     db.conn.execute("grant execute on function auth.login_lookup(text) to app_readwrite")
     db.conn.execute("grant usage on sequence audit.log_entries_id_seq to public")
     db.conn.execute("grant select (actor_role, new_row) on audit.log_entries to app_dba")
-    db.conn.execute("revoke execute on function auth.session_active(uuid, bigint) from authenticator")
+    db.conn.execute("revoke execute on function auth.session_active(uuid, bigint, text) from authenticator")
     db.as_superuser()
     objects, held, table_privs = matrix(db)
     found = {(v.role, v.ident, v.privilege, v.held) for v in violations(objects, held, table_privs)}
@@ -352,7 +353,7 @@ def test_the_rules_catch_what_a_careless_change_would_grant(db: Session) -> None
         ("app_readwrite", "auth.login_lookup(text)", "EXECUTE", True),
         ("PUBLIC", "audit.log_entries_id_seq", "USAGE", True),
         ("app_dba", "audit.log_entries", "SELECT", True),
-        ("authenticator", "auth.session_active(uuid,bigint)", "EXECUTE", False),
+        ("authenticator", "auth.session_active(uuid,bigint,text)", "EXECUTE", False),
     } <= found
 
 

@@ -192,24 +192,24 @@ def test_revert_asks_and_refuses_without_an_answer(
     toy: Toy, deployed: tuple[str, Snapshot], pg: PgServer
 ) -> None:
     url, before = deployed
-    result = cli(toy, "revert", "--db-url", url)
+    result = cli(toy, "revert", "--database-url", url)
     assert_one_error_line(result, "no answer on stdin", "use -y")
-    result = cli(toy, "revert", "--db-url", url, "--to", "@ROOT", stdin="n\n")
+    result = cli(toy, "revert", "--database-url", url, "--to", "@ROOT", stdin="n\n")
     assert_one_error_line(result, "Nothing reverted")
     assert "Revert changes to schema/app from" in result.stdout
     assert snapshot(pg, url) == before
 
-    result = cli(toy, "revert", "--db-url", url, "--to", "schema/app", stdin="y\n")
+    result = cli(toy, "revert", "--database-url", url, "--to", "schema/app", stdin="y\n")
     assert result.exit_code == 0, result.output
     assert "  - tables/users .. ok" in result.stdout
-    result = cli(toy, "revert", "-y", "--db-url", url)
+    result = cli(toy, "revert", "-y", "--database-url", url)
     assert result.exit_code == 0, result.output
     assert registry_rows(url)["changes"] == []
 
 
 def test_cli_status_verify_and_log(toy: Toy, deployed: tuple[str, Snapshot]) -> None:
     url, _ = deployed
-    result = cli(toy, "status", "--db-url", sqitch_target(url))
+    result = cli(toy, "status", "--database-url", sqitch_target(url))
     assert result.exit_code == 0, result.output
     assert "# Name:     functions/greet" in result.stdout
     assert "Undeployed changes:\n  * functions/greet\n  * tables/orders @v1.1" in result.stdout

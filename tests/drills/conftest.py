@@ -20,14 +20,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import requests
-import stripe
 from psycopg import sql
 
 from commercecore.standin import BackgroundServer
 from gateway.app import create_app
 from gateway.payments import PaymentService
-from gateway.settings import Settings
+from gateway.settings import RATES_OFF, Settings
 from tests.conftest import PgServer, login_url
 
 DRILL_JWT_SECRET = "drill-" + secrets.token_urlsafe(40)
@@ -47,7 +45,9 @@ def drill_settings(database_url: str, **overrides: Any) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         argon2_parallelism=1,
-        login_rate=0,
+        # budgets off: many tests sign in many times from one address; tests/gateway/test_throttles.py
+        # turns them on one by one
+        rate_limits=RATES_OFF,
     )
     return replace(base, **overrides)
 
@@ -87,7 +87,8 @@ def healthy(http: httpx.Client) -> bool:
 
 
 def error_body(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The SPEC error shape {code, message, details, hint} with this status; the body."""
+    """The error shape {code, message, details, hint} (docs/http-api.md section 4) with this status; the
+    body."""
     assert response.status_code == status, f"{response.status_code} {response.text[:500]}"
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body: dict[str, Any] = response.json()
@@ -107,23 +108,6 @@ def unavailable_body(response: httpx.Response) -> dict[str, Any]:
     assert retry_after.isdigit(), response.headers
     assert int(retry_after) >= 1, response.headers
     return body
-
-
-@contextlib.contextmanager
-def stripe_client(api_key: str, api_base: str, *, retries: int = 0) -> Iterator[stripe.StripeClient]:
-    """A client as gateway.payments.client.make_client builds it, on one requests session that the drill
-    closes afterwards: by default the SDK opens a session per thread (the gateway's worker threads), whose
-    sockets would outlive the drill."""
-    session = requests.Session()
-    try:
-        yield stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base},
-            max_network_retries=retries,
-            http_client=stripe.RequestsClient(timeout=(5.0, 10.0), session=session),
-        )
-    finally:
-        session.close()
 
 
 # -- the database --------------------------------------------------------------------------------------

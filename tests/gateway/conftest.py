@@ -20,7 +20,7 @@ from psycopg import sql
 from starlette.applications import Starlette
 
 from gateway.app import Gateway, create_app
-from gateway.settings import Settings
+from gateway.settings import RATES_OFF, Settings
 from tests.conftest import PgServer
 
 SECRET = "gw-test-" + secrets.token_urlsafe(40)
@@ -204,7 +204,9 @@ def settings_for(database: GatewayDb, **overrides: Any) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         argon2_parallelism=1,
-        login_rate=0,
+        # budgets off: many tests sign in many times from one address; tests/gateway/test_throttles.py
+        # turns them on one by one
+        rate_limits=RATES_OFF,
     )
     return replace(base, **overrides)
 

@@ -1,4 +1,5 @@
-"""JWT security, sessions, CSRF, signup/login/token/logout, password change and login throttling."""
+"""JWT security, sessions, CSRF, signup/login/token/logout and password change (the throttles are in
+test_throttles.py, the session's role in test_sessions_role.py)."""
 
 from __future__ import annotations
 
@@ -349,39 +350,6 @@ async def test_wrong_password_and_unknown_email_look_the_same(
     # the unknown address was verified too (against the dummy hash), so both take as long
     assert len(verified) == 2
     assert verified[1] is None
-
-
-async def test_lockout_after_failures_is_429_with_retry_after(gw_db: GatewayDb) -> None:
-    async with serve(create_app(settings_for(gw_db, login_max_failures=3, login_lockout=120))) as client:
-        user = await signup(client)
-        client.cookies.clear()
-        statuses = []
-        for _ in range(3):
-            response = await client.post(
-                "/auth/login", json={"email": user["email"], "password": "bad password"}
-            )
-            statuses.append(response.status_code)
-        assert statuses == [401, 401, 429]
-        assert 1 <= int(response.headers["retry-after"]) <= 121
-        # the right password does not help during the lockout
-        response = await client.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
-        assert response.status_code == 429
-        # an unknown address locks the same way
-        unknown = f"ghost-{uuid.uuid4().hex[:8]}@example.com"
-        ghost = [
-            (
-                await client.post("/auth/login", json={"email": unknown, "password": "bad password"})
-            ).status_code
-            for _ in range(3)
-        ]
-        assert ghost == [401, 401, 429]
-
-
-async def test_rate_limit_per_client_address(gw_db: GatewayDb) -> None:
-    async with serve(create_app(settings_for(gw_db, login_rate=2))) as client:
-        body = {"email": "nobody@example.com", "password": "whatever12"}
-        statuses = [(await client.post("/auth/login", json=body)).status_code for _ in range(3)]
-        assert statuses == [401, 401, 429]
 
 
 async def test_logout_revokes_the_session(client: httpx.AsyncClient) -> None:

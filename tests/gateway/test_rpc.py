@@ -349,7 +349,7 @@ async def test_unknown_paths_are_json_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_request_ids(client: httpx.AsyncClient) -> None:
-    for bad in ("x" * 201, "has space", "semi;colon", "ünïcode"):
+    for bad in ("x" * 65, "has space", "semi;colon", "ünïcode"):
         response = await client.get("/gw_things?limit=1", headers={"X-Request-Id": bad.encode()})
         assert response.headers["x-request-id"] != bad
         assert len(response.headers["x-request-id"]) == 36

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import limits
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.settings import DEMO_JWT_SECRET, Settings, SettingsError, random_secret
+from gateway.settings import (
+    DEMO_JWT_SECRET,
+    RATE_ACTIONS,
+    RATE_DEFAULTS,
+    RATE_SETTINGS,
+    Settings,
+    SettingsError,
+    random_secret,
+)
 
 URL = {"DATABASE_URL": "postgresql://authenticator@127.0.0.1/commercecore"}
 
@@ -65,14 +74,16 @@ def test_numbers_are_checked() -> None:
             "COMMERCECORE_TOKEN_TTL": "600",
             "COMMERCECORE_BODY_LIMIT": "65536",
             "COMMERCECORE_POOL_TIMEOUT": "2.5",
-            "COMMERCECORE_LOGIN_MAX_FAILURES": "3",
+            "COMMERCECORE_LOGIN_FREE_ATTEMPTS": "5",
+            "COMMERCECORE_LOGIN_DELAY_BASE": "2.5",
+            "COMMERCECORE_LOGIN_DELAY_MAX": "60",
             "COMMERCECORE_JWT_AUDIENCE": "shop",
         }
     )
     assert settings.token_ttl == 600
     assert settings.body_limit == 65536
     assert settings.pool_timeout == 2.5
-    assert settings.login_max_failures == 3
+    assert (settings.login_free_attempts, settings.login_delay_base, settings.login_delay_max) == (5, 2.5, 60)
     assert settings.jwt_audience == "shop"
     for name, value in (
         ("COMMERCECORE_TOKEN_TTL", "soon"),
@@ -80,6 +91,9 @@ def test_numbers_are_checked() -> None:
         ("COMMERCECORE_BODY_LIMIT", "1.5"),
         ("COMMERCECORE_POOL_MAX", "0"),
         ("COMMERCECORE_POOL_TIMEOUT", "-1"),
+        ("COMMERCECORE_LOGIN_FREE_ATTEMPTS", "0"),
+        ("COMMERCECORE_LOGIN_DELAY_BASE", "0"),
+        ("COMMERCECORE_LOGIN_DELAY_MAX", "1"),  # below the base (5 s)
     ):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({**base, name: value})
@@ -135,3 +149,129 @@ def test_the_metrics_token_is_optional_and_strong_when_set() -> None:
     for weak in ("metrics", "a" * 64):
         with pytest.raises(SettingsError, match="COMMERCECORE_METRICS_TOKEN"):
             Settings.from_env({**base, "COMMERCECORE_METRICS_TOKEN": weak})
+
+
+def test_login_delays_and_budgets_have_defaults() -> None:
+    settings = Settings.from_env({**URL, "COMMERCECORE_JWT_SECRET": random_secret()})
+    assert (settings.login_free_attempts, settings.login_delay_base, settings.login_delay_max) == (3, 5, 900)
+    assert set(settings.rate_limits) == {f"{a}_{s}" for a in RATE_ACTIONS for s in ("client", "account")}
+    assert all(limits.parse(value).amount >= 1 for value in settings.rate_limits.values())
+    assert settings.trusted_proxies == ("127.0.0.1/32", "::1/128")
+
+
+def test_budgets_from_the_environment() -> None:
+    base = {**URL, "COMMERCECORE_JWT_SECRET": random_secret()}
+    settings = Settings.from_env(
+        {
+            **base,
+            "COMMERCECORE_RATE_LOGIN_CLIENT": "5 per 10 minutes",
+            "COMMERCECORE_RATE_REFUND_ACCOUNT": "off",
+        }
+    )
+    assert settings.rate_limits["login_client"] == "5 per 10 minutes"
+    assert settings.rate_limits["refund_account"] == "off"
+    assert settings.rate_limits["login_account"] == RATE_DEFAULTS["login_account"]
+    for value, message in (
+        ("lots", "not a rate"),
+        ("0/minute", "allows nothing"),
+        ("5/fortnight", "not a rate"),
+    ):
+        with pytest.raises(SettingsError, match=f"COMMERCECORE_RATE_CHECKOUT_CLIENT={value!r}.*{message}"):
+            Settings.from_env({**base, "COMMERCECORE_RATE_CHECKOUT_CLIENT": value})
+
+
+def test_trusted_proxies_are_networks() -> None:
+    base = {**URL, "COMMERCECORE_JWT_SECRET": random_secret()}
+    settings = Settings.from_env(
+        {**base, "COMMERCECORE_TRUSTED_PROXIES": "172.30.42.0/24, 10.1.2.3 fd00::/8"}
+    )
+    assert settings.trusted_proxies == ("172.30.42.0/24", "10.1.2.3/32", "fd00::/8")
+    assert Settings.from_env({**base, "COMMERCECORE_TRUSTED_PROXIES": ""}).trusted_proxies == ()
+    for bad in ("*", "proxy.example", "10.0.0.0/33"):
+        with pytest.raises(SettingsError, match="COMMERCECORE_TRUSTED_PROXIES"):
+            Settings.from_env({**base, "COMMERCECORE_TRUSTED_PROXIES": bad})
+
+
+def test_the_throttle_settings_are_documented_and_the_lockout_ones_gone() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    compose = (root / "docker-compose.yml").read_text()
+    names = [name for _key, name, _default in RATE_SETTINGS]
+    names += [
+        "COMMERCECORE_LOGIN_FREE_ATTEMPTS",
+        "COMMERCECORE_LOGIN_DELAY_MAX",
+        "COMMERCECORE_TRUSTED_PROXIES",
+    ]
+    for name in names:
+        assert f"{name}=" in example, name
+        assert f"{name}:" in compose, name
+    assert "`COMMERCECORE_RATE_<ACTION>_CLIENT`, `_<ACTION>_ACCOUNT`" in readme
+    assert "`COMMERCECORE_LOGIN_FREE_ATTEMPTS`, `_LOGIN_DELAY_BASE`, `_LOGIN_DELAY_MAX`" in readme
+    assert "`COMMERCECORE_TRUSTED_PROXIES`" in readme
+    for _key, name, default in RATE_SETTINGS:
+        action = name.removeprefix("COMMERCECORE_RATE_").rsplit("_", 1)[0]
+        assert f"`{action}` (" in readme, action
+        assert f"{name}={default}" in example, name
+    for gone in ("LOGIN_MAX_FAILURES", "LOGIN_LOCKOUT", "LOGIN_RATE", "forwarded-allow-ips"):
+        assert gone not in readme + example + compose, gone
+
+
+def test_the_order_limits_default_and_reach_sql_as_settings() -> None:
+    demo = {**URL, "COMMERCECORE_DEMO": "1"}
+    defaults = Settings.from_env(demo)
+    assert dict(defaults.order_settings) == {
+        "commercecore.max_open_orders": "5",
+        "commercecore.max_units_per_product": "100",
+        "commercecore.order_max_unpaid_age": "3600 seconds",
+    }
+    chosen = Settings.from_env(
+        {
+            **demo,
+            "COMMERCECORE_MAX_OPEN_ORDERS": "3",
+            "COMMERCECORE_MAX_UNITS_PER_PRODUCT": "12",
+            "ORDER_MAX_UNPAID_AGE": "90s",
+        }
+    )
+    assert dict(chosen.order_settings) == {
+        "commercecore.max_open_orders": "3",
+        "commercecore.max_units_per_product": "12",
+        "commercecore.order_max_unpaid_age": "90 seconds",
+    }
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [
+        ("3600", 3600),
+        ("90s", 90),
+        ("60min", 3600),
+        ("1 hour", 3600),
+        ("2d", 172800),
+        ("1h30m", 5400),
+        (" 45 minutes ", 2700),
+        ("1.5h", 5400),
+    ],
+)
+def test_order_max_unpaid_age_forms(given: str, seconds: int) -> None:
+    settings = Settings.from_env({**URL, "COMMERCECORE_DEMO": "1", "ORDER_MAX_UNPAID_AGE": given})
+    assert settings.order_max_unpaid_age.total_seconds() == seconds
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ORDER_MAX_UNPAID_AGE", "soon", "not a duration"),
+        ("ORDER_MAX_UNPAID_AGE", "1h 30", "not a duration"),
+        ("ORDER_MAX_UNPAID_AGE", "-5min", "longer than zero"),
+        ("ORDER_MAX_UNPAID_AGE", "0", "longer than zero"),
+        ("COMMERCECORE_MAX_OPEN_ORDERS", "0", "at least 1"),
+        ("COMMERCECORE_MAX_OPEN_ORDERS", "2.5", "whole number"),
+        ("COMMERCECORE_MAX_UNITS_PER_PRODUCT", "0", "at least 1"),
+        ("COMMERCECORE_MAX_UNITS_PER_PRODUCT", "many", "not a number"),
+    ],
+)
+def test_bad_order_limits_are_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as info:
+        Settings.from_env({**URL, "COMMERCECORE_DEMO": "1", name: value})
+    assert name in str(info.value)

@@ -32,7 +32,7 @@ def test_restore_drill_brings_back_the_moment_of_the_backup(fresh_db: str, tmp_p
         create_order(conn, customer, [(first, 1)])
     at_backup = snapshot(fresh_db)
 
-    result = cli("db", "backup", "--db-url", fresh_db, "--dir", str(tmp_path), "--plain")
+    result = cli("db", "backup", "--database-url", fresh_db, "--dir", str(tmp_path), "--plain")
     assert result.exit_code == 0, result.output
     dump = _only(tmp_path, "backup_cc_fresh_*.dump")
     assert dump.name.startswith("backup_")
@@ -56,7 +56,7 @@ def test_restore_drill_brings_back_the_moment_of_the_backup(fresh_db: str, tmp_p
     # a session on the live database: --force terminates it
     bystander = psycopg.connect(fresh_db, autocommit=True)
     try:
-        restored = cli("db", "restore", str(dump), "--db-url", fresh_db, "--force", "--jobs", "2")
+        restored = cli("db", "restore", str(dump), "--database-url", fresh_db, "--force", "--jobs", "2")
     finally:
         bystander.close()
     assert restored.exit_code == 0, restored.output
@@ -106,7 +106,7 @@ def dumped(fresh_db: str, tmp_path: Path) -> tuple[str, Path]:
 
 def _restore_refused(url: str, dump: Path, *extra: str) -> str:
     before = snapshot(url)
-    result = cli("db", "restore", str(dump), "--db-url", url, *extra)
+    result = cli("db", "restore", str(dump), "--database-url", url, *extra)
     assert result.exit_code == 1, result.output
     assert snapshot(url) == before  # the existing database is untouched
     return error_line(result)

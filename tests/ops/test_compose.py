@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ import pytest
 import yaml
 
 from commercecore.local import embedded
+from gateway.settings import Settings, random_secret
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC_7 = (
+DEPLOYMENT_SETTINGS = (
     "DATABASE_URL",
     "COMMERCECORE_JWT_SECRET",
     "COMMERCECORE_JWT_AUDIENCE",
@@ -24,6 +26,9 @@ SPEC_7 = (
     "STRIPE_API_BASE",
     "PUBLIC_BASE_URL",
     "ORDER_PAYMENT_TTL",
+    "ORDER_MAX_UNPAID_AGE",
+    "COMMERCECORE_MAX_OPEN_ORDERS",
+    "COMMERCECORE_MAX_UNITS_PER_PRODUCT",
 )
 _ENV_NAME = re.compile(r"[\"']((?:COMMERCECORE|DATABASE|STRIPE|PUBLIC|ORDER)_[A-Z0-9_]+)[\"']")
 _INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
@@ -100,7 +105,7 @@ def test_gateway_gets_every_setting_it_needs_and_nothing_unknown(compose: dict[s
     assert gateway["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
     env = _service_env(compose, "gateway")
     read = _names_read_by([ROOT / "gateway" / "settings.py", *sorted((ROOT / "gateway").rglob("*.py"))])
-    unknown = set(env) - read - set(SPEC_7)
+    unknown = set(env) - read - set(DEPLOYMENT_SETTINGS)
     assert not unknown, f"compose passes variables nothing reads: {unknown}"
     # what Settings.from_env refuses to start without, outside demo mode
     assert "COMMERCECORE_JWT_SECRET" in env
@@ -114,6 +119,12 @@ def test_gateway_gets_every_setting_it_needs_and_nothing_unknown(compose: dict[s
     settings_names = _names_read_by([ROOT / "gateway" / "settings.py"])
     assert "COMMERCECORE_JWT_SECRET" in settings_names
     assert {"COMMERCECORE_GATEWAY_URL", "DATABASE_URL"} <= settings_names
+    # the limits on unpaid orders reach the gateway
+    assert {
+        "ORDER_MAX_UNPAID_AGE",
+        "COMMERCECORE_MAX_OPEN_ORDERS",
+        "COMMERCECORE_MAX_UNITS_PER_PRODUCT",
+    } <= set(env)
 
 
 def test_jobs_service(compose: dict[str, Any]) -> None:
@@ -124,11 +135,12 @@ def test_jobs_service(compose: dict[str, Any]) -> None:
     env = _service_env(compose, "jobs")
     assert "DATABASE_URL" in env
     assert "ORDER_PAYMENT_TTL" in env
+    assert "ORDER_MAX_UNPAID_AGE" in env  # the gateway refuses checkout at the age the job expires at
 
 
-def test_env_example_lists_spec_settings_and_every_compose_variable(compose: dict[str, Any]) -> None:
+def test_env_example_lists_deployment_settings_and_every_compose_variable(compose: dict[str, Any]) -> None:
     example = _env_example()
-    assert set(SPEC_7) <= set(example)
+    assert set(DEPLOYMENT_SETTINGS) <= set(example)
     used = set(_INTERPOLATION.findall((ROOT / "docker-compose.yml").read_text()))
     assert used <= set(example), f"compose uses variables .env.example does not list: {used - set(example)}"
     # placeholders only: secrets are empty, so nothing starts with a secret from the example
@@ -173,3 +185,22 @@ def test_logged_statements_carry_no_bind_values(compose: dict[str, Any]) -> None
     for setting in ("log_parameter_max_length", "log_parameter_max_length_on_error"):
         assert f"{setting}=0" in command
         assert embedded.BASE_SETTINGS[setting] == "0"
+
+
+def test_the_gateway_trusts_forwarded_for_from_the_compose_network_only(compose: dict[str, Any]) -> None:
+    """Behind the compose network every client would otherwise share the proxy's address, and so its login
+    delays and budgets."""
+    subnets = [item["subnet"] for item in compose["networks"]["default"]["ipam"]["config"]]
+    assert len(subnets) == 1
+    env = _service_env(compose, "gateway")
+    match = re.fullmatch(r"\$\{COMMERCECORE_TRUSTED_PROXIES:-([^}]*)\}", env["COMMERCECORE_TRUSTED_PROXIES"])
+    assert match, env["COMMERCECORE_TRUSTED_PROXIES"]
+    trusted = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://authenticator@postgres/commercecore",
+            "COMMERCECORE_JWT_SECRET": random_secret(),
+            "COMMERCECORE_TRUSTED_PROXIES": match.group(1),
+        }
+    ).trusted_proxies
+    assert trusted == (str(ipaddress.ip_network(subnets[0])),)
+    assert "--forwarded-allow-ips" not in _command(compose, "gateway")

@@ -46,7 +46,7 @@ def test_unused_and_duplicate_indexes_are_reported(fresh_db: str) -> None:
         conn.execute("select count(*) from public.planted_idx where a = 5").fetchone()
         conn.execute("select pg_stat_force_next_flush()")
         conn.execute("select 1")
-    report = _json("dba", "indexes", "--json", "--db-url", fresh_db)
+    report = _json("dba", "indexes", "--json", "--database-url", fresh_db)
     unused = {row["index_name"] for row in report["unused"]}
     assert "planted_unused_idx" in unused
     assert "planted_used_idx" not in unused  # it was scanned
@@ -58,7 +58,7 @@ def test_unused_and_duplicate_indexes_are_reported(fresh_db: str) -> None:
     assert group["keep"] == "planted_dup_a"
     assert group["redundant"] == ["planted_dup_b"]
 
-    health = _json("dba", "health", "--json", "--db-url", fresh_db, code=1)
+    health = _json("dba", "health", "--json", "--database-url", fresh_db, code=1)
     check = next(c for c in health["checks"] if c["name"] == "indexes")
     assert check["status"] == "warn"
     assert "planted_dup_b" in check["detail"]
@@ -81,7 +81,7 @@ def test_bloat_after_mass_updates_is_reported(fresh_db: str) -> None:
             "insert into public.planted_tight"
             " select g, repeat(md5(g::text), 4) from generate_series(1, 12000) g"
         )
-    rows = _json("dba", "bloat", "--json", "--limit", "5", "--db-url", fresh_db)
+    rows = _json("dba", "bloat", "--json", "--limit", "5", "--database-url", fresh_db)
     by_name = {row["table_name"]: row for row in rows}
     bloated = by_name["public.planted_bloat"]
     assert bloated["bloated"] is True
@@ -138,7 +138,7 @@ def test_blocked_session_is_reported_with_its_blocker(fresh_db: str) -> None:
 
             wait_until(blocked, what="the waiter to queue behind the holder")
 
-        locks = _json("dba", "locks", "--json", "--idle", "0", "--db-url", fresh_db)
+        locks = _json("dba", "locks", "--json", "--idle", "0", "--database-url", fresh_db)
         chain = [row for row in locks["blocking"] if row["blocked_pid"] == waiter_pid]
         assert len(chain) == 1
         assert chain[0]["blocking_pid"] == holder_pid
@@ -149,7 +149,9 @@ def test_blocked_session_is_reported_with_its_blocker(fresh_db: str) -> None:
         idle = [row for row in locks["sessions"] if row["pid"] == holder_pid]
         assert [row["kind"] for row in idle] == ["idle_in_transaction"]
 
-        result = cli("dba", "health", "--json", "--threshold", "blocked_wait_warn=0", "--db-url", fresh_db)
+        result = cli(
+            "dba", "health", "--json", "--threshold", "blocked_wait_warn=0", "--database-url", fresh_db
+        )
         health = json.loads(result.stdout)
         check = next(c for c in health["checks"] if c["name"] == "blocking")
         assert check["status"] == "warn"
@@ -157,7 +159,7 @@ def test_blocked_session_is_reported_with_its_blocker(fresh_db: str) -> None:
         assert health["verdict"] in ("warn", "critical")
         assert result.exit_code == {"warn": 1, "critical": 2}[health["verdict"]]
 
-        table = cli("dba", "locks", "--db-url", fresh_db)
+        table = cli("dba", "locks", "--database-url", fresh_db)
         assert table.exit_code == 0
         assert str(waiter_pid) in table.stdout
     finally:
@@ -170,7 +172,7 @@ def test_blocked_session_is_reported_with_its_blocker(fresh_db: str) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         assert conn.execute("select v from public.lock_target").fetchone() == (2,)
     # nothing waits any more
-    locks = _json("dba", "locks", "--json", "--db-url", fresh_db)
+    locks = _json("dba", "locks", "--json", "--database-url", fresh_db)
     assert not [row for row in locks["blocking"] if row["blocked_pid"] == waiter_pid]
 
 
@@ -178,14 +180,14 @@ def test_top_queries_and_health_on_a_quiet_database(fresh_db: str) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         for price in (100, 200, 300):
             conn.execute("select count(*) from core.products where price_minor > %s", [price]).fetchone()
-    top = _json("dba", "top", "--json", "--limit", "50", "--db-url", fresh_db)
+    top = _json("dba", "top", "--json", "--limit", "50", "--database-url", fresh_db)
     texts = [row for row in top["queries"] if "core.products where price_minor >" in row["query"]]
     assert texts
     assert texts[0]["calls"] >= 3
     assert {"total_exec_ms", "mean_exec_ms", "rows", "cache_hit_ratio"} <= set(texts[0])
     assert top["cache"]["database_name"] == fresh_db.rsplit("/", 1)[1]
 
-    result = cli("dba", "health", "--json", "--db-url", fresh_db)
+    result = cli("dba", "health", "--json", "--database-url", fresh_db)
     health = json.loads(result.stdout)
     statuses = {check["name"]: check["status"] for check in health["checks"]}
     assert statuses["blocking"] == "ok"
@@ -197,7 +199,7 @@ def test_top_queries_and_health_on_a_quiet_database(fresh_db: str) -> None:
 
 
 def test_health_of_an_unreachable_server_is_critical() -> None:
-    result = cli("dba", "health", "--db-url", "postgresql://nobody@127.0.0.1:1/none")
+    result = cli("dba", "health", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
     assert result.exit_code == 2
     assert "cannot connect" in result.stderr
 
@@ -212,24 +214,24 @@ def audited(fresh_db: str) -> str:
 
 
 def test_audit_tail_filters_newest_first(audited: str) -> None:
-    rows = _json("audit", "tail", "--json", "--request-id", "req-ops-audit", "--db-url", audited)
+    rows = _json("audit", "tail", "--json", "--request-id", "req-ops-audit", "--database-url", audited)
     assert len(rows) == 1
     assert rows[0]["table_name"] == "core.products"
     assert rows[0]["operation"] == "UPDATE"
     assert "price_minor" in rows[0]["changed"]
     assert rows[0]["new_row"]["price_minor"] == rows[0]["old_row"]["price_minor"] + 5
 
-    latest = _json("audit", "tail", "--json", "--limit", "5", "--db-url", audited)
+    latest = _json("audit", "tail", "--json", "--limit", "5", "--database-url", audited)
     assert [row["id"] for row in latest] == sorted((row["id"] for row in latest), reverse=True)
     assert latest[0]["request_id"] == "req-ops-audit"
 
-    users = _json("audit", "tail", "--json", "--table", "users", "--db-url", audited)
+    users = _json("audit", "tail", "--json", "--table", "users", "--database-url", audited)
     assert {row["table_name"] for row in users} == {"core.users"}
     assert len(users) == 2
-    by_role = _json("audit", "tail", "--json", "--actor", "nobody_role", "--db-url", audited)
+    by_role = _json("audit", "tail", "--json", "--actor", "nobody_role", "--database-url", audited)
     assert by_role == []
 
-    table = cli("audit", "tail", "--table", "core.products", "--limit", "3", "--db-url", audited)
+    table = cli("audit", "tail", "--table", "core.products", "--limit", "3", "--database-url", audited)
     assert table.exit_code == 0
     assert "UPDATE" in table.stdout
 
@@ -259,14 +261,14 @@ def dba_login(audited: str) -> Iterator[str]:
 
 def test_audit_tail_shows_app_dba_masked_emails(audited: str, dba_login: str) -> None:
     """The same entries: in full for the owner's login, with emails masked for a DBA's."""
-    full = _json("audit", "tail", "--json", "--table", "users", "--db-url", audited)
-    masked = _json("audit", "tail", "--json", "--table", "users", "--db-url", dba_login)
+    full = _json("audit", "tail", "--json", "--table", "users", "--database-url", audited)
+    masked = _json("audit", "tail", "--json", "--table", "users", "--database-url", dba_login)
     assert [row["id"] for row in masked] == [row["id"] for row in full]
     emails = {row["new_row"]["email"] for row in full}
     assert {email for email, *_rest in seed.DEMO_USERS} <= emails
     shown = {row["new_row"]["email"] for row in masked}
     assert shown == {email[0] + "***@" + email.split("@")[1] for email in emails}
     assert not emails & shown
-    table = cli("audit", "tail", "--table", "users", "--db-url", dba_login)
+    table = cli("audit", "tail", "--table", "users", "--database-url", dba_login)
     assert table.exit_code == 0, table.output
     assert not any(email in table.stdout for email in emails)

@@ -50,9 +50,9 @@ def test_each_job_runs_once_per_tick_across_runners(shop: str, monkeypatch: pyte
     fresh = _stale_order(shop)
     with psycopg.connect(shop, autocommit=True) as conn:
         conn.execute("update core.orders set created_at = now() where id = %s", [fresh])
-    first = jobs.Runner(shop, jobs.default_jobs(shop, "30min"), interval=60)
-    second = jobs.Runner(shop, jobs.default_jobs(shop, "30min"), interval=60)
-    names = ["expire_unpaid_orders", "refresh_sales_daily", "reconcile_payments"]
+    first = jobs.Runner(shop, jobs.default_jobs(shop, jobs.timedelta(minutes=30)), interval=60)
+    second = jobs.Runner(shop, jobs.default_jobs(shop, jobs.timedelta(minutes=30)), interval=60)
+    names = ["expire_unpaid_orders", "refresh_sales_daily", "reconcile_payments", "purge_expired_rows"]
     try:
         assert first.tick() == dict.fromkeys(names, "done")
         assert _status(shop, stale) == ("cancelled", "expired")
@@ -76,7 +76,9 @@ def test_a_failing_job_does_not_stop_the_others(shop: str) -> None:
         return {}
 
     stale = _stale_order(shop)
-    runner = jobs.Runner(shop, [jobs.Job("broken", broken), jobs.expire_unpaid_orders("30min")])
+    runner = jobs.Runner(
+        shop, [jobs.Job("broken", broken), jobs.expire_unpaid_orders(jobs.timedelta(minutes=30))]
+    )
     try:
         assert runner.tick() == {"broken": "failed", "expire_unpaid_orders": "done"}
     finally:
@@ -86,7 +88,8 @@ def test_a_failing_job_does_not_stop_the_others(shop: str) -> None:
 
 def test_a_runner_survives_an_unreachable_database() -> None:
     runner = jobs.Runner(
-        "postgresql://nobody@127.0.0.1:1/none", jobs.default_jobs("postgresql://x/y", "30min")
+        "postgresql://nobody@127.0.0.1:1/none",
+        jobs.default_jobs("postgresql://x/y", jobs.timedelta(minutes=30)),
     )
     assert set(runner.tick().values()) == {"failed"}
     runner.close()
@@ -132,7 +135,12 @@ def test_jobs_run_once_logs_json_lines(shop: str) -> None:
     done = {event["job"]: event for event in events if event.get("event") == "job_done"}
     assert done["expire_unpaid_orders"]["expired"] == 1
     assert "skipped" in done["reconcile_payments"]  # no Stripe settings here
-    assert set(done) == {"expire_unpaid_orders", "refresh_sales_daily", "reconcile_payments"}
+    assert set(done) == {
+        "expire_unpaid_orders",
+        "refresh_sales_daily",
+        "reconcile_payments",
+        "purge_expired_rows",
+    }
     assert all({"ts", "level", "logger"} <= set(event) for event in events)
     assert _status(shop, stale) == ("cancelled", "expired")
 
@@ -149,8 +157,8 @@ def test_jobs_run_stops_cleanly_on_sigterm(shop: str) -> None:
         try:
             assert proc.stderr is not None
             seen: list[dict[str, Any]] = []
-            # the first tick runs at once; wait (on the log, not the clock) until all three jobs are through
-            while len([e for e in seen if e.get("event") in ("job_done", "job_skipped", "job_failed")]) < 3:
+            # the first tick runs at once; wait (on the log, not the clock) until all four jobs are through
+            while len([e for e in seen if e.get("event") in ("job_done", "job_skipped", "job_failed")]) < 4:
                 line = proc.stderr.readline()
                 assert line, f"runner exited early: {seen}"
                 seen.append(json.loads(line))
@@ -166,7 +174,7 @@ def test_jobs_run_stops_cleanly_on_sigterm(shop: str) -> None:
     assert "signal" in kinds
     assert kinds[-1] == "stopped"
     # its advisory locks went with it: another runner gets every job at once
-    runner = jobs.Runner(shop, jobs.default_jobs(shop, "30min"))
+    runner = jobs.Runner(shop, jobs.default_jobs(shop, jobs.timedelta(minutes=30)))
     try:
         assert set(runner.tick().values()) == {"done"}
     finally:

@@ -14,6 +14,7 @@ import pytest
 from commercecore.deploy.engine import Deployer
 from commercecore.local import embedded, seed
 from commercecore.ops import pitr
+from tests.db.shop import no_order_limits
 from tests.ops.helpers import cli, create_order, demo_customer, error_line, in_stock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +66,7 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
         pitr.wait_for_archive(url)  # T's WAL is in the archive
 
         with psycopg.connect(url, autocommit=True) as conn:
+            no_order_limits(conn)  # the same customer's sixth unpaid order
             batch2 = [create_order(conn, customer, [(p, 2)]) for p in products]
             conn.execute("delete from core.order_items")  # the accident to recover from
         pitr.wait_for_archive(url)  # and what came after T too: recovery must see past T to stop there

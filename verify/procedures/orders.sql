@@ -2,7 +2,8 @@
 begin;
 
 insert into core.users (email) values ('verify-orders@example.com');
-insert into core.products (sku, name, price_minor) values ('VERIFY-ORD-1', 'one', 300), ('VERIFY-ORD-2', 'two', 500);
+insert into core.products (sku, name, price_minor, max_per_customer)
+values ('VERIFY-ORD-1', 'one', 300, 5), ('VERIFY-ORD-2', 'two', 500, null);
 insert into core.inventory_movements (product_id, delta, reason)
 select p.id as product_id, 10 as delta, 'restock' as reason from core.products as p where p.sku like 'VERIFY-ORD-%';
 
@@ -28,6 +29,15 @@ select 1 / (current_setting('response.headers')::jsonb @> '[{"Idempotent-Replaye
 select 1 / ((api.modify_order(
   current_setting('verify.order')::bigint, current_setting('verify.p1')::bigint, 5
 ) ->> 'total_minor') = '2000')::int;
+-- the product's max_per_customer (5) holds across the customer's unpaid orders
+do $$
+begin
+  perform api.modify_order(current_setting('verify.order')::bigint, current_setting('verify.p1')::bigint, 6);
+  raise exception 'a customer got more units than the product''s max_per_customer';
+exception when sqlstate 'PT409' then
+  null;
+end;
+$$;
 select 1 / ((api.delete_product_in_order(
   current_setting('verify.order')::bigint, current_setting('verify.p2')::bigint
 ) ->> 'total_minor') = '1500')::int;
@@ -47,5 +57,6 @@ select 1 / has_function_privilege('app_readwrite', 'api.modify_order(bigint, big
 select 1 / has_function_privilege('app_readwrite', 'api.delete_product_in_order(bigint, bigint)', 'execute')::int;
 select 1 / has_function_privilege('app_readwrite', 'api.cancel_order(bigint)', 'execute')::int;
 select 1 / (not has_function_privilege('app_readwrite', 'core.order_document(bigint)', 'execute'))::int;
+select 1 / (not has_function_privilege('app_readwrite', 'core.check_order_limits(bigint, bigint[], integer[], boolean)', 'execute'))::int;
 
 rollback;

@@ -2,7 +2,7 @@
 begin;
 
 select id, slug, name, parent_id from core.categories where false;
-select id, sku, name, price_minor, currency, stock, category_id, active, cost_minor, search
+select id, sku, name, price_minor, currency, stock, category_id, active, cost_minor, max_per_customer, search
 from core.products where false;
 select id, product_id, delta, reason, order_id from core.inventory_movements where false;
 

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
+from commercecore.cli.common import database_url_option, err, fail, out
 from commercecore.deploy.engine import Deployer
 from commercecore.deploy.errors import DeployError
 from commercecore.deploy.reports import VerifyFailed, VerifyReport
@@ -44,30 +45,18 @@ class ConsoleReporter:
         self.out.print(f"  {sign} {escape(name)} .. {verdict}")
 
 
-def _consoles() -> tuple[Console, Console]:
-    # soft wrap: long names and e-mail addresses stay on their line, whatever the terminal width
-    return Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str) -> NoReturn:
-    # one line, no traceback: the CLI contract for every expected failure
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}")
-    sys.exit(1)
-
-
 def _errors_to_exit(func: Callable[P, R]) -> Callable[P, R]:
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except DeployError as exc:
-            _fail(f"{type(exc).__name__}: {exc}")
+            fail(f"{type(exc).__name__}: {exc}")
 
     return wrapper
 
 
-def _db_url(value: str | None) -> str:
+def _database_url(value: str | None) -> str:
     if value:
         return value
     env = os.environ.get("DATABASE_URL")
@@ -79,11 +68,11 @@ def _db_url(value: str | None) -> str:
     try:
         return embedded.admin_url()
     except embedded.EmbeddedError as exc:
-        _fail(str(exc))
+        fail(exc)
 
 
 def _deployer(
-    db_url: str | None,
+    database_url: str | None,
     plan_file: Path | None,
     reporter: ConsoleReporter,
     *,
@@ -98,7 +87,7 @@ def _deployer(
 
         project_dir = embedded.project_root()
     return Deployer(
-        _db_url(db_url),
+        _database_url(database_url),
         project_dir,
         plan_file,
         reporter=reporter,
@@ -113,10 +102,8 @@ def _when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
 
 
-_db_url_option = click.option(
-    "--db-url",
-    metavar="URL",
-    help="postgresql://... or db:pg://... (default: $DATABASE_URL, else the embedded cluster).",
+_database_url_option = database_url_option(
+    "postgresql://... or db:pg://... (default: $DATABASE_URL, else the embedded cluster)."
 )
 _lock_timeout_option = click.option(
     "--lock-timeout",
@@ -154,7 +141,7 @@ def db() -> None:
     help="What a failure reverts: the whole run, back to the last tag, or nothing [deploy.mode, else all].",
 )
 @_lock_timeout_option
-@_db_url_option
+@_database_url_option
 @_plan_file_option
 @_errors_to_exit
 def deploy(
@@ -162,28 +149,28 @@ def deploy(
     verify: bool | None,
     mode: str | None,
     lock_timeout: float,
-    db_url: str | None,
+    database_url: str | None,
     plan_file: Path | None,
 ) -> None:
     """Deploy pending changes; a failure reverts the run (sqitch's --mode all)."""
-    out, err = _consoles()
     reporter = ConsoleReporter(out, err)
-    _deployer(db_url, plan_file, reporter, verify=verify, mode=mode, lock_timeout=lock_timeout).deploy(to)
+    _deployer(database_url, plan_file, reporter, verify=verify, mode=mode, lock_timeout=lock_timeout).deploy(
+        to
+    )
 
 
 @db.command()
 @click.option("--to", "to", metavar="CHANGE", help="Revert the changes deployed after this one.")
 @click.option("-y", "yes", is_flag=True, help="Do not ask for confirmation.")
 @_lock_timeout_option
-@_db_url_option
+@_database_url_option
 @_plan_file_option
 @_errors_to_exit
 def revert(
-    to: str | None, yes: bool, lock_timeout: float, db_url: str | None, plan_file: Path | None
+    to: str | None, yes: bool, lock_timeout: float, database_url: str | None, plan_file: Path | None
 ) -> None:
     """Revert deployed changes (all of them unless --to)."""
-    out, err = _consoles()
-    deployer = _deployer(db_url, plan_file, ConsoleReporter(out, err), lock_timeout=lock_timeout)
+    deployer = _deployer(database_url, plan_file, ConsoleReporter(out, err), lock_timeout=lock_timeout)
     no_prompt = yes or bool(deployer.layout.config.get_bool("revert.no_prompt"))
     accept = deployer.layout.config.get_bool("revert.prompt_accept")
 
@@ -209,13 +196,12 @@ def revert(
 
 
 @db.command()
-@_db_url_option
+@_database_url_option
 @_plan_file_option
 @_errors_to_exit
-def verify(db_url: str | None, plan_file: Path | None) -> None:
+def verify(database_url: str | None, plan_file: Path | None) -> None:
     """Run the verify script of every deployed change."""
-    out, err = _consoles()
-    deployer = _deployer(db_url, plan_file, ConsoleReporter(out, err))
+    deployer = _deployer(database_url, plan_file, ConsoleReporter(out, err))
     try:
         report = deployer.verify()
     except VerifyFailed as exc:
@@ -237,13 +223,12 @@ def _print_report(out: Console, report: VerifyReport) -> None:
 
 
 @db.command()
-@_db_url_option
+@_database_url_option
 @_plan_file_option
 @_errors_to_exit
-def status(db_url: str | None, plan_file: Path | None) -> None:
+def status(database_url: str | None, plan_file: Path | None) -> None:
     """Show the deployed head and the changes not deployed yet."""
-    out, err = _consoles()
-    result = _deployer(db_url, plan_file, ConsoleReporter(out, err)).status()
+    result = _deployer(database_url, plan_file, ConsoleReporter(out, err)).status()
     out.print(f"# On database {escape(result.destination)}")
     head = result.head
     if head is None:
@@ -267,13 +252,12 @@ def status(db_url: str | None, plan_file: Path | None) -> None:
 
 @db.command("log")
 @click.option("-n", "--max-count", type=int, default=None, help="Show at most this many events.")
-@_db_url_option
+@_database_url_option
 @_plan_file_option
 @_errors_to_exit
-def log_(max_count: int | None, db_url: str | None, plan_file: Path | None) -> None:
+def log_(max_count: int | None, database_url: str | None, plan_file: Path | None) -> None:
     """Show the deployment events, newest first."""
-    out, err = _consoles()
-    events = _deployer(db_url, plan_file, ConsoleReporter(out, err)).log(limit=max_count)
+    events = _deployer(database_url, plan_file, ConsoleReporter(out, err)).log(limit=max_count)
     if not events:
         raise DeployError("No events logged")
     colours = {"deploy": "green", "revert": "blue", "fail": "red"}

@@ -1,0 +1,6 @@
+-- Revert commercecore:schema/housekeeping from pg
+begin;
+
+drop table ops.purged_rows;
+
+commit;
