@@ -19,8 +19,9 @@ import functools
 import json
 import re
 import select
+import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,30 +79,26 @@ def request_context(
     path: str = "",
     shop_settings: Sequence[tuple[str, str]] = (),
 ) -> tuple[sql.Composed, list[str]]:
-    """One statement that sets everything a request's transaction needs (values are parameters)."""
-    if role not in REQUEST_ROLES:
-        raise ValueError(f"{role!r} is not a request role")
-    pairs: list[tuple[str, str]] = [
-        ("role", role),
-        ("request.jwt.claims", json.dumps(dict(claims or {}), separators=(",", ":"))),
-        ("request.id", request_id),
-        ("request.method", method),
-        ("request.path", path),
-    ]
-    pairs.extend(sorted(role_settings.get(role, {}).items()))
-    pairs.extend(shop_settings)
-    calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in pairs)
-    params = [item for pair in pairs for item in pair]
-    return sql.SQL("select {}").format(calls), params
+    """The statement that sets a request's context (values are parameters), for a transaction whose
+    statements are sent one by one: the settings `run` sets for a RequestContext, the shop's included."""
+    identity = Identity(role=role, claims=dict(claims or {}))
+    return context_statement(
+        RequestContext(identity, False, request_id, method, path, role_settings, shop_settings)
+    )
 
 
 def service_context(
     *, request_id: str = "", method: str = "", path: str = ""
 ) -> tuple[sql.Composed, list[str]]:
     """The context of the gateway's own calls (the auth functions): request GUCs, no role switch."""
-    pairs = [("request.id", request_id), ("request.method", method), ("request.path", path)]
-    calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in pairs)
-    return sql.SQL("select {}").format(calls), [item for pair in pairs for item in pair]
+    return context_statement(RequestContext(None, False, request_id, method, path))
+
+
+def context_statement(context: RequestContext) -> tuple[sql.Composed, list[str]]:
+    """`select set_config(%s, %s, true), ...` for a context's settings, with them as the parameters."""
+    params = context.settings()
+    calls = sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in range(len(params) // 2))
+    return sql.SQL("select {}").format(calls), params
 
 
 class RawText(Loader):
@@ -487,6 +484,37 @@ async def _begin_checked(
     return results
 
 
+async def begin(
+    conn: psycopg.AsyncConnection[Any],
+    session: Identity | None,
+    context: tuple[sql.Composed, Sequence[Any]],
+) -> None:
+    """Opens a read-write transaction whose statements the caller then sends one by one (the Stripe
+    paths, which talk to Stripe between statements), the way `run` opens a request's: BEGIN and the
+    session check of a signed-in `session` first, then `context` (`request_context`). Raises
+    SessionInactive (rolled back), or the database's error; the caller commits or rolls back."""
+    encoding = conn.info.encoding
+    opening = _Command(_BEGIN_READ_WRITE)
+    check = _session_check(session, encoding) if session is not None else None
+    if check is not None:
+        results = await _begin_checked(conn, opening, check, prepare=False)
+    else:
+        results = await _send(conn, [opening], prepare=False)
+    failed = _first_error(results)
+    if failed is not None:
+        failure = results[failed]
+        assert failure is not None
+        raise psycopg.errors.error_from_result(failure, encoding=encoding)
+    query, params = context
+    await conn.execute(query, params)
+
+
+async def read_role_settings(conn: psycopg.AsyncConnection[Any]) -> dict[str, dict[str, str]]:
+    """The per-transaction settings of each role, from the catalog (see ROLE_SETTINGS_QUERY)."""
+    cursor = await conn.execute(ROLE_SETTINGS_QUERY)
+    return parse_role_settings([(str(role), str(setting)) for role, setting in await cursor.fetchall()])
+
+
 @dataclass(frozen=True)
 class _Batch:
     """A transaction as commands: BEGIN, the session check of a signed-in identity, then the rest (the
@@ -670,3 +698,51 @@ def server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) 
     except psycopg.OperationalError:
         return True
     return pgconn.status != pq.ConnStatus.OK
+
+
+class DeadConnectionCheck:
+    """A pool's check: refuses a connection the server closed while it sat in the pool; the pool hands out
+    another. A database restart closes all of them: they are replaced at once (drain), so the first
+    requests after a restart succeed instead of failing with 503, one per dead connection."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self._drained_at = 0.0
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not server_closed(conn):
+            return
+        if self.pool is not None and time.monotonic() - self._drained_at > 1.0:
+            self._drained_at = time.monotonic()
+            await self.pool.drain()
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
+def connection_pool(
+    conninfo: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    application_name: str,
+    configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool[Any]:
+    """The pool every path takes its connections from (requests, auth, the Stripe paths; the CLI's
+    reconcile makes one of its own the same way), not opened yet, with the one dead-connection check
+    (DeadConnectionCheck). Autocommit: `run` and `begin` send their own BEGIN."""
+    check = DeadConnectionCheck()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        check=check,
+        configure=configure,
+        # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction that
+        # then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not exist" on the
+        # next use); the gateway keeps its own account (PreparedStatements)
+        kwargs={"application_name": application_name, "autocommit": True, "prepare_threshold": None},
+    )
+    check.pool = pool
+    return pool

@@ -3,8 +3,9 @@
 The context of the transaction (role, claims, request id, the role's settings, the shop's) is the
 request's (db.RequestContext); an anonymous request first waits for its share of the pool
 (gateway.anonymous). A serialization failure or a deadlock is retried once. Every failure becomes an
-ApiError here, in one place: a database error through the SQLSTATE table (a value PostgreSQL could not
-parse names its argument or column), a session that ended 401, no free connection or a broken one 503.
+ApiError here: a database error through the SQLSTATE table (a value PostgreSQL could not parse names its
+argument or column), a session that ended 401, no free connection or a broken one 503
+(`errors.database_failure`, the mapping every path shares).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway import db
 from gateway.anonymous import AnonymousShare
-from gateway.errors import RETRYABLE, ApiError, unavailable
+from gateway.errors import RETRYABLE, ApiError, database_failure
 from gateway.query import Query
 from gateway.request import ApiRequest
 from gateway.settings import Settings
@@ -68,11 +69,10 @@ async def execute(api: ApiRequest, query: Query, gateway: Gateway) -> db.Result:
             raise statement_error(api, exc) from None
         except db.SessionInactive:
             raise gateway.auth.session_ended() from None
-        except PoolTimeout:
-            raise unavailable("No database connection is free; retry shortly.") from None
-        except psycopg.OperationalError as exc:
-            log.error("database unreachable: %s", str(exc).strip())
-            raise unavailable("The database is unreachable; retry shortly.") from None
+        except psycopg.OperationalError as exc:  # no free connection (PoolTimeout), or it broke
+            if not isinstance(exc, PoolTimeout):
+                log.error("database unreachable: %s", str(exc).strip())
+            raise database_failure(exc, authenticated=api.identity.authenticated) from None
     raise AssertionError("unreachable")
 
 

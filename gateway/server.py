@@ -124,7 +124,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         logs.access(
             request_id=request_id,
             method=self._method(),
-            path=self.url[:256].decode("latin-1"),
+            path=getattr(self, "url", b"")[:256].decode("latin-1"),
             route="refused",
             status=error.status,
             duration_ms=0.0,

@@ -347,12 +347,12 @@ class Settings:
     argon2_parallelism: int = 4
     # the bearer token /metrics requires; None: /metrics answers loopback clients only
     metrics_token: str | None = field(default=None, repr=False)
-    limits: RequestLimits = field(default_factory=RequestLimits)
-    anonymous: AnonymousLimits = field(default_factory=AnonymousLimits)
     # limits on a customer's unpaid orders, enforced in SQL (see `order_settings`)
     max_open_orders: int = 5
     max_units_per_product: int = 100
     order_max_unpaid_age: datetime.timedelta = DEFAULT_MAX_UNPAID_AGE
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    anonymous: AnonymousLimits = field(default_factory=AnonymousLimits)
 
     @property
     def signing_key(self) -> str:
@@ -393,9 +393,9 @@ class Settings:
             rate_limits=_rate_limits(env),
             trusted_proxies=_trusted_proxies(env),
             metrics_token=_metrics_token(env),
+            **_order_limits(env),
             limits=RequestLimits.from_env(env),
             anonymous=AnonymousLimits.from_env(env),
-            **_order_limits(env),
         )
 
 

@@ -130,19 +130,8 @@ def test_no_commercecore_function_over_60_lines() -> None:
     assert long_functions_in("commercecore") == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the gateway's long functions are being split (issue 12, build item 7)"
-)
 def test_no_gateway_function_over_60_lines() -> None:
     assert long_functions_in("gateway") == []
-
-
-# what another branch of issue 12 is still restructuring: auth (a module becoming a package) and payments
-GATEWAY_BEING_SPLIT = ("gateway/auth", "gateway/payments/")
-
-
-def test_no_function_over_60_lines_in_the_rest_of_the_gateway() -> None:
-    assert [line for line in long_functions_in("gateway") if not line.startswith(GATEWAY_BEING_SPLIT)] == []
 
 
 @pytest.mark.xfail(strict=True, reason="procedures/ is being split by object (issue 12, build item 4)")
