@@ -10,7 +10,6 @@ user and SQLSTATE) goes to the ASGI scope's state, which the stages share throug
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -79,12 +78,13 @@ class ApiRequest:
         """The method the request is served as: GET for HEAD."""
         return "GET" if self.method == "HEAD" else self.method
 
-    @functools.cached_property
+    @property
     def query(self) -> tuple[tuple[str, str], ...]:
-        """The query string's items in order, as Starlette's `request.query_params` parses them."""
+        """The query string's items in order, as Starlette's `request.query_params` parses them (parsed when
+        asked for: a kept read never asks)."""
         return tuple(parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True))
 
-    @functools.cached_property
+    @property
     def preferences(self) -> dict[str, str]:
         """`Prefer: count=exact, return=representation` -> {"count": "exact", "return": "representation"}."""
         return parse_prefer(self.headers.get("prefer", ""))
