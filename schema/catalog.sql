@@ -1,7 +1,9 @@
 -- Deploy commercecore:schema/catalog to pg
--- requires: schema/context
+-- requires: schema/updated_at
 -- Categories, products and the inventory ledger. Stock moves only through the ledger: every change of
--- products.stock is a row of core.inventory_movements, so stock always equals the ledger's sum.
+-- products.stock is a row of core.inventory_movements, so stock always equals the ledger's sum. The trigger
+-- functions that keep it so stay beside their tables. The indexes of core.products serve the filters of the
+-- public catalog (views/products) as well as the order functions.
 begin;
 
 set local role app_owner;
@@ -73,6 +75,13 @@ create index products_category_id_idx on core.products (category_id, id) where a
 create index products_active_id_idx on core.products (id) where active;
 create index products_active_price_idx on core.products (price_minor, id) where active;
 create index products_search_idx on core.products using gin (search);
+-- the other filters of api.products (views/products): a currency (a multi-currency storefront shows one),
+-- keyset-paged by id; created_at ranges ("new arrivals"). Neither column changes with stock, so stock moves
+-- stay HOT updates.
+create index products_active_currency_id_idx on core.products (currency, id) where active;
+comment on index core.products_active_currency_id_idx is 'api.products filtered by currency, in id order.';
+create index products_active_created_at_idx on core.products (created_at, id) where active;
+comment on index core.products_active_created_at_idx is 'api.products filtered by a created_at range.';
 
 create trigger products_set_updated_at before update on core.products
 for each row execute function core.set_updated_at();
