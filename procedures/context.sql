@@ -10,7 +10,7 @@ begin;
 
 set local role app_owner;
 
-create function core.current_user_id() returns bigint
+create or replace function core.current_user_id() returns bigint
 language sql
 stable
 parallel safe
@@ -22,7 +22,7 @@ $$;
 comment on function core.current_user_id() is
 'The signed-in user''s id: the `sub` claim of the request''s JWT, or null for anonymous requests.';
 
-create function core.request_role() returns text
+create or replace function core.request_role() returns text
 language sql
 stable
 parallel safe
@@ -35,7 +35,7 @@ comment on function core.request_role() is
 'The role the request runs as (app_readonly, app_readwrite, app_admin, app_payments), or `none` for a
 session that never SET ROLE; inside a SECURITY DEFINER function still the caller''s, not the owner''s.';
 
-create function core.is_admin() returns boolean
+create or replace function core.is_admin() returns boolean
 language sql
 stable
 parallel safe
@@ -46,7 +46,7 @@ $$;
 
 comment on function core.is_admin() is 'True when the request runs as staff (app_admin): row-level security lets it see all rows.';
 
-create function core.is_service() returns boolean
+create or replace function core.is_service() returns boolean
 language sql
 stable
 parallel safe
@@ -61,7 +61,7 @@ sessions, and sessions that never SET ROLE (scheduled jobs, psql, and the gatewa
 the authenticator inherits no privilege, so without a request role it can run only the auth functions).
 An HTTP request always runs under a request role, so it never counts as a service.';
 
-create function core.request_id() returns text
+create or replace function core.request_id() returns text
 language sql
 stable
 parallel safe

@@ -11,7 +11,7 @@ begin;
 
 set local role app_owner;
 
-create function core.raise_error(
+create or replace function core.raise_error(
   status text, code text, message text, details jsonb default '{}', hint text default null
 ) returns void
 language plpgsql
@@ -44,7 +44,7 @@ the detail {"code": code} merged with details (a JSON object of the machine-read
 the hint (none when null). Never returns. Internal: for the functions of the API, executable by the owner
 only.';
 
-create function core.raise_not_found(resource text, id anyelement, hint text default null, message text default null)
+create or replace function core.raise_not_found(resource text, id anyelement, hint text default null, message text default null)
 returns void
 language plpgsql
 parallel safe
@@ -66,7 +66,7 @@ comment on function core.raise_not_found(text, anyelement, text, text) is
 default "There is no <resource> with this id."). Use it alike for a row that does not exist and for one the
 caller may not see, so that another user''s rows are never revealed. Internal, as core.raise_error.';
 
-create function core.raise_invalid(field text, message text, details jsonb default '{}', hint text default null)
+create or replace function core.raise_invalid(field text, message text, details jsonb default '{}', hint text default null)
 returns void
 language plpgsql
 parallel safe

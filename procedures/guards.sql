@@ -11,7 +11,7 @@ begin;
 
 set local role app_owner;
 
-create function core.raise_not_signed_in(
+create or replace function core.raise_not_signed_in(
   hint text default 'Sign in, then send the session cookie or an Authorization: Bearer token.'
 )
 returns void
@@ -27,7 +27,7 @@ comment on function core.raise_not_signed_in(text) is
 'Raises PT401 {"code": "not_authenticated"} "You are not signed in." with the hint (by default: sign in and
 send the session cookie or a bearer token).';
 
-create function core.require_signed_in()
+create or replace function core.require_signed_in()
 returns bigint
 language plpgsql
 stable
@@ -47,7 +47,7 @@ comment on function core.require_signed_in() is
 'The signed-in user''s id, from the token alone (the account is not looked up); PT401 not_authenticated
 when the request has no user.';
 
-create function core.signed_in_user(lock_row boolean default false)
+create or replace function core.signed_in_user(lock_row boolean default false)
 returns core.users
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -73,7 +73,7 @@ comment on function core.signed_in_user(boolean) is
 'The signed-in user''s row, locked FOR NO KEY UPDATE with lock_row; PT401 not_authenticated when the
 request has no user or the account no longer exists.';
 
-create function core.require_customer()
+create or replace function core.require_customer()
 returns bigint
 language plpgsql
 stable
@@ -93,7 +93,7 @@ comment on function core.require_customer() is
 'The signed-in user''s id, for the order functions (staff order too); raises PT401 unauthenticated when the
 request has no (existing) user.';
 
-create function core.require_staff(
+create or replace function core.require_staff(
   message text default 'Only staff may change the catalog.', hint text default 'Sign in with a staff account.'
 )
 returns void

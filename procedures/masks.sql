@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function core.mask_provider_id(provider_id text) returns text
+create or replace function core.mask_provider_id(provider_id text) returns text
 language sql
 immutable
 parallel safe
@@ -25,7 +25,7 @@ $$;
 comment on function core.mask_provider_id(text) is
 'Masks a Stripe id for reports: its type prefix and last 4 characters (cs_test_a1b2…1a2b -> cs_…1a2b).';
 
-create function core.mask_email(email text) returns text
+create or replace function core.mask_email(email text) returns text
 language sql
 immutable
 parallel safe
@@ -41,7 +41,7 @@ $$;
 
 comment on function core.mask_email(text) is 'Masks an email for reports: the first letter and the domain (j***@example.com).';
 
-create function audit.mask_row(data jsonb) returns jsonb
+create or replace function audit.mask_row(data jsonb) returns jsonb
 language plpgsql
 immutable
 parallel safe

@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function core.user_json(u core.users) returns jsonb
+create or replace function core.user_json(u core.users) returns jsonb
 language sql
 stable
 parallel safe
@@ -26,7 +26,7 @@ comment on function core.user_json(core.users) is
 'The user shape of the API (docs/http-api.md section 6): {id, email, full_name, role, created_at}.
 Internal: called by the api and auth functions, executable by the owner only.';
 
-create function core.normalize_email(email text) returns text
+create or replace function core.normalize_email(email text) returns text
 language plpgsql
 immutable
 parallel safe
@@ -56,7 +56,7 @@ comment on function core.normalize_email(text) is
 'Trims and lower-cases an email address, or raises PT422 {"code":"invalid_input","field":"email"}.
 Internal: the same rule as the check constraint users_email_check, with an error that names the field.';
 
-create function api.me() returns jsonb
+create or replace function api.me() returns jsonb
 language plpgsql
 stable
 security definer
@@ -75,7 +75,7 @@ comment on function api.me() is
 
 grant execute on function api.me() to app_readwrite, app_admin;
 
-create function api.update_me(full_name text default null, email text default null) returns jsonb
+create or replace function api.update_me(full_name text default null, email text default null) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp

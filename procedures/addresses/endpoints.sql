@@ -10,7 +10,7 @@ begin;
 
 set local role app_owner;
 
-create function api.my_addresses()
+create or replace function api.my_addresses()
 returns table (
   id bigint, kind text, is_default boolean, full_name text, line1 text, line2 text, city text, region text,
   postal_code text, country text, phone text, created_at timestamptz, updated_at timestamptz
@@ -34,7 +34,7 @@ execute: a view owned by app_owner still checks function privileges as the calle
 
 grant execute on function api.my_addresses() to app_readwrite, app_admin;
 
-create function api.create_address(
+create or replace function api.create_address(
   kind text,
   full_name text,
   line1 text,
@@ -97,7 +97,7 @@ ISO 3166-1 alpha-2 code.
 grant execute on function api.create_address(text, text, text, text, text, text, text, text, text, boolean)
 to app_readwrite, app_admin;
 
-create function api.update_address(
+create or replace function api.update_address(
   id bigint,
   kind text default null,
   full_name text default null,
@@ -162,7 +162,7 @@ previous one. Another user''s address and a missing one give the same 404 {"code
 grant execute on function api.update_address(bigint, text, text, text, text, text, text, text, text, text, boolean)
 to app_readwrite, app_admin;
 
-create function api.delete_address(id bigint) returns jsonb
+create or replace function api.delete_address(id bigint) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp

@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function core.is_country_code(code text) returns boolean
+create or replace function core.is_country_code(code text) returns boolean
 language sql
 immutable
 parallel safe
@@ -29,7 +29,7 @@ comment on function core.is_country_code(text) is
 'True for the 249 ISO 3166-1 alpha-2 codes in upper case, and XK (Kosovo, user-assigned but used by
 payment providers and carriers).';
 
-create function core.address_field(field text, value text, required boolean, max_length integer)
+create or replace function core.address_field(field text, value text, required boolean, max_length integer)
 returns text
 language plpgsql
 immutable
@@ -64,7 +64,7 @@ comment on function core.address_field(text, text, boolean, integer) is
 'Trims an address field and checks it (required: not empty; maximum length), raising PT422 with the
 field''s name. Null stays null: for an update it means "unchanged".';
 
-create function core.address_kind(kind text) returns text
+create or replace function core.address_kind(kind text) returns text
 language plpgsql
 immutable
 parallel safe
@@ -86,7 +86,7 @@ $$;
 
 comment on function core.address_kind(text) is 'Validates an address kind (shipping, billing), or raises PT422 field "kind".';
 
-create function core.address_country(country text) returns text
+create or replace function core.address_country(country text) returns text
 language plpgsql
 immutable
 parallel safe
@@ -113,7 +113,7 @@ comment on function core.address_country(text) is
 'Upper-cases and validates a country code (ISO 3166-1 alpha-2), or raises PT422 field "country". Null
 stays null.';
 
-create function core.address_json(a core.addresses) returns jsonb
+create or replace function core.address_json(a core.addresses) returns jsonb
 language sql
 stable
 parallel safe
@@ -138,7 +138,7 @@ $$;
 
 comment on function core.address_json(core.addresses) is 'The address shape of the API: the columns of api.addresses.';
 
-create function core.address_not_found(id bigint) returns void
+create or replace function core.address_not_found(id bigint) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$

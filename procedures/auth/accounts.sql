@@ -13,7 +13,7 @@ begin;
 
 set local role app_owner;
 
-create function auth.register_user(email text, full_name text, password_hash text) returns jsonb
+create or replace function auth.register_user(email text, full_name text, password_hash text) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -55,7 +55,7 @@ complete argon2id PHC string -> 23514 (credentials_password_hash_check).';
 
 grant execute on function auth.register_user(text, text, text) to authenticator;
 
-create function auth.change_password(user_id bigint, password_hash text) returns integer
+create or replace function auth.change_password(user_id bigint, password_hash text) returns integer
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -77,7 +77,7 @@ for the client that made the change. An unknown user -> 23503.';
 
 grant execute on function auth.change_password(bigint, text) to authenticator;
 
-create function auth.upgrade_password_hash(user_id bigint, old_hash text, new_hash text) returns boolean
+create or replace function auth.upgrade_password_hash(user_id bigint, old_hash text, new_hash text) returns boolean
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -95,7 +95,7 @@ still old_hash (a concurrent password change wins); true when replaced, null oth
 
 grant execute on function auth.upgrade_password_hash(bigint, text, text) to authenticator;
 
-create function api.set_user_role(user_id bigint, role text) returns jsonb
+create or replace function api.set_user_role(user_id bigint, role text) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp

@@ -8,7 +8,7 @@ begin;
 
 set local role app_owner;
 
-create function auth.login_lookup(email text)
+create or replace function auth.login_lookup(email text)
 returns table (user_id bigint, role text, password_hash text)
 language sql
 stable
@@ -29,7 +29,7 @@ auth.record_login_failure.';
 
 grant execute on function auth.login_lookup(text) to authenticator;
 
-create function auth.login_delay(email text, client inet)
+create or replace function auth.login_delay(email text, client inet)
 returns table (failed_attempts integer, retry_at timestamptz)
 language sql
 stable
@@ -53,7 +53,7 @@ of the account signs in from another address at once.';
 
 grant execute on function auth.login_delay(text, inet) to authenticator;
 
-create function auth.record_login_failure(
+create or replace function auth.record_login_failure(
   email text,
   client inet,
   free_attempts integer default 3,
@@ -126,7 +126,7 @@ unchecked), so a refused attempt never lengthens it.';
 
 grant execute on function auth.record_login_failure(text, inet, integer, interval, interval) to authenticator;
 
-create function auth.record_login_success(user_id bigint, client inet) returns void
+create or replace function auth.record_login_success(user_id bigint, client inet) returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp

@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function auth.create_session(
+create or replace function auth.create_session(
   user_id bigint, jti uuid, expires_at timestamptz, user_agent text default ''
 ) returns void
 language plpgsql
@@ -41,7 +41,7 @@ the token carries (auth.user_claims in the same statement reads the same row). T
 
 grant execute on function auth.create_session(bigint, uuid, timestamptz, text) to authenticator;
 
-create function auth.session_active(jti uuid, user_id bigint, role text) returns boolean
+create or replace function auth.session_active(jti uuid, user_id bigint, role text) returns boolean
 language sql
 stable
 security definer
@@ -64,7 +64,7 @@ switching to the request role.';
 
 grant execute on function auth.session_active(uuid, bigint, text) to authenticator;
 
-create function auth.revoke_session(jti uuid) returns boolean
+create or replace function auth.revoke_session(jti uuid) returns boolean
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -82,7 +82,7 @@ comment on function auth.revoke_session(uuid) is
 
 grant execute on function auth.revoke_session(uuid) to authenticator;
 
-create function auth.revoke_user_sessions(user_id bigint) returns integer
+create or replace function auth.revoke_user_sessions(user_id bigint) returns integer
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -100,7 +100,7 @@ comment on function auth.revoke_user_sessions(bigint) is
 
 grant execute on function auth.revoke_user_sessions(bigint) to authenticator;
 
-create function auth.user_claims(user_id bigint) returns jsonb
+create or replace function auth.user_claims(user_id bigint) returns jsonb
 language sql
 stable
 security definer

@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function billing.begin_payment(order_id bigint) returns jsonb
+create or replace function billing.begin_payment(order_id bigint) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -107,7 +107,7 @@ commercecore.order_max_unpaid_age, however many attempts it had) or order_empty 
 
 grant execute on function billing.begin_payment(bigint) to app_payments;
 
-create function billing.attach_checkout_session(
+create or replace function billing.attach_checkout_session(
   payment_id bigint, checkout_session_id text, checkout_url text, expires_at timestamptz
 ) returns jsonb
 language plpgsql

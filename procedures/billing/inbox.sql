@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function billing.record_stripe_event(
+create or replace function billing.record_stripe_event(
   id text, type text, payload jsonb, stripe_created_at timestamptz default null, key_livemode boolean default null
 ) returns text
 language plpgsql
@@ -60,7 +60,7 @@ the first''s transaction and then gets duplicate (or new, if the first rolled ba
 
 grant execute on function billing.record_stripe_event(text, text, jsonb, timestamptz, boolean) to app_payments;
 
-create function billing.finish_stripe_event(id text, outcome text, payment_id bigint default null) returns void
+create or replace function billing.finish_stripe_event(id text, outcome text, payment_id bigint default null) returns void
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -87,7 +87,7 @@ applied, e.g. ignored_type, unknown_payment) and the payment it concerned. PT404
 
 grant execute on function billing.finish_stripe_event(text, text, bigint) to app_payments;
 
-create function billing.deferred_refund_events(payment_intent_id text)
+create or replace function billing.deferred_refund_events(payment_intent_id text)
 returns table (id text, type text, object jsonb)
 language sql
 security definer

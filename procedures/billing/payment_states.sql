@@ -8,7 +8,7 @@ begin;
 
 set local role app_owner;
 
-create function billing.mark_payment_completed(
+create or replace function billing.mark_payment_completed(
   payment_id bigint,
   amount_minor bigint,
   currency text,
@@ -144,7 +144,7 @@ checkout_session_mismatch / payment_intent_mismatch; PT422 invalid amount or cur
 
 grant execute on function billing.mark_payment_completed(bigint, bigint, text, text, text) to app_payments;
 
-create function billing.close_payment(payment_id bigint, new_status text, reason text) returns jsonb
+create or replace function billing.close_payment(payment_id bigint, new_status text, reason text) returns jsonb
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -176,7 +176,7 @@ $$;
 comment on function billing.close_payment(bigint, text, text) is
 'Internal: created/open -> failed | expired | canceled under the payment row lock; a no-op on any other state.';
 
-create function billing.mark_payment_failed(payment_id bigint, reason text) returns jsonb
+create or replace function billing.mark_payment_failed(payment_id bigint, reason text) returns jsonb
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -193,7 +193,7 @@ payment_intent.payment_failed is not a reason to call this; a success after a fa
 
 grant execute on function billing.mark_payment_failed(bigint, text) to app_payments;
 
-create function billing.mark_payment_expired(payment_id bigint) returns jsonb
+create or replace function billing.mark_payment_expired(payment_id bigint) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -225,7 +225,7 @@ PT404 unknown payment.';
 
 grant execute on function billing.mark_payment_expired(bigint) to app_payments;
 
-create function billing.mark_payment_canceled(payment_id bigint, reason text) returns jsonb
+create or replace function billing.mark_payment_canceled(payment_id bigint, reason text) returns jsonb
 language sql
 security definer
 set search_path = pg_catalog, pg_temp

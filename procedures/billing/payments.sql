@@ -12,7 +12,7 @@ begin;
 
 set local role app_owner;
 
-create function billing.payment_json(payment core.payments) returns jsonb
+create or replace function billing.payment_json(payment core.payments) returns jsonb
 language sql
 stable
 set search_path = pg_catalog, pg_temp
@@ -43,7 +43,7 @@ $$;
 comment on function billing.payment_json(core.payments) is
 'Internal: the billing view of a payment attempt (every field the gateway needs), as JSON.';
 
-create function billing.raise_payment_not_found(payment_id bigint) returns void
+create or replace function billing.raise_payment_not_found(payment_id bigint) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -57,7 +57,7 @@ $$;
 
 comment on function billing.raise_payment_not_found(bigint) is 'Internal: the PT404 error for a missing payment.';
 
-create function billing.find_payment(
+create or replace function billing.find_payment(
   checkout_session_id text default null, payment_intent_id text default null, payment_id bigint default null
 ) returns jsonb
 language sql
@@ -85,7 +85,7 @@ session id, else by payment intent id. Returns the payment as JSON, or null when
 
 grant execute on function billing.find_payment(text, text, bigint) to app_payments;
 
-create function billing.stale_payments(older_than interval) returns table (
+create or replace function billing.stale_payments(older_than interval) returns table (
   payment_id bigint,
   order_id bigint,
   attempt integer,

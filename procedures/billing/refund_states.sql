@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function billing.apply_refunded_amount(payment core.payments, amount_minor bigint) returns core.payments
+create or replace function billing.apply_refunded_amount(payment core.payments, amount_minor bigint) returns core.payments
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -47,7 +47,7 @@ comment on function billing.apply_refunded_amount(core.payments, bigint) is
 'Internal: adds a confirmed refund to the payment (refunded once fully refunded) and, for the payment that
 paid its order, to the order (refunded once fully refunded).';
 
-create function billing.mark_refund_succeeded(
+create or replace function billing.mark_refund_succeeded(
   stripe_refund_id text, amount_minor bigint default null, payment_intent_id text default null
 ) returns jsonb
 language plpgsql
@@ -135,7 +135,7 @@ outside the gateway and is recorded. Returns the refund with outcome, payment_st
 
 grant execute on function billing.mark_refund_succeeded(text, bigint, text) to app_payments;
 
-create function billing.mark_refund_failed(
+create or replace function billing.mark_refund_failed(
   stripe_refund_id text, reason text default null, refund_id bigint default null
 ) returns jsonb
 language plpgsql

@@ -6,7 +6,7 @@ begin;
 
 set local role app_owner;
 
-create function billing.refund_json(refund core.refunds) returns jsonb
+create or replace function billing.refund_json(refund core.refunds) returns jsonb
 language sql
 stable
 set search_path = pg_catalog, pg_temp
@@ -29,7 +29,7 @@ $$;
 
 comment on function billing.refund_json(core.refunds) is 'Internal: a refund as JSON.';
 
-create function billing.refundable_minor(payment core.payments) returns bigint
+create or replace function billing.refundable_minor(payment core.payments) returns bigint
 language sql
 stable
 set search_path = pg_catalog, pg_temp
@@ -42,7 +42,7 @@ $$;
 comment on function billing.refundable_minor(core.payments) is
 'Internal: what may still be refunded on a payment: amount - refunded - refunds still pending at Stripe.';
 
-create function billing.create_refund(
+create or replace function billing.create_refund(
   payment core.payments, amount_minor bigint, reason text, requested_by bigint
 ) returns core.refunds
 language plpgsql
@@ -75,7 +75,7 @@ comment on function billing.create_refund(core.payments, bigint, text, bigint) i
 digits>, kept for all its retries. The caller must hold the payment row lock and have checked the refundable
 balance.';
 
-create function billing.request_refund(
+create or replace function billing.request_refund(
   payment_id bigint, amount_minor bigint default null, reason text default 'staff', requested_by bigint default null
 ) returns jsonb
 language plpgsql
@@ -144,7 +144,7 @@ that the gateway sends to Stripe. Returns the refund with payment_intent_id and 
 
 grant execute on function billing.request_refund(bigint, bigint, text, bigint) to app_payments;
 
-create function billing.pending_refunds() returns table (
+create or replace function billing.pending_refunds() returns table (
   refund_id bigint,
   payment_id bigint,
   order_id bigint,
@@ -203,7 +203,7 @@ with idempotency_key, then attach_refund); set: sent, waiting for Stripe''s answ
 
 grant execute on function billing.pending_refunds() to app_payments;
 
-create function billing.attach_refund(refund_id bigint, stripe_refund_id text) returns jsonb
+create or replace function billing.attach_refund(refund_id bigint, stripe_refund_id text) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp

@@ -6,7 +6,7 @@ begin;
 
 set local role app_owner;
 
-create function api.refund_order(order_id bigint, amount bigint default null) returns jsonb
+create or replace function api.refund_order(order_id bigint, amount bigint default null) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -46,7 +46,7 @@ refunded once Stripe confirms the full amount (partial refunds keep it paid, wit
 
 grant execute on function api.refund_order(bigint, bigint) to app_admin;
 
-create function api.order_payments(order_id bigint) returns jsonb
+create or replace function api.order_payments(order_id bigint) returns jsonb
 language plpgsql
 stable
 security definer

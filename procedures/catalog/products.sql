@@ -6,7 +6,7 @@ begin;
 
 set local role app_owner;
 
-create function core.check_product_fields(
+create or replace function core.check_product_fields(
   sku text, name text, description text, price_minor bigint, currency text, category_id bigint,
   cost_minor bigint, max_per_customer integer default null
 )
@@ -56,7 +56,7 @@ $$;
 comment on function core.check_product_fields(text, text, text, bigint, text, bigint, bigint, integer) is
 'Raises PT422 invalid_input naming the first invalid product field among those given (nulls are skipped).';
 
-create function api.create_product(
+create or replace function api.create_product(
   sku text,
   name text,
   price_minor bigint,
@@ -145,7 +145,7 @@ Errors: 403 forbidden; 409 duplicate_sku; 422 invalid_input naming the field.
 grant execute on function api.create_product(text, text, bigint, text, text, bigint, integer, boolean, bigint, integer)
 to app_admin;
 
-create function api.update_product(
+create or replace function api.update_product(
   id bigint,
   sku text default null,
   name text default null,

@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function core.product_json(product_id bigint, include_private boolean default false)
+create or replace function core.product_json(product_id bigint, include_private boolean default false)
 returns jsonb
 language sql
 stable
@@ -38,7 +38,7 @@ comment on function core.product_json(bigint, boolean) is
 (the units one customer may hold in unpaid orders; null: the shop''s default); include_private adds the
 staff-only cost_minor. Null when the product does not exist.';
 
-create function api.get_product(id bigint)
+create or replace function api.get_product(id bigint)
 returns jsonb
 language plpgsql
 stable

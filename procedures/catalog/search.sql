@@ -6,7 +6,7 @@ begin;
 
 set local role app_owner;
 
-create function api.search_products(
+create or replace function api.search_products(
   q text default null,
   category bigint default null,
   min_price bigint default null,

@@ -6,7 +6,7 @@ begin;
 
 set local role app_owner;
 
-create function api.adjust_stock(id bigint, delta integer, reason text, note text default '')
+create or replace function api.adjust_stock(id bigint, delta integer, reason text, note text default '')
 returns jsonb
 language plpgsql
 security definer

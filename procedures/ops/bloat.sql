@@ -7,7 +7,7 @@ set local role app_owner;
 
 -- security invoker: pgstattuple_approx is granted to pg_stat_scan_tables (which app_dba holds through
 -- pg_monitor), not to the owner, so the function runs with its caller's rights
-create function ops.table_bloat("table" regclass) returns table (
+create or replace function ops.table_bloat("table" regclass) returns table (
   table_name text,
   table_len bigint,
   scanned_percent double precision,
@@ -38,7 +38,7 @@ grant execute on function ops.table_bloat(regclass) to app_dba;
 
 -- app_dba has no usage on core (docs/architecture.md, "Schemas"), so it cannot cast 'core.orders' to
 -- regclass itself: this overload finds the table in the catalog by its (schema-qualified) name
-create function ops.table_bloat("table" text) returns table (
+create or replace function ops.table_bloat("table" text) returns table (
   table_name text,
   table_len bigint,
   scanned_percent double precision,

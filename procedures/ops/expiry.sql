@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function ops.expire_unpaid_orders(ttl interval default '30 minutes', max_age interval default null)
+create or replace function ops.expire_unpaid_orders(ttl interval default '30 minutes', max_age interval default null)
 returns integer
 language plpgsql
 security definer

@@ -11,7 +11,7 @@ begin;
 
 set local role app_owner;
 
-create function ops.purge_batch(target text, batch_size integer default 1000) returns integer
+create or replace function ops.purge_batch(target text, batch_size integer default 1000) returns integer
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -78,7 +78,7 @@ transaction per call. Unknown table or batch_size outside 1..100000 -> 22023.';
 
 grant execute on function ops.purge_batch(text, integer) to app_dba;
 
-create function auth.purge_totals() returns table (table_name text, purged_rows bigint)
+create or replace function auth.purge_totals() returns table (table_name text, purged_rows bigint)
 language sql
 stable
 security definer

@@ -10,7 +10,7 @@ set local role app_owner;
 -- the rows come from a definer function: the row-level security policies of the core tables call core
 -- functions that the readers may not execute (a view checks function privileges as its caller); it lives in
 -- ops, where staff may call read-only functions and DBAs any, and is not an RPC of the api
-create function ops.payments_safe_rows() returns table (
+create or replace function ops.payments_safe_rows() returns table (
   id bigint,
   order_id bigint,
   user_id bigint,

@@ -13,7 +13,7 @@ $$;
 
 set local role app_owner;
 
-create function ops.refresh_sales_daily() returns void
+create or replace function ops.refresh_sales_daily() returns void
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp

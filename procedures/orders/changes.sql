@@ -10,7 +10,7 @@ begin;
 
 set local role app_owner;
 
-create function api.modify_order(order_id bigint, product_id bigint, quantity integer)
+create or replace function api.modify_order(order_id bigint, product_id bigint, quantity integer)
 returns jsonb
 language plpgsql
 security definer
@@ -125,7 +125,7 @@ per_customer_limit, insufficient_stock; 422 invalid_input (quantity, product_id)
 
 grant execute on function api.modify_order(bigint, bigint, integer) to app_readwrite, app_admin;
 
-create function api.delete_product_in_order(order_id bigint, product_id bigint)
+create or replace function api.delete_product_in_order(order_id bigint, product_id bigint)
 returns jsonb
 language plpgsql
 security definer
@@ -166,7 +166,7 @@ Errors: 404 not_found (the order missing or not yours, or the product not in it)
 
 grant execute on function api.delete_product_in_order(bigint, bigint) to app_readwrite, app_admin;
 
-create function api.cancel_order(order_id bigint)
+create or replace function api.cancel_order(order_id bigint)
 returns jsonb
 language plpgsql
 security definer

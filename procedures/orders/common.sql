@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function core.order_json(order_id bigint)
+create or replace function core.order_json(order_id bigint)
 returns jsonb
 language sql
 stable
@@ -58,7 +58,7 @@ total_minor, refunded_minor, items: [{product_id, sku, name, quantity, unit_pric
 by product id, shipping_address (snapshot), cancel_reason, created_at, updated_at, paid_at, cancelled_at}.
 Row-level security applies: null for an order the request may not see.';
 
-create function core.lock_pending_order(order_id bigint)
+create or replace function core.lock_pending_order(order_id bigint)
 returns core.orders
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -86,7 +86,7 @@ comment on function core.lock_pending_order(bigint) is
 'Locks an order the request may see (FOR UPDATE) and returns it; PT404 not_found when it does not exist or is
 not the caller''s, PT409 order_not_editable unless it is pending. Always the first lock of an order change.';
 
-create function core.raise_insufficient_stock(product_id bigint, requested bigint, available integer)
+create or replace function core.raise_insufficient_stock(product_id bigint, requested bigint, available integer)
 returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp

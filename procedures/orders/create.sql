@@ -13,7 +13,7 @@ begin;
 
 set local role app_owner;
 
-create function api.create_order(
+create or replace function api.create_order(
   items jsonb,
   shipping_address_id bigint default null,
   idempotency_key text default null

@@ -9,7 +9,7 @@ begin;
 
 set local role app_owner;
 
-create function core.idempotency_hash(key text, request jsonb)
+create or replace function core.idempotency_hash(key text, request jsonb)
 returns text
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -29,7 +29,7 @@ comment on function core.idempotency_hash(text, jsonb) is
 'The SHA-256 (hex) of a request''s canonical body, stored with its idempotency key; PT422 invalid_input
 (field idempotency_key) unless the key has 1 to 255 characters.';
 
-create function core.replay_idempotent(user_id bigint, endpoint text, key text, request_hash text)
+create or replace function core.replay_idempotent(user_id bigint, endpoint text, key text, request_hash text)
 returns core.idempotency_keys
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -73,7 +73,7 @@ comment on function core.replay_idempotent(bigint, text, text, text) is
 stored under it within 24 hours, or null (no key, or a key older than 24 hours, which is forgotten).
 PT422 idempotency_key_reused when the key was stored with another request_hash.';
 
-create function core.store_idempotent(
+create or replace function core.store_idempotent(
   user_id bigint, endpoint text, key text, request_hash text, status_code integer, response jsonb
 )
 returns void

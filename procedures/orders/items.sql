@@ -7,7 +7,7 @@ begin;
 
 set local role app_owner;
 
-create function core.is_whole_number(candidate jsonb, low numeric, high numeric)
+create or replace function core.is_whole_number(candidate jsonb, low numeric, high numeric)
 returns boolean
 language plpgsql
 immutable
@@ -28,7 +28,7 @@ comment on function core.is_whole_number(jsonb, numeric, numeric) is
 'True when a JSON value is a number without fraction within [low, high] (1, 2.0 and 1e2 are whole; "1" is not).';
 
 -- volatile, as the functions of procedures/errors: it raises, and must not be evaluated ahead of its statement
-create function core.parse_order_items(items jsonb, out product_ids bigint[], out quantities integer[])
+create or replace function core.parse_order_items(items jsonb, out product_ids bigint[], out quantities integer[])
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$

@@ -10,7 +10,7 @@ begin;
 
 set local role app_owner;
 
-create function core.order_max_unpaid_age() returns interval
+create or replace function core.order_max_unpaid_age() returns interval
 language sql
 stable
 parallel safe
@@ -23,7 +23,7 @@ comment on function core.order_max_unpaid_age() is
 'How long an unpaid order may live from its creation, whatever its checkout attempts: the setting
 commercecore.order_max_unpaid_age (ORDER_MAX_UNPAID_AGE in the gateway), else 60 minutes.';
 
-create function core.max_open_orders() returns integer
+create or replace function core.max_open_orders() returns integer
 language sql
 stable
 parallel safe
@@ -36,7 +36,7 @@ comment on function core.max_open_orders() is
 'How many unpaid (pending) orders one customer may have: the setting commercecore.max_open_orders
 (COMMERCECORE_MAX_OPEN_ORDERS in the gateway), else 5.';
 
-create function core.max_units_per_product() returns integer
+create or replace function core.max_units_per_product() returns integer
 language sql
 stable
 parallel safe
@@ -51,7 +51,7 @@ max_per_customer of their own: the setting commercecore.max_units_per_product
 (COMMERCECORE_MAX_UNITS_PER_PRODUCT in the gateway), else 100.';
 
 -- volatile, as the functions of procedures/errors: it raises, and must not be evaluated ahead of its statement
-create function core.check_unpaid_age(target core.orders)
+create or replace function core.check_unpaid_age(target core.orders)
 returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -82,7 +82,7 @@ comment on function core.check_unpaid_age(core.orders) is
 'Raises PT409 order_expired {order_id, created_at, expired_at, max_age_seconds} when a pending order is
 older than core.order_max_unpaid_age(): it can no longer be paid or grow, only be cancelled (or expire).';
 
-create function core.lock_customer_orders(customer_id bigint)
+create or replace function core.lock_customer_orders(customer_id bigint)
 returns void
 language sql
 set search_path = pg_catalog, pg_temp
@@ -95,7 +95,7 @@ comment on function core.lock_customer_orders(bigint) is
 to a customer''s orders queue on it, so what the customer holds is counted while nothing else adds to it.
 The first lock of create_order and modify_order, before any order or product row.';
 
-create function core.check_order_limits(
+create or replace function core.check_order_limits(
   customer_id bigint, product_ids bigint[], added integer[], new_order boolean default false
 )
 returns void

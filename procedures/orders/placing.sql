@@ -10,7 +10,7 @@ begin;
 
 set local role app_owner;
 
-create function core.order_shipping_address(customer_id bigint, address_id bigint)
+create or replace function core.order_shipping_address(customer_id bigint, address_id bigint)
 returns core.addresses
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -45,7 +45,7 @@ comment on function core.order_shipping_address(bigint, bigint) is
 'The shipping address of a new order: the customer''s shipping address address_id (PT404 not_found when it
 is not one), or without it the customer''s default shipping address, or null.';
 
-create function core.order_currency(product_ids bigint[])
+create or replace function core.order_currency(product_ids bigint[])
 returns text
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -88,7 +88,7 @@ comment on function core.order_currency(bigint[]) is
 with reason product_unavailable {product_id} for a product missing or not for sale, mixed_currencies
 {currencies} for more than one currency.';
 
-create function core.insert_order(customer_id bigint, currency text, address core.addresses)
+create or replace function core.insert_order(customer_id bigint, currency text, address core.addresses)
 returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -124,7 +124,7 @@ comment on function core.insert_order(bigint, text, core.addresses) is
 'Inserts a new pending order of the customer, in the currency, with a snapshot of the shipping address (none
 when address is null), and returns its id. Its total follows the lines inserted next.';
 
-create function core.lock_order_products(product_ids bigint[], quantities integer[], currency text)
+create or replace function core.lock_order_products(product_ids bigint[], quantities integer[], currency text)
 returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -168,7 +168,7 @@ comment on function core.lock_order_products(bigint[], integer[], text) is
 invalid_input product_unavailable when one is no longer for sale in the currency, PT409 insufficient_stock
 for the first (by id) short of its quantity.';
 
-create function core.insert_order_lines(order_id bigint, customer_id bigint, product_ids bigint[], quantities integer[])
+create or replace function core.insert_order_lines(order_id bigint, customer_id bigint, product_ids bigint[], quantities integer[])
 returns void
 language sql
 set search_path = pg_catalog, pg_temp
@@ -184,7 +184,7 @@ comment on function core.insert_order_lines(bigint, bigint, bigint[], integer[])
 'Inserts the lines of a new order at the catalog''s prices now, in product id order (the products are
 locked by core.lock_order_products).';
 
-create function core.take_stock(order_id bigint, customer_id bigint, product_ids bigint[], quantities integer[])
+create or replace function core.take_stock(order_id bigint, customer_id bigint, product_ids bigint[], quantities integer[])
 returns void
 language sql
 set search_path = pg_catalog, pg_temp

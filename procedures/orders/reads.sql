@@ -10,7 +10,7 @@ begin;
 
 set local role app_owner;
 
-create function api.get_order(order_id bigint)
+create or replace function api.get_order(order_id bigint)
 returns jsonb
 language plpgsql
 stable
@@ -37,7 +37,7 @@ Errors: 404 not_found (missing or not yours, the same).
 
 grant execute on function api.get_order(bigint) to app_readwrite, app_admin;
 
-create function api.order_rows()
+create or replace function api.order_rows()
 returns table (
   id bigint,
   user_id bigint,
@@ -81,7 +81,7 @@ It exists because a view cannot read core.orders as a request role (see api.orde
 
 grant execute on function api.order_rows() to app_readwrite, app_admin;
 
-create function api.order_item_rows()
+create or replace function api.order_item_rows()
 returns table (
   order_id bigint,
   product_id bigint,

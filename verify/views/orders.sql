@@ -8,11 +8,12 @@ select order_id, product_id, quantity, unit_price_minor from api.order_items whe
 -- a customer sees their own order and its lines, and nobody else's
 insert into core.users (email) values ('verify-a@example.com'), ('verify-b@example.com');
 insert into core.products (sku, name, price_minor) values ('VERIFY-VIEW', 'view', 250);
-insert into core.orders (user_id, currency) select id, 'EUR' from core.users where email = 'verify-a@example.com';
+insert into core.orders (user_id, currency)
+select id as user_id, 'EUR' as currency from core.users where email = 'verify-a@example.com';
 select set_config('verify.order', id::text, true) from core.orders
 where user_id = (select id from core.users where email = 'verify-a@example.com');
 insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
-select o.id, p.id, o.user_id, 2, p.price_minor
+select o.id as order_id, p.id as product_id, o.user_id, 2 as quantity, p.price_minor as unit_price_minor
 from core.orders as o, core.products as p
 where o.id = current_setting('verify.order')::bigint and p.sku = 'VERIFY-VIEW';
 select set_config('request.jwt.claims', jsonb_build_object('sub', id::text, 'role', 'app_readwrite')::text, true)

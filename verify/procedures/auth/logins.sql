@@ -12,7 +12,7 @@ select 1 / (not has_function_privilege('app_readwrite', 'auth.login_lookup(text)
 -- the look-up finds an account by its trimmed, lower-cased address
 insert into core.users (email) values ('verify-logins@example.com');
 insert into auth.credentials (user_id, password_hash)
-select id, '$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA'
+select id as user_id, '$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA' as password_hash
 from core.users where email = 'verify-logins@example.com';
 select 1 / count(*)::int from auth.login_lookup(' Verify-Logins@Example.com ');
 

@@ -20,11 +20,12 @@ where p.oid in (
 -- behaviour: an attempt of a pending order, for its total; its Checkout Session opens it
 insert into core.users (email) values ('verify-checkout@example.com');
 insert into core.products (sku, name, price_minor) values ('VERIFY-CHECKOUT', 'checkout', 700);
-insert into core.orders (user_id, currency) select id, 'EUR' from core.users where email = 'verify-checkout@example.com';
+insert into core.orders (user_id, currency)
+select id as user_id, 'EUR' as currency from core.users where email = 'verify-checkout@example.com';
 select set_config('verify.order', id::text, true) from core.orders
 where user_id = (select id from core.users where email = 'verify-checkout@example.com');
 insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
-select o.id, p.id, o.user_id, 1, p.price_minor
+select o.id as order_id, p.id as product_id, o.user_id, 1 as quantity, p.price_minor as unit_price_minor
 from core.orders as o, core.products as p
 where o.id = current_setting('verify.order')::bigint and p.sku = 'VERIFY-CHECKOUT';
 select set_config('verify.payment', billing.begin_payment(current_setting('verify.order')::bigint) ->> 'payment_id', true);

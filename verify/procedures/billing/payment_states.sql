@@ -24,9 +24,9 @@ select 1 / (not has_function_privilege('app_payments', 'billing.close_payment(bi
 -- behaviour: a success for the order's total pays it; a late expiry changes nothing
 insert into core.users (email) values ('verify-states@example.com');
 insert into core.orders (user_id, currency, total_minor)
-select id, 'EUR', 0 from core.users where email = 'verify-states@example.com';
+select id as user_id, 'EUR' as currency, 0 as total_minor from core.users where email = 'verify-states@example.com';
 insert into core.payments (order_id, user_id, attempt, status, amount_minor, currency)
-select o.id, o.user_id, 1, 'open', 0, 'EUR'
+select o.id as order_id, o.user_id, 1 as attempt, 'open' as status, 0 as amount_minor, 'EUR' as currency
 from core.orders as o where o.user_id = (select id from core.users where email = 'verify-states@example.com');
 select set_config('verify.payment', p.id::text, true) from core.payments as p
 where p.user_id = (select id from core.users where email = 'verify-states@example.com');

@@ -9,7 +9,8 @@ select 1 / (not has_function_privilege('app_readonly', 'api.order_payments(bigin
 
 -- an order that was never paid cannot be refunded
 insert into core.users (email) values ('verify-routes@example.com');
-insert into core.orders (user_id, currency) select id, 'EUR' from core.users where email = 'verify-routes@example.com';
+insert into core.orders (user_id, currency)
+select id as user_id, 'EUR' as currency from core.users where email = 'verify-routes@example.com';
 do $$
 begin
   perform api.refund_order((select o.id from core.orders as o join core.users as u on u.id = o.user_id

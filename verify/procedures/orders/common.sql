@@ -3,11 +3,12 @@ begin;
 
 insert into core.users (email) values ('verify-common@example.com');
 insert into core.products (sku, name, price_minor) values ('VERIFY-COMMON', 'common', 250);
-insert into core.orders (user_id, currency) select id, 'EUR' from core.users where email = 'verify-common@example.com';
+insert into core.orders (user_id, currency)
+select id as user_id, 'EUR' as currency from core.users where email = 'verify-common@example.com';
 select set_config('verify.order', id::text, true) from core.orders
 where user_id = (select id from core.users where email = 'verify-common@example.com');
 insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
-select o.id, p.id, o.user_id, 2, p.price_minor
+select o.id as order_id, p.id as product_id, o.user_id, 2 as quantity, p.price_minor as unit_price_minor
 from core.orders as o, core.products as p
 where o.id = current_setting('verify.order')::bigint and p.sku = 'VERIFY-COMMON';
 

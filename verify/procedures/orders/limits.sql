@@ -13,11 +13,12 @@ select 1 / (core.max_units_per_product() = 11)::int;
 -- a customer at the open-orders limit may not open another; units are counted across unpaid orders
 insert into core.users (email) values ('verify-limits@example.com');
 insert into core.products (sku, name, price_minor) values ('VERIFY-LIMITS', 'limits', 100);
-insert into core.orders (user_id, currency) select id, 'EUR' from core.users where email = 'verify-limits@example.com';
+insert into core.orders (user_id, currency)
+select id as user_id, 'EUR' as currency from core.users where email = 'verify-limits@example.com';
 insert into core.inventory_movements (product_id, delta, reason)
-select id, 20, 'restock' from core.products where sku = 'VERIFY-LIMITS';
+select id as product_id, 20 as delta, 'restock' as reason from core.products where sku = 'VERIFY-LIMITS';
 insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
-select o.id, p.id, o.user_id, 10, 100
+select o.id as order_id, p.id as product_id, o.user_id, 10 as quantity, 100 as unit_price_minor
 from core.orders as o, core.products as p
 where o.user_id = (select id from core.users where email = 'verify-limits@example.com') and p.sku = 'VERIFY-LIMITS';
 do $$
