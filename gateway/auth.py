@@ -2,7 +2,7 @@
 /me/password endpoints with their throttles.
 
 What the database decides stays there: accounts, the delays after failed logins and sessions (with the role
-each was issued with) are the `auth.*` functions (procedures/auth.sql). The gateway hashes passwords, signs
+each was issued with) are the `auth.*` functions (procedures/auth/). The gateway hashes passwords, signs
 and checks tokens, counts the budgets of gateway.throttle, and maps outcomes to HTTP.
 """
 

@@ -93,8 +93,8 @@ def routines(sql: str) -> Iterator[tuple[str, str, int, int]]:
 
 
 def long_plpgsql(sql: str, limit: int = MAX_PLPGSQL_LINES) -> list[tuple[str, int, int]]:
-    """(name, line of its create statement, lines of the body) of each PL/pgSQL routine whose body, between its
-    dollar quotes, is longer than `limit` lines."""
+    """(name, line of its create statement, lines of the body) of each PL/pgSQL routine whose body,
+    between its dollar quotes, is longer than `limit` lines."""
     return [
         (name, line, length)
         for name, header, line, length in routines(sql)
@@ -147,7 +147,8 @@ def test_the_sql_checks_ignore_comments() -> None:
 def test_the_plpgsql_check_counts_the_body_between_its_quotes() -> None:
     def routine(name: str, language: str, lines: int, tag: str = "") -> str:
         body = "".join(f"  perform {n};\n" for n in range(lines))
-        return f"create or replace function {name}(a int default 1)\nreturns void\nlanguage {language}\nas ${tag}$\n{body}${tag}$;\n"
+        header = f"create or replace function {name}(a int default 1)\nreturns void\nlanguage {language}\n"
+        return f"{header}as ${tag}$\n{body}${tag}$;\n"
 
     script = (
         "-- create function commented(x int) returns void language plpgsql as $$\n"
@@ -157,8 +158,17 @@ def test_the_plpgsql_check_counts_the_body_between_its_quotes() -> None:
         + "create function core.after(x int) returns int as $$ begin return x; end; $$ language plpgsql;\n"
     )
     assert long_plpgsql(script) == [("core.long", 157, 151)]
-    assert long_plpgsql(script, limit=0) == [("core.fits", 2, 150), ("core.long", 157, 151), ("core.after", 518, 1)]
-    assert [name for name, *_ in routines(script)] == ["core.fits", "core.long", "core.long_sql", "core.after"]
+    assert long_plpgsql(script, limit=0) == [
+        ("core.fits", 2, 150),
+        ("core.long", 157, 151),
+        ("core.after", 518, 1),
+    ]
+    assert [name for name, *_ in routines(script)] == [
+        "core.fits",
+        "core.long",
+        "core.long_sql",
+        "core.after",
+    ]
 
 
 # -- the house -----------------------------------------------------------------------------------------
