@@ -170,14 +170,16 @@ for the first (by id) short of its quantity.';
 
 create or replace function core.insert_order_lines(order_id bigint, customer_id bigint, product_ids bigint[], quantities integer[])
 returns void
-language sql
+language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+begin
   insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
   select insert_order_lines.order_id, u.product_id, insert_order_lines.customer_id, u.quantity, p.price_minor
   from unnest(insert_order_lines.product_ids, insert_order_lines.quantities) as u (product_id, quantity)
   join core.products as p on u.product_id = p.id
-  order by u.product_id
+  order by u.product_id;
+end;
 $$;
 
 comment on function core.insert_order_lines(bigint, bigint, bigint[], integer[]) is
@@ -186,13 +188,15 @@ locked by core.lock_order_products).';
 
 create or replace function core.take_stock(order_id bigint, customer_id bigint, product_ids bigint[], quantities integer[])
 returns void
-language sql
+language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+begin
   insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
   select u.product_id, -u.quantity, 'order', take_stock.order_id, take_stock.customer_id
   from unnest(take_stock.product_ids, take_stock.quantities) as u (product_id, quantity)
-  order by u.product_id
+  order by u.product_id;
+end;
 $$;
 
 comment on function core.take_stock(bigint, bigint, bigint[], integer[]) is
