@@ -7,6 +7,7 @@ depend on what a developer did to .data/, and records the machine and versions b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from psycopg import sql
 
 from commercecore.deploy.engine import Deployer
 from commercecore.local import embedded, seed
+from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -155,6 +158,40 @@ def reset_statistics(admin_url: str) -> None:
         conn.execute("select ops.pg_stat_statements_reset()")
 
 
+# a limit out of reach (the largest value the database's integer setting takes)
+UNLIMITED = 2_147_483_647
+
+
+def shop_default(name: str) -> int:
+    """The default of one of the gateway's order limits (a Settings field), as a shop runs without it set."""
+    default = next(item.default for item in dataclasses.fields(Settings) if item.name == name)
+    assert isinstance(default, int)
+    return default
+
+
+@dataclass(frozen=True)
+class OrderLimits:
+    """The limits on a customer's unpaid orders in a benchmark: the gateway's (its environment) and
+    pgbench's (its scripts set them, as the gateway's transactions do). The checks run on every order
+    either way; a limit is lifted only where a benchmark buyer, who orders without pause and never pays,
+    would reach it as no customer does."""
+
+    max_open_orders: int
+    max_units_per_product: int
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "COMMERCECORE_MAX_OPEN_ORDERS": str(self.max_open_orders),
+            "COMMERCECORE_MAX_UNITS_PER_PRODUCT": str(self.max_units_per_product),
+        }
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "max_open_orders": str(self.max_open_orders),
+            "max_units_per_product": str(self.max_units_per_product),
+        }
+
+
 @dataclass
 class Gateway:
     base_url: str
@@ -162,9 +199,10 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway(db: Database, *, workers: int, pool: int) -> Iterator[Gateway]:
+def gateway(db: Database, *, workers: int, pool: int, limits: OrderLimits | None = None) -> Iterator[Gateway]:
     """The gateway as `commercecore serve` runs it (uvicorn, its production settings: access log on,
-    prepared statements on), on a free loopback port; `pool` connections per worker process."""
+    prepared statements on), on a free loopback port; `pool` connections per worker process; the shop's
+    order limits unless `limits` (for benchmarks that place orders)."""
     port = embedded.free_port()
     env = {
         **os.environ,
@@ -178,9 +216,10 @@ def gateway(db: Database, *, workers: int, pool: int) -> Iterator[Gateway]:
         "STRIPE_SECRET_KEY": "sk_test_bench_" + os.urandom(8).hex(),
         "STRIPE_WEBHOOK_SECRET": "whsec_bench_" + os.urandom(8).hex(),
         "STRIPE_API_BASE": "http://127.0.0.1:12111",
-        # one buyer places every order of a run: the limits on a customer's unpaid orders out of reach
-        "COMMERCECORE_MAX_OPEN_ORDERS": "2147483647",
-        "COMMERCECORE_MAX_UNITS_PER_PRODUCT": "2147483647",
+        # the buyers sign up and take their tokens from one address, dozens in a few seconds
+        "COMMERCECORE_RATE_SIGNUP_CLIENT": "off",
+        "COMMERCECORE_RATE_TOKEN_CLIENT": "off",
+        **(limits.environment() if limits is not None else {}),
     }
     for name in ("COMMERCECORE_DEMO", "COMMERCECORE_ACCESS_LOG", "COMMERCECORE_PREPARED_STATEMENTS"):
         env.pop(name, None)
@@ -245,6 +284,38 @@ def customer(gw: Gateway, email: str) -> Customer:
         jti=str(payload["jti"]),
         claims=json.dumps(claims, separators=(",", ":")),
     )
+
+
+def buyers(gw: Gateway, db: Database, count: int, name: str) -> list[Customer]:
+    """`count` customers, one per client of a run: a customer's orders queue on the customer's lock (the
+    limits on unpaid orders are counted under it), so one buyer for every client would measure that lock.
+    Signed up through the API a few at a time; their sessions go to bench.buyers, row n for pgbench client
+    n (scripts/orders*.sql read their own row once)."""
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        found = list(executor.map(lambda n: customer(gw, f"{name}-{n}@bench.example"), range(count)))
+    with psycopg.connect(db.admin_url) as conn:
+        conn.execute("create schema bench")
+        conn.execute(
+            "create table bench.buyers (client_id integer primary key, user_id bigint not null,"
+            " jti uuid not null, claims text not null)"
+        )
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "insert into bench.buyers (client_id, user_id, jti, claims) values (%s, %s, %s, %s)",
+                [(n, buyer.user_id, buyer.jti, buyer.claims) for n, buyer in enumerate(found)],
+            )
+        conn.execute("grant usage on schema bench to authenticator")
+        conn.execute("grant select on bench.buyers to authenticator")
+    return found
+
+
+# pgbench variables of scripts/orders*.sql: no client has read its buyer's row yet
+UNREAD_BUYER = {"buyer_read": "0"}
+
+
+def tokens(buyers: list[Customer]) -> str:
+    """BENCH_TOKENS of scripts/orders.lua: one buyer per wrk connection."""
+    return ",".join(buyer.token for buyer in buyers)
 
 
 @dataclass(frozen=True)
@@ -349,7 +420,8 @@ def pgbench(
 def wrk(
     base_url: str, script: Path, *, connections: int, seconds: int, env: dict[str, str] | None = None
 ) -> Measurement:
-    """wrk with a Lua script that reports JSON (scripts/report.lua)."""
+    """wrk with a Lua script that reports JSON (scripts/report.lua); the script finds its thread count in
+    BENCH_THREADS."""
     threads = max(1, min(connections, os.cpu_count() or 1))
     command = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     proc = subprocess.run(
@@ -357,7 +429,7 @@ def wrk(
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "BENCH_SCRIPTS": str(SCRIPTS), **(env or {})},
+        env={**os.environ, "BENCH_SCRIPTS": str(SCRIPTS), "BENCH_THREADS": str(threads), **(env or {})},
     )
     line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH-JSON ")), None)
     if proc.returncode != 0 or line is None:

@@ -1,10 +1,11 @@
 """`hot_sku`: many buyers of ONE product at once.
 
 At each concurrency (8, 32, 64 by default):
-- `api.create_order` of one unit of the hot product, by pgbench as the customer's role and claims (the
+- `api.create_order` of one unit of the hot product, by pgbench as customers' roles and claims (the
   gateway's SQL in the gateway's two pipelined batches, orders_pipelined.sql; unnamed statements, since
   pgbench prepares a pipeline's statements before its first one has set the role that may see `api`),
-  and through the gateway (wrk, POST /orders);
+  and through the gateway (wrk, POST /orders); each client a buyer of its own (harness.buyers), so the
+  clients queue on the product's row and not on one customer's lock;
 - the same create_order spread over 1000 products (no buyer waits for another): what the machine can do
   with this function at all, so that the hot-SKU rate splits into the cost of the work (spread / bare) and
   the cost of the queue on one row (hot / spread);
@@ -24,6 +25,7 @@ import argparse
 import datetime as dt
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -33,6 +35,9 @@ from bench import harness
 NAME = "hot_sku"
 HOT_STOCK = 10_000_000
 SPREAD_PRODUCTS = 1000  # generated products the spread run draws from
+# Every buyer takes unit after unit of the one hot product and never pays: both limits on unpaid orders
+# lifted (their checks still run on every order), as no customer would come near them this way.
+LIMITS = harness.OrderLimits(max_open_orders=harness.UNLIMITED, max_units_per_product=harness.UNLIMITED)
 
 
 def _setup(admin_url: str) -> int:
@@ -117,81 +122,35 @@ def _create_orders(
     )
 
 
+def _ratio(numerator: harness.Measurement, denominator: harness.Measurement) -> float | None:
+    return round(numerator.per_second / denominator.per_second, 3) if denominator.per_second else None
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every concurrency level of a run shares."""
+
+    db: harness.Database
+    gw: harness.Gateway
+    seconds: int
+    hot: int  # the hot product
+    span: tuple[int, int]  # first and last id of the products the spread run draws from
+    scratch_id: str  # the hot product's scratch copy, for the bare UPDATE
+    buyers: list[harness.Customer]  # one per client at the highest level
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    levels: list[dict[str, Any]] = []
     with harness.database(SPREAD_PRODUCTS) as db:
         harness.restock_everything(db.admin_url, HOT_STOCK)
         hot = _setup(db.admin_url)
+        span = harness.product_ids(db.admin_url)
         with psycopg.connect(db.admin_url) as conn:
-            row = conn.execute("select min(id), max(id) from core.products where active").fetchone()
+            row = conn.execute("select id from scratch.products").fetchone()
         assert row is not None
-        span = (int(row[0]), int(row[1]))
-        with harness.gateway(db, workers=args.workers, pool=args.pool) as gw:
-            buyer = harness.customer(gw, "bench-hot-buyer@bench.example")
-            variables = {
-                "jti": buyer.jti,
-                "user_id": str(buyer.user_id),
-                "claims": buyer.claims,
-            }
-            with psycopg.connect(db.admin_url) as conn:
-                row = conn.execute("select id from scratch.products").fetchone()
-            assert row is not None
-            scratch_id = str(row[0])
-            for clients in args.hot_clients:
-                print(f"{NAME}: {clients} clients: bare UPDATE ...", file=sys.stderr, flush=True)
-                bare = harness.pgbench(
-                    db.admin_url,
-                    harness.SCRIPTS / "hot_update.sql",
-                    clients=clients,
-                    seconds=args.seconds,
-                    variables={"product": scratch_id},
-                )
-                print(f"{NAME}: {clients} clients: create_order (pgbench) ...", file=sys.stderr, flush=True)
-                before = _state(db.admin_url, hot)
-                orders = _create_orders(db, variables, clients, args.seconds, (hot, hot))
-                after = _state(db.admin_url, hot)
-                database_check = _invariants(before, after, orders.requests)
-                print(f"{NAME}: {clients} clients: create_order, spread ...", file=sys.stderr, flush=True)
-                spread = _create_orders(db, variables, clients, args.seconds, span)
-                print(f"{NAME}: {clients} clients: POST /orders (gateway) ...", file=sys.stderr, flush=True)
-                before = _state(db.admin_url, hot)
-                through_gateway = harness.wrk(
-                    gw.base_url,
-                    harness.SCRIPTS / "orders.lua",
-                    connections=clients,
-                    seconds=args.seconds,
-                    env={"BENCH_FIRST_ID": str(hot), "BENCH_LAST_ID": str(hot), "BENCH_TOKEN": buyer.token},
-                )
-                time.sleep(1.0)  # the requests wrk left in flight finish
-                after = _state(db.admin_url, hot)
-                gateway_check = _invariants(
-                    before,
-                    after,
-                    through_gateway.requests - through_gateway.non_2xx,
-                    # and a socket error or timeout leaves it unknown whether its order was written
-                    in_flight=clients + through_gateway.errors,
-                )
-                levels.append(
-                    {
-                        "clients": clients,
-                        "bare_update": bare.as_dict(),
-                        "create_order_pgbench": orders.as_dict(),
-                        "create_order_spread": spread.as_dict(),
-                        "create_order_gateway": through_gateway.as_dict(),
-                        "ratio": round(orders.per_second / bare.per_second, 3) if bare.per_second else None,
-                        "ratio_spread_to_bare": round(spread.per_second / bare.per_second, 3)
-                        if bare.per_second
-                        else None,
-                        "ratio_hot_to_spread": round(orders.per_second / spread.per_second, 3)
-                        if spread.per_second
-                        else None,
-                        "ratio_gateway": round(through_gateway.per_second / bare.per_second, 3)
-                        if bare.per_second
-                        else None,
-                        "invariants_pgbench": database_check,
-                        "invariants_gateway": gateway_check,
-                    }
-                )
+        with harness.gateway(db, workers=args.workers, pool=args.pool, limits=LIMITS) as gw:
+            buyers = harness.buyers(gw, db, max(args.hot_clients), "bench-hot-buyer")
+            setup = Setup(db, gw, args.seconds, hot, span, str(row[0]), buyers)
+            levels = [_level(setup, clients) for clients in args.hot_clients]
         server = harness.server_version(db.admin_url)
     return {
         "versions": harness.versions(server),
@@ -200,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "spread_products": SPREAD_PRODUCTS,
         "gateway_workers": args.workers,
         "gateway_pool_per_worker": args.pool,
+        "order_limits": LIMITS.variables(),
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "target": "create_order orders/s >= 0.7 x bare conditional UPDATE rows/s at the same concurrency",
         "levels": levels,
@@ -207,6 +167,65 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             level["invariants_pgbench"]["ok"] and level["invariants_gateway"]["ok"] for level in levels
         ),
     }
+
+
+def _level(setup: Setup, clients: int) -> dict[str, Any]:
+    """One concurrency: the bare UPDATE, create_order hot and spread (pgbench), POST /orders (gateway)."""
+    db, variables = setup.db, {**harness.UNREAD_BUYER, **LIMITS.variables()}
+    print(f"{NAME}: {clients} clients: bare UPDATE ...", file=sys.stderr, flush=True)
+    bare = harness.pgbench(
+        db.admin_url,
+        harness.SCRIPTS / "hot_update.sql",
+        clients=clients,
+        seconds=setup.seconds,
+        variables={"product": setup.scratch_id},
+    )
+    print(f"{NAME}: {clients} clients: create_order (pgbench) ...", file=sys.stderr, flush=True)
+    before = _state(db.admin_url, setup.hot)
+    orders = _create_orders(db, variables, clients, setup.seconds, (setup.hot, setup.hot))
+    database_check = _invariants(before, _state(db.admin_url, setup.hot), orders.requests)
+    print(f"{NAME}: {clients} clients: create_order, spread ...", file=sys.stderr, flush=True)
+    spread = _create_orders(db, variables, clients, setup.seconds, setup.span)
+    print(f"{NAME}: {clients} clients: POST /orders (gateway) ...", file=sys.stderr, flush=True)
+    through_gateway, gateway_check = _through_gateway(setup, clients)
+    return {
+        "clients": clients,
+        "bare_update": bare.as_dict(),
+        "create_order_pgbench": orders.as_dict(),
+        "create_order_spread": spread.as_dict(),
+        "create_order_gateway": through_gateway.as_dict(),
+        "ratio": _ratio(orders, bare),
+        "ratio_spread_to_bare": _ratio(spread, bare),
+        "ratio_hot_to_spread": _ratio(orders, spread),
+        "ratio_gateway": _ratio(through_gateway, bare),
+        "invariants_pgbench": database_check,
+        "invariants_gateway": gateway_check,
+    }
+
+
+def _through_gateway(setup: Setup, clients: int) -> tuple[harness.Measurement, dict[str, Any]]:
+    """POST /orders of the hot product by wrk, one buyer per connection, and the invariants after it."""
+    before = _state(setup.db.admin_url, setup.hot)
+    measured = harness.wrk(
+        setup.gw.base_url,
+        harness.SCRIPTS / "orders.lua",
+        connections=clients,
+        seconds=setup.seconds,
+        env={
+            "BENCH_FIRST_ID": str(setup.hot),
+            "BENCH_LAST_ID": str(setup.hot),
+            "BENCH_TOKENS": harness.tokens(setup.buyers[:clients]),
+        },
+    )
+    time.sleep(1.0)  # the requests wrk left in flight finish
+    check = _invariants(
+        before,
+        _state(setup.db.admin_url, setup.hot),
+        measured.requests - measured.non_2xx,
+        # and a socket error or timeout leaves it unknown whether its order was written
+        in_flight=clients + measured.errors,
+    )
+    return measured, check
 
 
 def markdown(result: dict[str, Any]) -> str:

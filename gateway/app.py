@@ -393,6 +393,188 @@ def _payment_service(
     return payments
 
 
+# -- the lifespan: pool, schema listener, background tasks, the Stripe paths' service ---------------------
+
+
+class DeadConnectionCheck:
+    """The pool's check: refuses a connection the server closed while it sat in the pool; the pool hands
+    out another. A database restart closes all of them: they are replaced at once (drain), so the first
+    requests after a restart succeed instead of failing with 503, one per dead connection."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self._drained_at = 0.0
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not db.server_closed(conn):
+            return
+        if self.pool is not None and time.monotonic() - self._drained_at > 1.0:
+            self._drained_at = time.monotonic()
+            await self.pool.drain()
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
+async def open_pool(settings: Settings) -> AsyncConnectionPool[Any]:
+    """The gateway's pool, opened without waiting: the gateway starts even when the database is down, and
+    /health says so until it is back."""
+    # a superuser or BYPASSRLS login never serves: refused now when the database answers, and each new
+    # pooled connection is checked (configure) in case it did not or the login changes later
+    await guard.check_url_async(settings.database_url, settings.pool_timeout)
+    check = DeadConnectionCheck()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.database_url,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        timeout=settings.pool_timeout,
+        open=False,
+        check=check,
+        configure=guard.check_async_connection,
+        # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction
+        # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
+        # exist" on the next use); the gateway keeps its own account (db.PreparedStatements)
+        kwargs={
+            "application_name": "commercecore-gateway",
+            "autocommit": True,
+            "prepare_threshold": None,
+        },
+    )
+    check.pool = pool
+    await pool.open(wait=False)
+    return pool
+
+
+async def start_schema_listener(gateway: Gateway, listen_url: str) -> catalog.SchemaListener:
+    """LISTEN first, then load: a deployment between the two cannot go unnoticed. A database that is
+    down leaves the cache unloaded (Gateway.current retries); the listener reconnects on its own."""
+    listener = catalog.SchemaListener(listen_url, gateway.reload)
+    listener.start()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(listener.listening.wait(), timeout=gateway.settings.pool_timeout)
+    try:
+        await gateway.reload()
+    except Exception as exc:
+        log.warning("schema cache not loaded at startup: %s", str(exc).strip() or type(exc).__name__)
+    return listener
+
+
+async def open_payments(service: PaymentService, gateway: Gateway) -> None:
+    """The Stripe paths' service, on the gateway's sign-in and session revocation."""
+    if service.authenticate is None:
+        service.authenticate = gateway.authenticate
+    service.session_ended = gateway.auth.session_ended
+    await anyio.to_thread.run_sync(service.open)
+
+
+def freeze_startup_objects() -> None:
+    """Everything built so far (modules, schema cache, pool) lives as long as the process: out of the
+    collector's sight, a full collection walks only what requests create (see create_served_app)."""
+    gc.collect()
+    gc.freeze()
+
+
+class Lifespan:
+    """The app's life: at startup the pool, the schema listener and the first load of the schema cache,
+    the background tasks (the NOTIFY check, the pool metrics) and the Stripe paths' service; at shutdown
+    each of them stopped, in reverse order."""
+
+    def __init__(self, gateway: Gateway, service: PaymentService | None, listen_url: str) -> None:
+        self.gateway = gateway
+        self.service = service
+        self.listen_url = listen_url
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, app: Starlette) -> AsyncIterator[None]:
+        gateway = self.gateway
+        pool = await open_pool(gateway.settings)
+        app.state.pool = pool
+        app.state.settings = gateway.settings
+        gateway.pool = pool
+        listener = await start_schema_listener(gateway, self.listen_url)
+        app.state.listener = listener
+        tasks = self.start_tasks(listener)
+        if self.service is not None:
+            await open_payments(self.service, gateway)
+            app.state.payments = self.service
+        if getattr(app.state, "freeze_gc", False):
+            freeze_startup_objects()
+        try:
+            yield
+        finally:
+            await self.shut_down(pool, listener, tasks)
+
+    def start_tasks(self, listener: catalog.SchemaListener) -> list[asyncio.Task[None]]:
+        watcher = asyncio.create_task(
+            watch_notifications(self.gateway, listener, self.listen_url, self.gateway.settings.pool_timeout),
+            name="schema-notify-check",
+        )
+        publisher = asyncio.create_task(publish_pool_metrics(self.gateway), name="pool-metrics")
+        return [watcher, publisher]
+
+    async def shut_down(
+        self,
+        pool: AsyncConnectionPool[Any],
+        listener: catalog.SchemaListener,
+        tasks: list[asyncio.Task[None]],
+    ) -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.gateway.metrics.process_exited()
+        await listener.stop()
+        if self.service is not None:
+            await anyio.to_thread.run_sync(self.service.close)
+        await pool.close()
+
+
+# -- routes and middleware -----------------------------------------------------------------------------
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# path -> the AuthService method that answers it (POST only; other methods get a 405 in the API's shape)
+AUTH_ENDPOINTS = (
+    ("/auth/signup", "signup"),
+    ("/auth/login", "login"),
+    ("/auth/token", "token"),
+    ("/auth/logout", "logout"),
+    ("/me/password", "change_password"),
+)
+
+
+def own_routes(gateway: Gateway, *, payments: bool) -> list[BaseRoute]:
+    """The routes the gateway answers itself: health, metrics, OpenAPI and /docs, auth, and the Stripe
+    paths (checkout, refund, webhook, return pages) when payments are on."""
+    return [
+        Route("/health", health, methods=["GET", "HEAD"]),
+        Route("/metrics", gateway.metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET", "HEAD"]),
+        Route("/docs", openapi.docs_page, methods=["GET", "HEAD"]),
+        Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
+        Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
+        *(Route(path, _auth_endpoint(name), methods=ALL_METHODS) for path, name in AUTH_ENDPOINTS),
+        *(payment_routes() if payments else []),
+    ]
+
+
+def all_routes(own: list[BaseRoute]) -> list[BaseRoute]:
+    """The gateway's own routes between two catch-alls to dispatch (the API): the first takes the paths
+    none of the own routes can match, the last what the own routes leave."""
+    return [
+        CatchAll(dispatch, ALL_METHODS, reserved=first_segments(own)),
+        *own,
+        Route("/{path:path}", dispatch, methods=ALL_METHODS),
+    ]
+
+
+def add_middleware(app: Starlette, gateway: Gateway) -> None:
+    """Request ids, the access log and metrics around every request; the proxy headers outside them."""
+    app.add_middleware(RequestMiddleware, gateway=gateway)
+    if gateway.settings.trusted_proxies:
+        # outermost: the access log, the metrics' loopback check and the throttles all see the client the
+        # proxy named. Only a peer in COMMERCECORE_TRUSTED_PROXIES is believed, whatever server runs the app
+        # (`commercecore serve` leaves uvicorn's own proxy handling off)
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(gateway.settings.trusted_proxies))
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -411,130 +593,15 @@ def create_app(
     listen_url = listen_url or os.environ.get(LISTEN_URL_ENV) or settings.database_url
     logs.configure()
     service = _payment_service(settings, payments, from_env)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        drained_at = 0.0
-
-        async def check(conn: psycopg.AsyncConnection[Any]) -> None:
-            """Refuses a connection the server closed while it sat in the pool; the pool hands out
-            another. A database restart closes all of them: they are replaced at once (drain), so the
-            first requests after a restart succeed instead of failing with 503, one per dead connection."""
-            nonlocal drained_at
-            if not db.server_closed(conn):
-                return
-            if time.monotonic() - drained_at > 1.0:
-                drained_at = time.monotonic()
-                await pool.drain()
-            raise psycopg.OperationalError("the server closed this pooled connection")
-
-        # a superuser or BYPASSRLS login never serves: refused now when the database answers, and each new
-        # pooled connection is checked (configure) in case it did not or the login changes later
-        await guard.check_url_async(settings.database_url, settings.pool_timeout)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url,
-            min_size=settings.pool_min,
-            max_size=settings.pool_max,
-            timeout=settings.pool_timeout,
-            open=False,
-            check=check,
-            configure=guard.check_async_connection,
-            # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction
-            # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
-            # exist" on the next use); the gateway keeps its own account (db.PreparedStatements)
-            kwargs={
-                "application_name": "commercecore-gateway",
-                "autocommit": True,
-                "prepare_threshold": None,
-            },
-        )
-        # the gateway starts even when the database is down; /health says so until it is back
-        await pool.open(wait=False)
-        app.state.pool = pool
-        app.state.settings = settings
-        gateway.pool = pool
-        listener = catalog.SchemaListener(listen_url, gateway.reload)
-        listener.start()
-        # LISTEN first, then load: a deployment between the two cannot go unnoticed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(listener.listening.wait(), timeout=settings.pool_timeout)
-        try:
-            await gateway.reload()
-        except Exception as exc:
-            log.warning("schema cache not loaded at startup: %s", str(exc).strip() or type(exc).__name__)
-        app.state.listener = listener
-        watcher = asyncio.create_task(
-            watch_notifications(gateway, listener, listen_url, settings.pool_timeout),
-            name="schema-notify-check",
-        )
-        publisher = asyncio.create_task(publish_pool_metrics(gateway), name="pool-metrics")
-        if service is not None:
-            if service.authenticate is None:
-                service.authenticate = gateway.authenticate
-            service.session_ended = gateway.auth.session_ended
-            await anyio.to_thread.run_sync(service.open)
-            app.state.payments = service
-        if getattr(app.state, "freeze_gc", False):
-            # everything built so far (modules, schema cache, pool) lives as long as the process: out of
-            # the collector's sight, a full collection walks only what requests create (see create_served_app)
-            gc.collect()
-            gc.freeze()
-        try:
-            yield
-        finally:
-            for task in (watcher, publisher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            gateway.metrics.process_exited()
-            await listener.stop()
-            if service is not None:
-                await anyio.to_thread.run_sync(service.close)
-            await pool.close()
-
-    auth_routes = [
-        Route(
-            path, _auth_endpoint(name), methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-        )
-        for path, name in (
-            ("/auth/signup", "signup"),
-            ("/auth/login", "login"),
-            ("/auth/token", "token"),
-            ("/auth/logout", "logout"),
-            ("/me/password", "change_password"),
-        )
-    ]
-    all_methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     gateway = Gateway(settings)
-    own: list[BaseRoute] = [
-        Route("/health", health, methods=["GET", "HEAD"]),
-        Route("/metrics", gateway.metrics.endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET", "HEAD"]),
-        Route("/docs", openapi.docs_page, methods=["GET", "HEAD"]),
-        Route("/docs/init.js", openapi.docs_init, methods=["GET", "HEAD"]),
-        Mount("/docs", StaticFiles(directory=openapi.swagger_ui_dir()), name="docs"),
-        *auth_routes,
-        # the Stripe paths (checkout, refund, webhook, return pages) before the catch-all
-        *(payment_routes() if service is not None else []),
-    ]
     app = Starlette(
-        routes=[
-            # first: a path none of the gateway's own routes can match goes straight to dispatch
-            CatchAll(dispatch, all_methods, reserved=first_segments(own)),
-            *own,
-            Route("/{path:path}", dispatch, methods=all_methods),
-        ],
+        routes=all_routes(own_routes(gateway, payments=service is not None)),
         exception_handlers={ApiError: api_error, HTTPException: http_error},
-        lifespan=lifespan,
+        lifespan=Lifespan(gateway, service, listen_url),
     )
     app.state.gateway = gateway
     app.state.budgets = gateway.auth.budgets
-    app.add_middleware(RequestMiddleware, gateway=gateway)
-    if settings.trusted_proxies:
-        # outermost: the access log, the metrics' loopback check and the throttles all see the client the
-        # proxy named. Only a peer in COMMERCECORE_TRUSTED_PROXIES is believed, whatever server runs the app
-        # (`commercecore serve` leaves uvicorn's own proxy handling off)
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
+    add_middleware(app, gateway)
     return app
 
 

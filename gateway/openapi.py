@@ -5,8 +5,11 @@ Also `/docs`: Swagger UI from the swagger-ui-bundle wheel, served from this proc
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -331,157 +334,49 @@ class _Builder:
         self.add(route.template, route.method.lower(), operation)
 
 
-def _auth_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    credentials = {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "email": {"type": "string"},
-                        "password": {"type": "string", "minLength": 10},
-                    },
-                    "required": ["email", "password"],
-                    "additionalProperties": False,
-                }
-            }
-        },
-    }
-    user = {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}
-    cookies = (
-        f"Sets `{session_cookie}` (HttpOnly JWT) and `{csrf_cookie}` (send it back in X-CSRF-Token on "
-        "writes)."
-    )
-    token = {
-        "type": "object",
-        "properties": {
-            "access_token": {"type": "string"},
-            "token_type": {"type": "string", "const": "bearer"},
-            "expires_in": {"type": "integer"},
-        },
-    }
-    throttled = {
-        "description": "Failed too often for this address from this client (a delay), or a budget of the"
-        " client or the account is spent: Retry-After says when to try again",
-        **error,
-    }
-    return {
-        "/auth/signup": {
-            "post": {
-                "operationId": "signup",
-                "tags": ["auth"],
-                "summary": "Create a customer account and sign in.",
-                "description": cookies,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "email": {"type": "string", "format": "email"},
-                                    "password": {"type": "string", "minLength": 10, "maxLength": 1024},
-                                    "full_name": {"type": "string", "maxLength": 200},
-                                },
-                                "required": ["email", "password"],
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": {"description": "Created", "content": user},
-                    "409": {"description": "Email already registered", **error},
-                    "422": {"description": "Invalid input", **error},
-                    "429": throttled,
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/auth/login": {
-            "post": {
-                "operationId": "login",
-                "tags": ["auth"],
-                "summary": "Sign in with a session cookie.",
-                "description": cookies,
-                "requestBody": credentials,
-                "responses": {
-                    "200": {"description": "Signed in", "content": user},
-                    "401": {"description": "Wrong email or password", **error},
-                    "429": throttled,
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/auth/token": {
-            "post": {
-                "operationId": "token",
-                "tags": ["auth"],
-                "summary": "Get a Bearer token for API clients.",
-                "requestBody": credentials,
-                "responses": {
-                    "200": {"description": "Token", "content": {"application/json": {"schema": token}}},
-                    "401": {"description": "Wrong email or password", **error},
-                    "429": throttled,
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/auth/logout": {
-            "post": {
-                "operationId": "logout",
-                "tags": ["auth"],
-                "summary": "Revoke the session and clear the cookies.",
-                "responses": {
-                    "204": {"description": "Signed out"},
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/me/password": {
-            "post": {
-                "operationId": "change_password",
-                "tags": ["me"],
-                "summary": "Change the password; every session is revoked and a new one issued.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "current_password": {"type": "string"},
-                                    "new_password": {"type": "string", "minLength": 10, "maxLength": 1024},
-                                },
-                                "required": ["current_password", "new_password"],
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "Changed (a new cookie, or a new token for Bearer clients)",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "401": {"description": "Not signed in", **error},
-                    "403": {"description": "Current password wrong (or CSRF token missing)", **error},
-                    "429": throttled,
-                    "default": {"description": "Error", **error},
-                },
-            }
-        },
-        "/health": {
-            "get": {
-                "operationId": "health",
-                "tags": ["operations"],
-                "summary": "200 when the database answers, 503 when it does not.",
-                "responses": {"200": {"description": "OK"}, "503": {"description": "Database unavailable"}},
-            }
-        },
-    }
+# The paths the gateway serves itself (auth, /health): OpenAPI written as data in openapi_paths.json. A
+# `{"$ref": "#/shared/<name>"}` there stands for the piece of that name in the file's "shared" part, copied
+# in place (the document itself keeps its own `#/components/...` references); `{session_cookie}` and
+# `{csrf_cookie}` in a text become the cookie names of this gateway.
+OWN_PATHS_FILE = "openapi_paths.json"
+_SHARED = "#/shared/"
+
+
+def _inline(node: Any, shared: Mapping[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if len(node) == 1 and isinstance(ref, str) and ref.startswith(_SHARED):
+            return _inline(shared[ref.removeprefix(_SHARED)], shared)
+        return {key: _inline(value, shared) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, shared) for item in node]
+    return node
+
+
+@functools.cache
+def _own_paths_template() -> dict[str, Any]:
+    data = json.loads(resources.files("gateway").joinpath(OWN_PATHS_FILE).read_text(encoding="utf-8"))
+    paths: dict[str, Any] = _inline(data["paths"], data["shared"])
+    return paths
+
+
+def _filled(node: Any, names: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        for placeholder, name in names.items():
+            node = node.replace(placeholder, name)
+        return node
+    if isinstance(node, dict):
+        return {key: _filled(value, names) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_filled(item, names) for item in node]
+    return node
+
+
+def own_paths(session_cookie: str, csrf_cookie: str) -> dict[str, Any]:
+    """The auth endpoints and /health, with this gateway's cookie names (a fresh copy on every call)."""
+    names = {"{session_cookie}": session_cookie, "{csrf_cookie}": csrf_cookie}
+    paths: dict[str, Any] = _filled(_own_paths_template(), names)
+    return paths
 
 
 def build(
@@ -499,7 +394,7 @@ def build(
     for overloads in catalog.functions.values():
         for fn in overloads:
             builder.function(fn)
-    paths = {**_auth_paths(session_cookie, csrf_cookie), **dict(sorted(builder.paths.items()))}
+    paths = {**own_paths(session_cookie, csrf_cookie), **dict(sorted(builder.paths.items()))}
     return {
         "openapi": "3.1.0",
         "info": {

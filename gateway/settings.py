@@ -302,59 +302,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Every setting from the environment (the process's by default); SettingsError names the first
+        variable that is missing or unsafe, in the order of the groups below."""
         env = dict(os.environ if environ is None else environ)
         demo = _flag(env.get("COMMERCECORE_DEMO"))
-        database_url = env.get("COMMERCECORE_GATEWAY_URL") or env.get("DATABASE_URL")
-        if not database_url:
-            raise SettingsError(
-                "DATABASE_URL is not set: the gateway needs the authenticator's connection URL"
-            )
-
-        algorithm = (env.get("COMMERCECORE_JWT_ALGORITHM") or "HS256").strip().upper()
-        if algorithm not in JWT_ALGORITHMS:
-            raise SettingsError(
-                f"COMMERCECORE_JWT_ALGORITHM={algorithm!r}: use one of {', '.join(JWT_ALGORITHMS)}"
-            )
-        secret = env.get("COMMERCECORE_JWT_SECRET") or ""
-        private_key: str | None = None
-        public_key: str | None = None
-        if algorithm == "HS256":
-            if not secret:
-                if not demo:
-                    raise SettingsError("COMMERCECORE_JWT_SECRET is not set (at least 32 random bytes)")
-                secret = DEMO_JWT_SECRET
-            elif secret != DEMO_JWT_SECRET:
-                _check_secret(secret)
-            if secret == DEMO_JWT_SECRET and not demo:
-                raise SettingsError("COMMERCECORE_JWT_SECRET is the public demo secret; set a random one")
-        else:
-            private_key = _read_key(env, "COMMERCECORE_JWT_PRIVATE_KEY_FILE")
-            given_public = (
-                _read_key(env, "COMMERCECORE_JWT_PUBLIC_KEY_FILE")
-                if env.get("COMMERCECORE_JWT_PUBLIC_KEY_FILE")
-                else None
-            )
-            public_key = check_key_pair(algorithm, private_key, given_public)
-            secret = ""
-
-        cookie_secure = env.get("COMMERCECORE_COOKIE_SECURE")
-        pool_min = _integer(env, "COMMERCECORE_POOL_MIN", 2)
-        pool_max = _integer(env, "COMMERCECORE_POOL_MAX", 10, minimum=1)
-        if pool_max < pool_min:
-            raise SettingsError(f"COMMERCECORE_POOL_MAX={pool_max} is below COMMERCECORE_POOL_MIN={pool_min}")
         return cls(
-            database_url=database_url,
+            database_url=_database_url(env),
             demo=demo,
-            jwt_algorithm=algorithm,
-            jwt_secret=secret,
-            jwt_private_key=private_key,
-            jwt_public_key=public_key,
-            jwt_audience=env.get("COMMERCECORE_JWT_AUDIENCE") or None,
-            token_ttl=_integer(env, "COMMERCECORE_TOKEN_TTL", 3600, minimum=60),
-            cookie_secure=_flag(cookie_secure) if cookie_secure is not None else not demo,
-            public_base_url=env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
-            pool_min=pool_min,
-            pool_max=pool_max,
+            **_signing_keys(env, demo),
+            **_pool_sizes(env),
+            **_sessions(env, demo),
             pool_timeout=_number(env, "COMMERCECORE_POOL_TIMEOUT", 5.0, minimum=0.1),
             body_limit=_integer(env, "COMMERCECORE_BODY_LIMIT", 1024 * 1024, minimum=1024),
             max_rows=_integer(env, "COMMERCECORE_MAX_ROWS", 1000),
@@ -366,6 +323,74 @@ class Settings:
             metrics_token=_metrics_token(env),
             **_order_limits(env),
         )
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    """COMMERCECORE_GATEWAY_URL, else DATABASE_URL: the authenticator's connection URL."""
+    database_url = env.get("COMMERCECORE_GATEWAY_URL") or env.get("DATABASE_URL")
+    if not database_url:
+        raise SettingsError("DATABASE_URL is not set: the gateway needs the authenticator's connection URL")
+    return database_url
+
+
+def _hs256_secret(env: Mapping[str, str], demo: bool) -> str:
+    """COMMERCECORE_JWT_SECRET: random and long enough; the public demo secret only in demo mode (and
+    there by default)."""
+    secret = env.get("COMMERCECORE_JWT_SECRET") or ""
+    if not secret:
+        if not demo:
+            raise SettingsError("COMMERCECORE_JWT_SECRET is not set (at least 32 random bytes)")
+        secret = DEMO_JWT_SECRET
+    elif secret != DEMO_JWT_SECRET:
+        _check_secret(secret)
+    if secret == DEMO_JWT_SECRET and not demo:
+        raise SettingsError("COMMERCECORE_JWT_SECRET is the public demo secret; set a random one")
+    return secret
+
+
+def _signing_keys(env: Mapping[str, str], demo: bool) -> dict[str, Any]:
+    """COMMERCECORE_JWT_ALGORITHM and its key: the secret (HS256) or the PEM key pair (RS256, ES256), as
+    Settings fields."""
+    algorithm = (env.get("COMMERCECORE_JWT_ALGORITHM") or "HS256").strip().upper()
+    if algorithm not in JWT_ALGORITHMS:
+        raise SettingsError(
+            f"COMMERCECORE_JWT_ALGORITHM={algorithm!r}: use one of {', '.join(JWT_ALGORITHMS)}"
+        )
+    if algorithm == "HS256":
+        return {"jwt_algorithm": algorithm, "jwt_secret": _hs256_secret(env, demo)}
+    private_key = _read_key(env, "COMMERCECORE_JWT_PRIVATE_KEY_FILE")
+    given_public = (
+        _read_key(env, "COMMERCECORE_JWT_PUBLIC_KEY_FILE")
+        if env.get("COMMERCECORE_JWT_PUBLIC_KEY_FILE")
+        else None
+    )
+    return {
+        "jwt_algorithm": algorithm,
+        "jwt_secret": "",
+        "jwt_private_key": private_key,
+        "jwt_public_key": check_key_pair(algorithm, private_key, given_public),
+    }
+
+
+def _pool_sizes(env: Mapping[str, str]) -> dict[str, Any]:
+    """COMMERCECORE_POOL_MIN and _MAX, as Settings fields."""
+    pool_min = _integer(env, "COMMERCECORE_POOL_MIN", 2)
+    pool_max = _integer(env, "COMMERCECORE_POOL_MAX", 10, minimum=1)
+    if pool_max < pool_min:
+        raise SettingsError(f"COMMERCECORE_POOL_MAX={pool_max} is below COMMERCECORE_POOL_MIN={pool_min}")
+    return {"pool_min": pool_min, "pool_max": pool_max}
+
+
+def _sessions(env: Mapping[str, str], demo: bool) -> dict[str, Any]:
+    """The tokens' audience and lifetime, the cookies' Secure flag (off by default in demo mode only) and
+    the public base URL, as Settings fields."""
+    cookie_secure = env.get("COMMERCECORE_COOKIE_SECURE")
+    return {
+        "jwt_audience": env.get("COMMERCECORE_JWT_AUDIENCE") or None,
+        "token_ttl": _integer(env, "COMMERCECORE_TOKEN_TTL", 3600, minimum=60),
+        "cookie_secure": _flag(cookie_secure) if cookie_secure is not None else not demo,
+        "public_base_url": env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
+    }
 
 
 def random_secret() -> str:

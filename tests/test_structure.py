@@ -195,6 +195,22 @@ def test_no_gateway_function_over_60_lines() -> None:
     assert long_functions_in("gateway") == []
 
 
+# the modules other branches of issue 12 are still restructuring (the request stages, auth, payments)
+GATEWAY_BEING_SPLIT = (
+    "gateway/routes.py",
+    "gateway/http.py",
+    "gateway/query.py",
+    "gateway/db.py",
+    "gateway/catalog.py",
+    "gateway/auth.py",
+    "gateway/payments/",
+)
+
+
+def test_no_function_over_60_lines_in_the_rest_of_the_gateway() -> None:
+    assert [line for line in long_functions_in("gateway") if not line.startswith(GATEWAY_BEING_SPLIT)] == []
+
+
 def test_no_sql_change_file_over_300_lines() -> None:
     long = {
         str(path.relative_to(ROOT)): count
