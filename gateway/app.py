@@ -10,11 +10,10 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -31,7 +30,8 @@ from gateway import auth, catalog, db, guard, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
-from gateway.payments.routes import payment_routes
+from gateway.payments.routes import FRONTED_ROUTES, payment_routes
+from gateway.payments.store import PaymentStore
 from gateway.routes import RouteTable, dispatch
 from gateway.settings import Settings
 
@@ -67,11 +67,17 @@ class Gateway:
         self.pool: AsyncConnectionPool[Any] | None = None
         self.metrics = Metrics(pool_stats(self), token=settings.metrics_token, purged=self.purge_totals)
         self.schema_state: SchemaState | None = None
+        # the gateway's own routes that front an api function, documented as its declared route would be
+        self.fronted: tuple[tuple[str, str, str], ...] = ()
         self._reload_lock = asyncio.Lock()
         self._last_attempt = 0.0
 
     def authenticate(self, request: Request) -> Any:
         return self.auth.authenticate(request)
+
+    async def role_settings(self) -> Mapping[str, Mapping[str, str]]:
+        """The roles' per-transaction settings, as the schema cache has them (for the Stripe paths)."""
+        return (await self.current()).catalog.role_settings
 
     async def purge_totals(self) -> dict[str, int] | None:
         """The rows `commercecore jobs run` has purged, per table, for /metrics; None without the database
@@ -106,7 +112,9 @@ class Gateway:
                 log.warning("schema cache: %s", warning)
             cookies = self.auth.cookies
             document = json.dumps(
-                openapi.build(loaded, session_cookie=cookies.session, csrf_cookie=cookies.csrf),
+                openapi.build(
+                    loaded, session_cookie=cookies.session, csrf_cookie=cookies.csrf, fronted=self.fronted
+                ),
                 separators=(",", ":"),
             ).encode()
             state = SchemaState(loaded, routes, document, time.time())
@@ -383,12 +391,7 @@ def _payment_service(
 
     if payments is True:
         environ = {**os.environ, **({"COMMERCECORE_DEMO": "1"} if settings.demo else {})}
-        return PaymentService.from_env(
-            settings.database_url,
-            environ,
-            pool_timeout=settings.pool_timeout,
-            shop_settings=settings.order_settings,
-        )
+        return PaymentService.from_env(environ)
     assert isinstance(payments, PaymentService)
     return payments
 
@@ -396,49 +399,20 @@ def _payment_service(
 # -- the lifespan: pool, schema listener, background tasks, the Stripe paths' service ---------------------
 
 
-class DeadConnectionCheck:
-    """The pool's check: refuses a connection the server closed while it sat in the pool; the pool hands
-    out another. A database restart closes all of them: they are replaced at once (drain), so the first
-    requests after a restart succeed instead of failing with 503, one per dead connection."""
-
-    def __init__(self) -> None:
-        self.pool: AsyncConnectionPool[Any] | None = None
-        self._drained_at = 0.0
-
-    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if not db.server_closed(conn):
-            return
-        if self.pool is not None and time.monotonic() - self._drained_at > 1.0:
-            self._drained_at = time.monotonic()
-            await self.pool.drain()
-        raise psycopg.OperationalError("the server closed this pooled connection")
-
-
 async def open_pool(settings: Settings) -> AsyncConnectionPool[Any]:
-    """The gateway's pool, opened without waiting: the gateway starts even when the database is down, and
-    /health says so until it is back."""
+    """The gateway's pool (every path's: requests, auth, the Stripe paths), opened without waiting: the
+    gateway starts even when the database is down, and /health says so until it is back."""
     # a superuser or BYPASSRLS login never serves: refused now when the database answers, and each new
     # pooled connection is checked (configure) in case it did not or the login changes later
     await guard.check_url_async(settings.database_url, settings.pool_timeout)
-    check = DeadConnectionCheck()
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+    pool = db.connection_pool(
         settings.database_url,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         timeout=settings.pool_timeout,
-        open=False,
-        check=check,
+        application_name="commercecore-gateway",
         configure=guard.check_async_connection,
-        # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction
-        # that then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not
-        # exist" on the next use); the gateway keeps its own account (db.PreparedStatements)
-        kwargs={
-            "application_name": "commercecore-gateway",
-            "autocommit": True,
-            "prepare_threshold": None,
-        },
     )
-    check.pool = pool
     await pool.open(wait=False)
     return pool
 
@@ -457,12 +431,20 @@ async def start_schema_listener(gateway: Gateway, listen_url: str) -> catalog.Sc
     return listener
 
 
-async def open_payments(service: PaymentService, gateway: Gateway) -> None:
-    """The Stripe paths' service, on the gateway's sign-in and session revocation."""
+def open_payments(service: PaymentService, gateway: Gateway, pool: AsyncConnectionPool[Any]) -> None:
+    """The Stripe paths' service, on the gateway's sign-in and session revocation, and on the requests'
+    pool with their role settings and the shop's settings."""
     if service.authenticate is None:
         service.authenticate = gateway.authenticate
     service.session_ended = gateway.auth.session_ended
-    await anyio.to_thread.run_sync(service.open)
+    service.bind(
+        PaymentStore(
+            pool,
+            timeout=gateway.settings.pool_timeout,
+            shop_settings=gateway.settings.order_settings,
+            role_settings=gateway.role_settings,
+        )
+    )
 
 
 def freeze_startup_objects() -> None:
@@ -493,7 +475,7 @@ class Lifespan:
         app.state.listener = listener
         tasks = self.start_tasks(listener)
         if self.service is not None:
-            await open_payments(self.service, gateway)
+            open_payments(self.service, gateway, pool)
             app.state.payments = self.service
         if getattr(app.state, "freeze_gc", False):
             freeze_startup_objects()
@@ -523,7 +505,7 @@ class Lifespan:
         self.gateway.metrics.process_exited()
         await listener.stop()
         if self.service is not None:
-            await anyio.to_thread.run_sync(self.service.close)
+            await self.service.aclose()
         await pool.close()
 
 
@@ -600,6 +582,8 @@ def create_app(
         lifespan=Lifespan(gateway, service, listen_url),
     )
     app.state.gateway = gateway
+    if service is not None:
+        gateway.fronted = FRONTED_ROUTES
     app.state.budgets = gateway.auth.budgets
     add_middleware(app, gateway)
     return app

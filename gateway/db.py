@@ -19,8 +19,9 @@ import functools
 import json
 import re
 import select
+import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -451,6 +452,60 @@ def _rows(
     return transformer.load_rows(0, result.ntuples, tuple)
 
 
+def _session_check(identity: Identity, encoding: str) -> _Command | None:
+    """The session check of a signed-in identity (None for anonymous): auth.session_active says whether
+    the session is this user's, issued with the token's role, neither revoked nor expired."""
+    if identity.jti is None:
+        return None
+    return _command(_SESSION_CHECK, [identity.jti, str(identity.user_id), identity.role], encoding)
+
+
+async def _begin_checked(
+    conn: psycopg.AsyncConnection[Any], begin: _Command, check: _Command, prepare: bool
+) -> list[pq.abc.PGresult | None]:
+    """BEGIN and the session check in one batch, as the authenticator, before the role switch: nothing runs
+    as the user until the database said the session is active. Rolls back and raises SessionInactive when
+    it is not; else the two results (an error among them is the caller's to report)."""
+    results = await _send(conn, [begin, check], prepare)
+    if _first_error(results) is None:
+        answer = results[1]
+        if answer is None or answer.ntuples != 1 or answer.get_value(0, 0) != b"t":
+            await conn.execute("rollback")
+            raise SessionInactive()
+    return results
+
+
+async def begin(
+    conn: psycopg.AsyncConnection[Any],
+    session: Identity | None,
+    context: tuple[sql.Composed, Sequence[Any]],
+) -> None:
+    """Opens a read-write transaction whose statements the caller then sends one by one (the Stripe
+    paths, which talk to Stripe between statements), the way `run` opens a request's: BEGIN and the
+    session check of a signed-in `session` first, then `context` (`request_context`). Raises
+    SessionInactive (rolled back), or the database's error; the caller commits or rolls back."""
+    encoding = conn.info.encoding
+    opening = _Command(_BEGIN_READ_WRITE)
+    check = _session_check(session, encoding) if session is not None else None
+    if check is not None:
+        results = await _begin_checked(conn, opening, check, prepare=False)
+    else:
+        results = await _send(conn, [opening], prepare=False)
+    failed = _first_error(results)
+    if failed is not None:
+        failure = results[failed]
+        assert failure is not None
+        raise psycopg.errors.error_from_result(failure, encoding=encoding)
+    query, params = context
+    await conn.execute(query, params)
+
+
+async def read_role_settings(conn: psycopg.AsyncConnection[Any]) -> dict[str, dict[str, str]]:
+    """The per-transaction settings of each role, from the catalog (see ROLE_SETTINGS_QUERY)."""
+    cursor = await conn.execute(ROLE_SETTINGS_QUERY)
+    return parse_role_settings([(str(role), str(setting)) for role, setting in await cursor.fetchall()])
+
+
 async def run(
     pool: AsyncConnectionPool[Any],
     identity: Identity | None,
@@ -530,9 +585,7 @@ async def _run(
             commands.append(_statement_command(statement, conn, encoding))
         except psycopg.Error as exc:
             raise StatementError(exc, statement) from None
-    session = None
-    if identity is not None and identity.jti is not None:
-        session = _command(_SESSION_CHECK, [identity.jti, str(identity.user_id), identity.role], encoding)
+    session = _session_check(identity, encoding) if identity is not None else None
     begin = _Command(_BEGIN_READ_ONLY if read_only else _BEGIN_READ_WRITE)
     # the response settings come with the last statement that carries them, or with a statement of their own
     carrier = next((i for i in range(len(statements) - 1, -1, -1) if statements[i].response), None)
@@ -542,16 +595,13 @@ async def _run(
         clean = False
         try:
             if session is not None:
-                # as the authenticator, before the role switch; nothing runs as the user until the
-                # database said the session is active
-                results = await _send(conn, [begin, session], prepare)
+                try:
+                    results = await _begin_checked(conn, begin, session, prepare)
+                except SessionInactive:
+                    clean = True
+                    raise
                 failed = _first_error(results)
                 if failed is None:
-                    answer = results[1]
-                    if answer is None or answer.ntuples != 1 or answer.get_value(0, 0) != b"t":
-                        await conn.execute("rollback")
-                        clean = True
-                        raise SessionInactive()
                     results = await _send(conn, tail, prepare)
                     failed = _first_error(results)
                     first = 1  # commands[i] is tail[i + 1]
@@ -618,3 +668,51 @@ def server_closed(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) 
     except psycopg.OperationalError:
         return True
     return pgconn.status != pq.ConnStatus.OK
+
+
+class DeadConnectionCheck:
+    """A pool's check: refuses a connection the server closed while it sat in the pool; the pool hands out
+    another. A database restart closes all of them: they are replaced at once (drain), so the first
+    requests after a restart succeed instead of failing with 503, one per dead connection."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self._drained_at = 0.0
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not server_closed(conn):
+            return
+        if self.pool is not None and time.monotonic() - self._drained_at > 1.0:
+            self._drained_at = time.monotonic()
+            await self.pool.drain()
+        raise psycopg.OperationalError("the server closed this pooled connection")
+
+
+def connection_pool(
+    conninfo: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    application_name: str,
+    configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool[Any]:
+    """The pool every path takes its connections from (requests, auth, the Stripe paths; the CLI's
+    reconcile makes one of its own the same way), not opened yet, with the one dead-connection check
+    (DeadConnectionCheck). Autocommit: `run` and `begin` send their own BEGIN."""
+    check = DeadConnectionCheck()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        check=check,
+        configure=configure,
+        # psycopg prepares nothing by itself: in pipeline mode a statement prepared in a transaction that
+        # then fails is forgotten by the server but not by psycopg's cache ("_pg3_N does not exist" on the
+        # next use); the gateway keeps its own account (PreparedStatements)
+        kwargs={"application_name": application_name, "autocommit": True, "prepare_threshold": None},
+    )
+    check.pool = pool
+    return pool

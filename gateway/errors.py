@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 
 # SQLSTATE -> HTTP, most specific first (PostgREST's table, "Errors" in its reference, with three
@@ -225,6 +226,27 @@ def unauthorized(message: str, code: str = "invalid_token") -> ApiError:
 def unavailable(message: str, *, code: str = "CC503", retry_after: int = 1) -> ApiError:
     return ApiError(
         503, code, message, details={"code": "unavailable"}, headers={"Retry-After": str(retry_after)}
+    )
+
+
+def database_failure(exc: psycopg.Error, *, authenticated: bool) -> ApiError:
+    """The one mapping of a failure in the database or on the way to it, for every path (requests, auth,
+    payments): no free pooled connection, or a connection that broke, is 503 (a retry shortly may
+    succeed); an error the database raised maps by its SQLSTATE (`ApiError.from_database`)."""
+    if isinstance(exc, PoolTimeout):
+        return unavailable("No database connection is free; retry shortly.")
+    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+        return unavailable("The database is unreachable; retry shortly.")
+    return ApiError.from_database(exc, authenticated=authenticated)
+
+
+def invalid_input(field: str, problem: str, **extra: Any) -> ApiError:
+    """422 for a field of a request body that breaks a rule (`field problem.`, the rule in details)."""
+    return ApiError(
+        422,
+        "PT422",
+        f"{field} {problem}.",
+        details={"code": "invalid_input", "field": field, **extra},
     )
 
 

@@ -44,18 +44,10 @@ def _judge(row: tuple[Any, ...] | None) -> UnsafeLogin | None:
     return refusal(str(row[0]), bool(row[1]), bool(row[2]))
 
 
-def check_connection(conn: psycopg.Connection[Any]) -> None:
-    """A pool's `configure` hook: closes a connection of an unfit login and raises UnsafeLogin (the pool
-    then discards it and logs the message). The pools run in autocommit: the check leaves no transaction."""
-    error = _judge(conn.execute(LOGIN_QUERY).fetchone())
-    if error is not None:
-        log.error("connection refused: %s", error)
-        conn.close()
-        raise error
-
-
 async def check_async_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-    """check_connection for the gateway's asynchronous request pool."""
+    """The `configure` hook of the gateway's pool (every path's, the Stripe paths' too): closes a
+    connection of an unfit login and raises UnsafeLogin (the pool then discards it and logs the message).
+    The pool runs in autocommit: the check leaves no transaction."""
     cursor = await conn.execute(LOGIN_QUERY)
     error = _judge(await cursor.fetchone())
     if error is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from gateway import __version__
-from gateway.catalog import Catalog, Column, Function, PgType, RouteDecl, View
+from gateway.catalog import Catalog, Column, Function, PgType, RouteDecl, View, parse_route
 
 _INTEGERS = {"smallint": "int32", "integer": "int32", "bigint": "int64"}
 _NUMBERS = {"numeric": None, "real": "float", "double precision": "double", "money": None}
@@ -285,6 +285,11 @@ class _Builder:
                 },
             )
 
+    def fronted(self, fn: Function, route: RouteDecl) -> None:
+        """A route the gateway serves itself in front of `fn`, documented as `fn`'s own route would be."""
+        ref = f"#/components/schemas/result_{fn.name}" if fn.result == "rows" else None
+        self._route(fn, route, ref)
+
     def _query_param(self, name: str, type_: PgType, required: bool) -> dict[str, Any]:
         return {"name": name, "in": "query", "required": required, "schema": pg_schema(type_)}
 
@@ -385,15 +390,20 @@ def build(
     title: str = "CommerceCore DBX API",
     session_cookie: str = "cc_session",
     csrf_cookie: str = "cc_csrf",
+    fronted: Sequence[tuple[str, str, str]] = (),
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the catalog; the cookie names are the gateway's (`__Host-` prefixed when
-    the cookies are Secure, see gateway.auth.Cookies)."""
+    the cookies are Secure, see gateway.auth.Cookies). `fronted`: (method, path, api function) of the
+    gateway's own routes in front of a function (the Stripe paths' refund)."""
     builder = _Builder(catalog)
     for view in catalog.views.values():
         builder.view(view)
     for overloads in catalog.functions.values():
         for fn in overloads:
             builder.function(fn)
+    for method, path, name in fronted:
+        for fn in catalog.functions.get(name, ()):
+            builder.fronted(fn, parse_route(method, path))
     paths = {**own_paths(session_cookie, csrf_cookie), **dict(sorted(builder.paths.items()))}
     return {
         "openapi": "3.1.0",

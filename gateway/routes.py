@@ -27,9 +27,9 @@ from gateway.errors import (
     RETRYABLE,
     ApiError,
     bad_request,
+    database_failure,
     missing_argument,
     not_found,
-    unavailable,
     unknown_argument,
 )
 from gateway.http import check_accept, check_profile, headers_of, read_json_object, url_path
@@ -472,11 +472,10 @@ async def execute(request: Request, prepared: Prepared, identity: db.Identity, c
             raise error from None
         except db.SessionInactive:
             raise gateway.auth.session_ended() from None
-        except PoolTimeout:
-            raise unavailable("No database connection is free; retry shortly.") from None
-        except psycopg.OperationalError as exc:
-            log.error("database unreachable: %s", str(exc).strip())
-            raise unavailable("The database is unreachable; retry shortly.") from None
+        except psycopg.OperationalError as exc:  # no free connection (PoolTimeout), or it broke
+            if not isinstance(exc, PoolTimeout):
+                log.error("database unreachable: %s", str(exc).strip())
+            raise database_failure(exc, authenticated=identity.authenticated) from None
     raise AssertionError("unreachable")
 
 

@@ -1,4 +1,5 @@
-"""Throttles: who the client is, and the budgets of the actions worth abusing.
+"""Throttles: who the client is, the budgets of the actions worth abusing, and the 429 of the database's
+delays after failed logins.
 
 The client is the connection's peer, or what a trusted proxy says it is (X-Forwarded-For, read by uvicorn's
 ProxyHeadersMiddleware only when the peer is in COMMERCECORE_TRUSTED_PROXIES; see gateway.app). An IPv6
@@ -26,6 +27,7 @@ import ipaddress
 import math
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Literal
 
 import limits
@@ -34,6 +36,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.types import Scope
 
 from gateway.errors import ApiError
+from gateway.settings import Settings
 
 BudgetScope = Literal["client", "account"]
 IPV6_PREFIX = 64
@@ -119,3 +122,26 @@ def rate_limited(action: str, scope: BudgetScope, item: limits.RateLimitItem, re
         hint=f"At most {item.amount} per {item.get_expiry()} s {whose}; wait Retry-After seconds.",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+def login_delayed(retry_after: int, settings: Settings) -> ApiError:
+    """429 while the database's delay for this address and this client runs (auth.login_delay)."""
+    return ApiError(
+        429,
+        "CC429",
+        "Too many failed sign-in attempts for this account from this address; try again later.",
+        details={
+            "code": "too_many_attempts",
+            "retry_after": retry_after,
+            "free_attempts": settings.login_free_attempts,
+            "delay_base_seconds": settings.login_delay_base,
+            "delay_max_seconds": settings.login_delay_max,
+        },
+        headers={"Retry-After": str(retry_after)},
+        hint="Wait Retry-After seconds (each further failure doubles it); other addresses are not delayed.",
+    )
+
+
+def seconds_until(moment: datetime) -> int:
+    """Whole seconds from now until `moment`, at least 1 (a Retry-After)."""
+    return max(1, math.ceil((moment - datetime.now(UTC)).total_seconds()))

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import requests
+import stripe
 from psycopg import sql
 
 from commercecore.deploy.engine import Deployer
@@ -150,6 +152,24 @@ def authenticator_password(pg: PgServer, template_db: str) -> str:
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         conn.execute(sql.SQL("alter role authenticator password {}").format(sql.Literal(password)))
     return password
+
+
+@contextlib.contextmanager
+def stripe_client(api_key: str, api_base: str, *, retries: int = 0) -> Iterator[stripe.StripeClient]:
+    """A synchronous client for a test's own calls to the stand-in (what a Stripe dashboard or a check
+    would do), on one requests session closed afterwards: by default the SDK opens a session per thread,
+    whose sockets would outlive the test. (The gateway's own client is asynchronous, see
+    gateway.payments.client.)"""
+    session = requests.Session()
+    try:
+        yield stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            max_network_retries=retries,
+            http_client=stripe.RequestsClient(timeout=(5.0, 10.0), session=session),
+        )
+    finally:
+        session.close()
 
 
 def login_url(url: str, user: str, password: str) -> str:

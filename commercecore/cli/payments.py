@@ -42,7 +42,6 @@ def reconcile_command(older_than: datetime.timedelta, database_url: str | None, 
     Stripe settings from the environment (STRIPE_SECRET_KEY, STRIPE_API_BASE, ...). Exit 1 when something
     could not be reconciled (the report says what; the next run retries it)."""
     from commercecore.local import embedded
-    from gateway.payments.client import client_from_settings
     from gateway.payments.config import PaymentSettings
     from gateway.payments.reconcile import reconcile
     from gateway.settings import SettingsError
@@ -50,7 +49,7 @@ def reconcile_command(older_than: datetime.timedelta, database_url: str | None, 
     try:
         settings = PaymentSettings.from_env()
         url = database_url or os.environ.get("COMMERCECORE_GATEWAY_URL") or embedded.admin_url()
-        report = reconcile(url, client_from_settings(settings), older_than)
+        report = reconcile(url, settings, older_than)
     except (SettingsError, embedded.EmbeddedError) as exc:
         fail(exc)
     except (psycopg.Error, PoolTimeout) as exc:

@@ -32,7 +32,6 @@ import psycopg
 
 from commercecore.ops.target import OpsError, Target
 from commercecore.text import one_line
-from gateway.payments.client import client_from_settings
 from gateway.payments.config import PaymentSettings
 from gateway.payments.reconcile import reconcile
 from gateway.settings import SettingsError
@@ -116,7 +115,7 @@ class JobFailed(RuntimeError):
 
 
 def reconcile_payments(url: str, older_than: timedelta) -> Job:
-    """gateway.payments.reconcile.reconcile(url, stripe client, older_than) when Stripe is configured;
+    """gateway.payments.reconcile.reconcile(url, Stripe settings, older_than) when Stripe is configured;
     skipped with a log line otherwise."""
 
     def run(conn: Conn) -> dict[str, Any]:
@@ -124,7 +123,7 @@ def reconcile_payments(url: str, older_than: timedelta) -> Job:
             settings = PaymentSettings.from_env()
         except SettingsError as exc:
             return {"skipped": f"Stripe is not configured: {exc}"}
-        report = reconcile(url, client_from_settings(settings), older_than)
+        report = reconcile(url, settings, older_than)
         summary: dict[str, Any] = report.as_dict()
         if summary.get("errors"):
             raise JobFailed(

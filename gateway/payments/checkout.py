@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import secrets
 from collections.abc import Mapping, Sequence
@@ -20,16 +21,17 @@ from urllib.parse import quote
 
 import psycopg
 import stripe
-from psycopg_pool import PoolTimeout
 
-from gateway.errors import ApiError
+from gateway import db
+from gateway.errors import ApiError, database_failure
 from gateway.payments import transitions as tr
-from gateway.payments.common import db_error, error_code, log, stripe_reason, text, upstream_error
+from gateway.payments.common import error_code, log, stripe_reason, text, upstream_error
 from gateway.payments.config import PaymentSettings
 from gateway.payments.refunds import send_refunds
-from gateway.payments.store import PaymentStore
+from gateway.payments.store import PaymentStore, Tx
 
 if TYPE_CHECKING:
+    from stripe.checkout import Session
     from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineItem
 
 
@@ -96,32 +98,99 @@ def session_params(
     }
 
 
-def _mark_failed(
-    store: PaymentStore, payment_id: int, reason: str, claims: Mapping[str, Any], rid: str
-) -> None:
+@dataclass(frozen=True)
+class Checkout:
+    """One checkout in progress: the order, the caller (claims, and the session to check) and the request."""
+
+    store: PaymentStore
+    client: stripe.StripeClient
+    order_id: int
+    claims: Mapping[str, Any]
+    session: db.Identity | None = None
+    request_id: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"/orders/{self.order_id}/checkout"
+
+    def transaction(self, *, checked: bool = False) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """A transaction of this request as app_payments with the caller's claims; `checked`: the caller's
+        session is checked first."""
+        return self.store.transaction(
+            claims=self.claims,
+            request_id=self.request_id,
+            method="POST",
+            path=self.path,
+            session=self.session if checked else None,
+        )
+
+
+async def _mark_failed(checkout: Checkout, payment_id: int, reason: str) -> None:
+    store, claims, rid = checkout.store, checkout.claims, checkout.request_id
     try:
-        with store.transaction(claims=claims, request_id=rid) as tx:
-            tr.close(tx, payment_id, "failed", reason)
-    except (psycopg.Error, PoolTimeout) as exc:
+        async with store.transaction(claims=claims, request_id=rid) as tx:
+            await tr.close(tx, payment_id, "failed", reason)
+    except psycopg.Error as exc:  # PoolTimeout among them
         # it stays `created` without a session; reconcile closes it
         log.error("payment %s: could not record the failure (%s): %s", payment_id, reason, exc)
 
 
-def _expire_quietly(client: stripe.StripeClient, session_id: str) -> None:
+async def _expire_quietly(client: stripe.StripeClient, session_id: str) -> None:
     try:
-        client.v1.checkout.sessions.expire(session_id)
+        await client.v1.checkout.sessions.expire_async(session_id)
     except stripe.StripeError as exc:
         log.warning("checkout session %s could not be expired: %s", session_id, stripe_reason(exc))
 
 
-def close_previous(
-    store: PaymentStore,
-    client: stripe.StripeClient,
-    previous_open: Sequence[Mapping[str, Any]],
-    *,
-    attempt: int,
-    claims: Mapping[str, Any],
-    request_id: str = "",
+async def _session_now(
+    client: stripe.StripeClient, payment_id: int, session_id: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """An older attempt's session, expired at Stripe if it was still open: (known, the session). A session
+    Stripe will not expire (already complete or expired) is retrieved as it is; (False, None) when Stripe
+    cannot be asked."""
+    try:
+        return True, (await client.v1.checkout.sessions.expire_async(session_id)).to_dict()
+    except stripe.InvalidRequestError:
+        # not open any more: paid, or expired already; ask what it is
+        try:
+            return True, (await client.v1.checkout.sessions.retrieve_async(session_id)).to_dict()
+        except stripe.StripeError as exc:
+            log.warning("session %s of payment %s: %s", session_id, payment_id, stripe_reason(exc))
+    except stripe.StripeError as exc:
+        log.warning("session %s of payment %s not expired: %s", session_id, payment_id, stripe_reason(exc))
+    return False, None
+
+
+async def _close_one(
+    checkout: Checkout, previous: Mapping[str, Any], reason: str
+) -> list[dict[str, Any]] | None:
+    """Closes one older attempt (canceled: superseded) or applies its session as Stripe has it; the refunds
+    to send, or None when it stays open (Stripe or the database could not be asked)."""
+    payment_id = int(previous["payment_id"])
+    session_id = text(previous.get("checkout_session_id"))
+    session: dict[str, Any] | None = None
+    if session_id is not None:
+        known, session = await _session_now(checkout.client, payment_id, session_id)
+        if not known:
+            return None
+    try:
+        async with checkout.store.transaction(claims=checkout.claims, request_id=checkout.request_id) as tx:
+            if session is None or session.get("status") == "expired":
+                result = await tr.guarded(tx, tr.close, payment_id, "canceled", reason)
+            else:
+                result = await tr.guarded(tx, tr.apply_session, payment_id, session)
+    except psycopg.Error as exc:
+        log.error("payment %s not closed: %s", payment_id, exc)
+        return None
+    if session_id is None and result.checkout_session_id is not None:
+        # a concurrent checkout attached its session between begin_payment and the cancel: the
+        # attempt is closed now, so its session must not stay payable
+        await _expire_quietly(checkout.client, result.checkout_session_id)
+    return result.refunds
+
+
+async def close_previous(
+    checkout: Checkout, previous_open: Sequence[Mapping[str, Any]], *, attempt: int
 ) -> list[dict[str, Any]]:
     """Expire the older open attempts' sessions at Stripe and close them (canceled: superseded). A session
     Stripe will not expire (already complete or expired) is applied as it is; one Stripe cannot be asked
@@ -129,54 +198,11 @@ def close_previous(
     refunds: list[dict[str, Any]] = []
     reason = f"superseded by attempt {attempt}"
     for previous in previous_open:
-        payment_id = int(previous["payment_id"])
-        session_id = text(previous.get("checkout_session_id"))
-        session: dict[str, Any] | None = None
-        if session_id is not None:
-            try:
-                session = client.v1.checkout.sessions.expire(session_id).to_dict()
-            except stripe.InvalidRequestError:
-                # not open any more: paid, or expired already; ask what it is
-                try:
-                    session = client.v1.checkout.sessions.retrieve(session_id).to_dict()
-                except stripe.StripeError as exc:
-                    log.warning("session %s of payment %s: %s", session_id, payment_id, stripe_reason(exc))
-                    continue
-            except stripe.StripeError as exc:
-                log.warning(
-                    "session %s of payment %s not expired: %s", session_id, payment_id, stripe_reason(exc)
-                )
-                continue
-        try:
-            with store.transaction(claims=claims, request_id=request_id) as tx:
-                if session is None or session.get("status") == "expired":
-                    result = tr.guarded(tx, tr.close, payment_id, "canceled", reason)
-                else:
-                    result = tr.guarded(tx, tr.apply_session, payment_id, session)
-            refunds.extend(result.refunds)
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.error("payment %s not closed: %s", payment_id, exc)
-            continue
-        if session_id is None and result.checkout_session_id is not None:
-            # a concurrent checkout attached its session between begin_payment and the cancel: the
-            # attempt is closed now, so its session must not stay payable
-            _expire_quietly(client, result.checkout_session_id)
+        refunds.extend(await _close_one(checkout, previous, reason) or [])
     return refunds
 
 
-def start_checkout(
-    store: PaymentStore,
-    client: stripe.StripeClient,
-    settings: PaymentSettings,
-    order_id: int,
-    *,
-    claims: Mapping[str, Any],
-    session: tuple[str, int, str] | None = None,
-    request_id: str = "",
-    now: datetime.datetime | None = None,
-) -> CheckoutResult:
-    """Start paying an order; raises ApiError (the error shape, docs/http-api.md section 4) on any refusal,
-    and gateway.db.SessionInactive when `session` (jti, user id, role) is no longer active."""
+def _require_customer(claims: Mapping[str, Any]) -> None:
     if not claims.get("sub") or claims.get("role") not in ("app_readwrite", "app_admin"):
         raise ApiError(
             401,
@@ -185,30 +211,24 @@ def start_checkout(
             details={"code": "not_authenticated"},
             headers={"WWW-Authenticate": "Bearer"},
         )
-    path = f"/orders/{order_id}/checkout"
-    try:
-        with store.transaction(
-            claims=claims, request_id=request_id, method="POST", path=path, session=session
-        ) as tx:
-            attempt = dict(tx.one("select billing.begin_payment(%s)", [order_id]))
-    except (psycopg.Error, PoolTimeout) as exc:
-        raise db_error(exc) from None
-    payment_id = int(attempt["payment_id"])
 
-    refunds = close_previous(
-        store,
-        client,
-        attempt.get("previous_open") or [],
-        attempt=int(attempt["attempt"]),
-        claims=claims,
-        request_id=request_id,
-    )
-    if refunds:
-        send_refunds(store, client, refunds, request_id=request_id)
 
-    params = session_params(attempt, settings, now or datetime.datetime.now(datetime.UTC))
+async def _begin(checkout: Checkout) -> dict[str, Any]:
+    """billing.begin_payment, committed, after the caller's session check: the new attempt."""
     try:
-        created = client.v1.checkout.sessions.create(
+        async with checkout.transaction(checked=True) as tx:
+            return dict(await tx.one("select billing.begin_payment(%s)", [checkout.order_id]))
+    except psycopg.Error as exc:
+        raise database_failure(exc, authenticated=True) from None
+
+
+async def _create_session(
+    checkout: Checkout, params: SessionCreateParams, payment_id: int
+) -> tuple[Session, str]:
+    """The Checkout Session at Stripe and its url; a refusal or no answer marks the attempt failed (502 /
+    503), as does a session without a url (502)."""
+    try:
+        created = await checkout.client.v1.checkout.sessions.create_async(
             # one call per attempt (a new checkout is a new attempt), retried by the SDK with this key; the
             # random part keeps it from meeting a key Stripe remembers from a payment id this database no
             # longer has (a restore to an earlier point, another installation on the same account)
@@ -217,33 +237,38 @@ def start_checkout(
         )
     except stripe.StripeError as exc:
         reason = stripe_reason(exc)
-        log.warning("checkout of order %s (payment %s) failed: %s", order_id, payment_id, reason)
-        _mark_failed(store, payment_id, reason, claims, request_id)
+        log.warning("checkout of order %s (payment %s) failed: %s", checkout.order_id, payment_id, reason)
+        await _mark_failed(checkout, payment_id, reason)
         raise upstream_error(exc, "create the checkout session") from None
     if not created.url:
-        _expire_quietly(client, created.id)
-        _mark_failed(store, payment_id, "stripe returned a session without a url", claims, request_id)
+        await _expire_quietly(checkout.client, created.id)
+        await _mark_failed(checkout, payment_id, "stripe returned a session without a url")
         raise ApiError(
             502,
             "CC502",
             "Stripe returned a checkout session without a URL.",
             details={"code": "stripe_error"},
         )
+    return created, created.url
+
+
+async def _attach(checkout: Checkout, payment_id: int, created: Session, url: str) -> datetime.datetime:
+    """billing.attach_checkout_session; the session's expiry. When it cannot be recorded nobody has the
+    session's url: it is expired at Stripe so it can never be paid (409 when a newer checkout closed the
+    attempt meanwhile); the attempt stays without a session and reconcile closes it."""
     expires_at = datetime.datetime.fromtimestamp(created.expires_at, datetime.UTC)
     try:
-        with store.transaction(claims=claims, request_id=request_id, method="POST", path=path) as tx:
-            tx.one(
+        async with checkout.transaction() as tx:
+            await tx.one(
                 "select billing.attach_checkout_session(%s, %s, %s, %s)",
-                [payment_id, created.id, created.url, expires_at],
+                [payment_id, created.id, url, expires_at],
             )
-    except (psycopg.Error, PoolTimeout) as exc:
-        # nobody has the session's url: expire it so it can never be paid; the attempt stays without a
-        # session (or was closed meanwhile by a newer attempt) and reconcile closes it
-        code = error_code(exc) if isinstance(exc, psycopg.Error) else None
+    except psycopg.Error as exc:
+        code = error_code(exc)
         log.warning(
             "payment %s: session %s not attached (%s); expiring it", payment_id, created.id, code or exc
         )
-        _expire_quietly(client, created.id)
+        await _expire_quietly(checkout.client, created.id)
         if code == "payment_not_open":
             raise ApiError(
                 409,
@@ -252,5 +277,23 @@ def start_checkout(
                 details={"code": "checkout_superseded", "payment_id": payment_id},
                 hint="Use the checkout_url of the newest checkout.",
             ) from None
-        raise db_error(exc) from None
-    return CheckoutResult(payment_id, created.url, expires_at)
+        raise database_failure(exc, authenticated=True) from None
+    return expires_at
+
+
+async def start_checkout(
+    checkout: Checkout, settings: PaymentSettings, *, now: datetime.datetime | None = None
+) -> CheckoutResult:
+    """Start paying an order; raises ApiError (the error shape, docs/http-api.md section 4) on any refusal,
+    and gateway.db.SessionInactive when the caller's session is no longer active."""
+    _require_customer(checkout.claims)
+    attempt = await _begin(checkout)
+    payment_id = int(attempt["payment_id"])
+    previous = attempt.get("previous_open") or []
+    refunds = await close_previous(checkout, previous, attempt=int(attempt["attempt"]))
+    if refunds:
+        await send_refunds(checkout.store, checkout.client, refunds, request_id=checkout.request_id)
+    params = session_params(attempt, settings, now or datetime.datetime.now(datetime.UTC))
+    created, url = await _create_session(checkout, params, payment_id)
+    expires_at = await _attach(checkout, payment_id, created, url)
+    return CheckoutResult(payment_id, url, expires_at)

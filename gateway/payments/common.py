@@ -1,4 +1,5 @@
-"""What the payment modules share: Stripe errors as API errors, database errors, small JSON helpers."""
+"""What the payment modules share: Stripe errors as API errors, the codes of billing errors, small JSON
+helpers. (Database failures map through gateway.errors.database_failure, as every path's.)"""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Any
 
 import psycopg
 import stripe
-from psycopg_pool import PoolTimeout
 
-from gateway.errors import ApiError, unavailable
+from gateway.errors import ApiError
 
 log = logging.getLogger("commercecore.payments")
 
@@ -70,16 +70,6 @@ def upstream_error(exc: stripe.StripeError, action: str) -> ApiError:
         details=details,
         hint="The order is unchanged and can be paid with a new checkout.",
     )
-
-
-def db_error(exc: Exception, *, authenticated: bool = True) -> ApiError:
-    """A database failure as the gateway reports it (SQLSTATE -> HTTP, PostgREST body)."""
-    if isinstance(exc, PoolTimeout):
-        return unavailable("No database connection is free; retry shortly.")
-    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-        return unavailable("The database is unreachable; retry shortly.")
-    assert isinstance(exc, psycopg.Error)
-    return ApiError.from_database(exc, authenticated=authenticated)
 
 
 def error_code(exc: psycopg.Error) -> str | None:

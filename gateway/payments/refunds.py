@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 import stripe
-from psycopg_pool import PoolTimeout
 
-from gateway.errors import ApiError
+from gateway import db
+from gateway.errors import ApiError, database_failure
 from gateway.payments.common import (
-    db_error,
     int_or_none,
     is_transient,
     log,
@@ -50,46 +49,30 @@ class RefundSent:
     reason: str | None = None
 
 
-def _payment_intent(
+async def _payment_intent(
     store: PaymentStore, client: stripe.StripeClient, refund: Mapping[str, Any], request_id: str
 ) -> str | None:
     """The payment intent to refund: given, else the payment's, else its Checkout Session's."""
     intent = text(refund.get("payment_intent_id"))
     if intent:
         return intent
-    with store.transaction(request_id=request_id) as tx:
-        payment = tx.one("select billing.find_payment(null, null, %s)", [refund["payment_id"]])
+    async with store.transaction(request_id=request_id) as tx:
+        payment = await tx.one("select billing.find_payment(null, null, %s)", [refund["payment_id"]])
     if payment is None:
         return None
     intent = text(payment.get("payment_intent_id"))
     session_id = text(payment.get("checkout_session_id"))
     if intent is None and session_id is not None:
-        intent = object_id(client.v1.checkout.sessions.retrieve(session_id).to_dict().get("payment_intent"))
+        session = await client.v1.checkout.sessions.retrieve_async(session_id)
+        intent = object_id(session.to_dict().get("payment_intent"))
     return intent
 
 
-def send_refund(
-    store: PaymentStore,
-    client: stripe.StripeClient,
-    refund: Mapping[str, Any],
-    *,
-    request_id: str = "",
-    claims: Mapping[str, Any] | None = None,
-) -> RefundSent:
-    """Sends one pending refund (a row of billing.pending_refunds, or a refund JSON) to Stripe."""
-    refund_id = int(refund.get("refund_id") or refund["id"])
-    amount = int(refund["amount_minor"])
-    key = str(refund["idempotency_key"])
-    try:
-        intent = _payment_intent(store, client, refund, request_id)
-    except stripe.StripeError as exc:
-        return RefundSent(refund_id, "deferred", error=stripe_error_details(exc), reason=stripe_reason(exc))
-    if intent is None:
-        log.warning("refund %s: its payment has no payment intent yet; left pending", refund_id)
-        return RefundSent(refund_id, "deferred", reason="no payment intent known yet")
+def refund_params(refund: Mapping[str, Any], refund_id: int, intent: str) -> RefundCreateParams:
+    """The Stripe refund of one row: its amount, our ids in metadata, Stripe's reason when one fits."""
     params: RefundCreateParams = {
         "payment_intent": intent,
-        "amount": amount,
+        "amount": int(refund["amount_minor"]),
         "metadata": {
             "refund_id": str(refund_id),
             "payment_id": str(refund["payment_id"]),
@@ -99,23 +82,46 @@ def send_refund(
     stripe_reason_code = STRIPE_REASONS.get(str(refund.get("reason")))
     if stripe_reason_code:
         params["reason"] = stripe_reason_code
+    return params
+
+
+async def send_refund(
+    store: PaymentStore,
+    client: stripe.StripeClient,
+    refund: Mapping[str, Any],
+    *,
+    request_id: str = "",
+    claims: Mapping[str, Any] | None = None,
+) -> RefundSent:
+    """Sends one pending refund (a row of billing.pending_refunds, or a refund JSON) to Stripe."""
+    refund_id = int(refund.get("refund_id") or refund["id"])
+    key = str(refund["idempotency_key"])
     try:
-        created = client.v1.refunds.create(params, options={"idempotency_key": key})
+        intent = await _payment_intent(store, client, refund, request_id)
+    except stripe.StripeError as exc:
+        return RefundSent(refund_id, "deferred", error=stripe_error_details(exc), reason=stripe_reason(exc))
+    if intent is None:
+        log.warning("refund %s: its payment has no payment intent yet; left pending", refund_id)
+        return RefundSent(refund_id, "deferred", reason="no payment intent known yet")
+    try:
+        created = await client.v1.refunds.create_async(
+            refund_params(refund, refund_id, intent), options={"idempotency_key": key}
+        )
     except stripe.StripeError as exc:
         reason = stripe_reason(exc)
         if is_transient(exc):
             log.warning("refund %s deferred (%s); reconcile retries it with key %s", refund_id, reason, key)
             return RefundSent(refund_id, "deferred", error=stripe_error_details(exc), reason=reason)
         log.error("refund %s refused by Stripe: %s", refund_id, reason)
-        with store.transaction(claims=claims, request_id=request_id) as tx:
-            tx.one("select billing.mark_refund_failed(null, %s, %s)", [reason, refund_id])
+        async with store.transaction(claims=claims, request_id=request_id) as tx:
+            await tx.one("select billing.mark_refund_failed(null, %s, %s)", [reason, refund_id])
         return RefundSent(refund_id, "failed", error=stripe_error_details(exc), reason=reason)
-    with store.transaction(claims=claims, request_id=request_id) as tx:
-        tx.one("select billing.attach_refund(%s, %s)", [refund_id, created.id])
+    async with store.transaction(claims=claims, request_id=request_id) as tx:
+        await tx.one("select billing.attach_refund(%s, %s)", [refund_id, created.id])
     return RefundSent(refund_id, "sent", created.id, created.status)
 
 
-def send_refunds(
+async def send_refunds(
     store: PaymentStore,
     client: stripe.StripeClient,
     refunds: Iterable[Mapping[str, Any]],
@@ -128,13 +134,13 @@ def send_refunds(
         if text(refund.get("stripe_refund_id")) or refund.get("status", "pending") != "pending":
             continue
         try:
-            results.append(send_refund(store, client, refund, request_id=request_id))
-        except (psycopg.Error, PoolTimeout) as exc:
+            results.append(await send_refund(store, client, refund, request_id=request_id))
+        except psycopg.Error as exc:  # PoolTimeout among them
             log.error("refund %s not recorded: %s; reconcile will resend it", refund.get("refund_id"), exc)
     return results
 
 
-def refund_order(
+async def refund_order(
     store: PaymentStore,
     client: stripe.StripeClient,
     order_id: int,
@@ -142,7 +148,7 @@ def refund_order(
     *,
     role: str,
     claims: Mapping[str, Any],
-    session: tuple[str, int, str] | None = None,
+    session: db.Identity | None = None,
     request_id: str = "",
 ) -> tuple[int, dict[str, Any]]:
     """Staff refund: api.refund_order under the caller's role (the database decides who may), then Stripe.
@@ -153,18 +159,23 @@ def refund_order(
     """
     path = f"/orders/{order_id}/refund"
     try:
-        with store.transaction(
+        async with store.transaction(
             role, claims, request_id=request_id, method="POST", path=path, session=session
         ) as tx:
-            refund = dict(tx.one("select api.refund_order(%s, %s)", [order_id, amount]))
-    except (psycopg.Error, PoolTimeout) as exc:
-        raise db_error(exc, authenticated=bool(claims.get("sub"))) from None
+            refund = dict(await tx.one("select api.refund_order(%s, %s)", [order_id, amount]))
+    except psycopg.Error as exc:
+        raise database_failure(exc, authenticated=bool(claims.get("sub"))) from None
     try:
-        sent = send_refund(store, client, refund, request_id=request_id, claims=claims)
-    except (psycopg.Error, PoolTimeout) as exc:
+        sent = await send_refund(store, client, refund, request_id=request_id, claims=claims)
+    except psycopg.Error as exc:
         # Stripe may have it; the row is pending and reconcile resends it with the same key
         log.error("refund %s: recording Stripe's answer failed: %s", refund["refund_id"], exc)
         sent = RefundSent(int(refund["refund_id"]), "deferred", reason="database unavailable")
+    return refund_answer(refund, sent)
+
+
+def refund_answer(refund: Mapping[str, Any], sent: RefundSent) -> tuple[int, dict[str, Any]]:
+    """202 and the refund as sent (or left for reconciliation); 502 when Stripe refused it."""
     if sent.state == "failed":
         raise ApiError(
             502,

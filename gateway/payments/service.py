@@ -1,22 +1,21 @@
-"""PaymentService: the Stripe paths' dependencies (database pool, Stripe client, settings) in one object, the
-entry points the HTTP routes, the CLI and the jobs runner call."""
+"""PaymentService: the Stripe paths' dependencies (Stripe client, settings, and the store on the gateway's
+pool) in one object, the entry points the HTTP routes and the tests call."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import stripe
 from starlette.requests import Request
 
-from gateway.db import SessionInactive
+from gateway import db
 from gateway.errors import ApiError, unauthorized
-from gateway.guard import check_connection
 from gateway.payments import checkout, reconcile, refunds, webhook
-from gateway.payments.client import client_from_settings
+from gateway.payments.client import StripeClient, client_from_settings
 from gateway.payments.config import PaymentSettings
-from gateway.payments.store import PaymentStore
+from gateway.payments.store import PaymentStore, own_store
 
 
 class AuthContext(Protocol):
@@ -31,12 +30,14 @@ class AuthContext(Protocol):
     def claims(self) -> Mapping[str, Any]: ...
 
 
-def session_of(auth: AuthContext) -> tuple[str, int, str] | None:
-    """(jti, user id, role) to check in the transaction, for a caller signed in with a session."""
+def session_of(auth: AuthContext) -> db.Identity | None:
+    """The caller's session to check in the transaction, for a caller signed in with one."""
+    if isinstance(auth, db.Identity):
+        return auth if auth.authenticated else None
     jti = getattr(auth, "jti", None)
     user_id = getattr(auth, "user_id", None)
     if isinstance(jti, str) and jti and isinstance(user_id, int):
-        return jti, user_id, auth.role
+        return db.Identity(role=auth.role, claims=auth.claims, jti=jti, user_id=user_id)
     return None
 
 
@@ -46,7 +47,8 @@ def session_ended() -> ApiError:
 
 
 class PaymentService:
-    """Owns a PaymentStore (opened by `open()`, closed by `close()`) and a StripeClient.
+    """The Stripe client and settings, and the store its transactions run on: the gateway binds it to its
+    own pool when it starts (`bind`); `standalone` makes one with a pool of its own.
 
     `authenticate` is how the routes find the caller when the gateway did not put one on
     `request.state.auth`: a callable Request -> AuthContext that may raise gateway.errors.ApiError.
@@ -56,76 +58,64 @@ class PaymentService:
 
     def __init__(
         self,
-        store: PaymentStore,
-        client: stripe.StripeClient,
         settings: PaymentSettings,
         *,
+        client: StripeClient | None = None,
         authenticate: Callable[[Request], AuthContext] | None = None,
     ) -> None:
-        self.store = store
-        self.client = client
         self.settings = settings
+        self.client = client or client_from_settings(settings)
         self.authenticate = authenticate
         self.session_ended: Callable[[], ApiError] = session_ended
+        self._store: PaymentStore | None = None
 
     @classmethod
     def from_env(
         cls,
-        conninfo: str,
         environ: Mapping[str, str] | None = None,
         *,
         authenticate: Callable[[Request], AuthContext] | None = None,
-        max_connections: int = 8,
-        pool_timeout: float = 5.0,
-        shop_settings: Sequence[tuple[str, str]] = (),
     ) -> PaymentService:
-        """Settings from the environment (PaymentSettings.from_env), a pool on `conninfo` (the gateway's
-        authenticator URL, whose connections are refused when it is a superuser or has BYPASSRLS, as the
-        gateway's own; its transactions set `shop_settings`) and a client for STRIPE_API_BASE or Stripe."""
-        settings = PaymentSettings.from_env(environ)
-        store = PaymentStore(
-            conninfo,
-            max_size=max_connections,
-            timeout=pool_timeout,
-            configure=check_connection,
-            shop_settings=shop_settings,
-        )
-        return cls(store, client_from_settings(settings), settings, authenticate=authenticate)
+        """Settings from the environment (PaymentSettings.from_env) and a client for STRIPE_API_BASE or
+        Stripe; the store comes with the gateway's pool."""
+        return cls(PaymentSettings.from_env(environ), authenticate=authenticate)
 
-    def open(self) -> None:
-        self.store.open()
+    @property
+    def store(self) -> PaymentStore:
+        if self._store is None:
+            raise RuntimeError("the payment service is not bound to a database pool yet")
+        return self._store
 
-    def close(self) -> None:
-        self.store.close()
+    def bind(self, store: PaymentStore) -> None:
+        self._store = store
 
-    def start_checkout(
+    async def aclose(self) -> None:
+        """Closes the Stripe client's connections (on the event loop that used them)."""
+        await self.client.aclose()
+
+    async def start_checkout(
         self, order_id: int, auth: AuthContext, *, request_id: str = ""
     ) -> checkout.CheckoutResult:
+        attempt = checkout.Checkout(
+            self.store, self.client, order_id, auth.claims, session_of(auth), request_id
+        )
         try:
-            return checkout.start_checkout(
-                self.store,
-                self.client,
-                self.settings,
-                order_id,
-                claims=auth.claims,
-                session=session_of(auth),
-                request_id=request_id,
-            )
-        except SessionInactive:
+            return await checkout.start_checkout(attempt, self.settings)
+        except db.SessionInactive:
             raise self.session_ended() from None
 
-    def handle_webhook(
+    async def handle_webhook(
         self, raw_body: bytes, signature: str | None, *, request_id: str = ""
     ) -> tuple[int, dict[str, Any]]:
-        return webhook.handle_webhook(
+        return await webhook.handle_webhook(
             self.store, self.client, self.settings, raw_body, signature, request_id=request_id
         )
 
-    def refund_order(
+    async def refund_order(
         self, order_id: int, amount: int | None, auth: AuthContext, *, request_id: str = ""
     ) -> tuple[int, dict[str, Any]]:
         try:
-            return refunds.refund_order(
+            return await refunds.refund_order(
                 self.store,
                 self.client,
                 order_id,
@@ -135,8 +125,29 @@ class PaymentService:
                 session=session_of(auth),
                 request_id=request_id,
             )
-        except SessionInactive:
+        except db.SessionInactive:
             raise self.session_ended() from None
 
-    def reconcile(self, older_than: datetime.timedelta) -> reconcile.ReconcileReport:
-        return reconcile.reconcile_with(self.store, self.client, older_than)
+    async def reconcile(self, older_than: datetime.timedelta) -> reconcile.ReconcileReport:
+        return await reconcile.reconcile_with(self.store, self.client, older_than)
+
+
+@contextlib.asynccontextmanager
+async def standalone(
+    conninfo: str,
+    settings: PaymentSettings,
+    *,
+    max_size: int = 4,
+    timeout: float = 10.0,  # noqa: ASYNC109 - the pool's wait for a connection, not a deadline for the call
+    shop_settings: Sequence[tuple[str, str]] = (),
+) -> AsyncIterator[PaymentService]:
+    """A service with a pool of its own (`own_store`), outside a gateway; its client closed on exit."""
+    service = PaymentService(settings)
+    try:
+        async with own_store(
+            conninfo, max_size=max_size, timeout=timeout, shop_settings=shop_settings
+        ) as store:
+            service.bind(store)
+            yield service
+    finally:
+        await service.aclose()

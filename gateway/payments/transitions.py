@@ -3,7 +3,7 @@ missed webhook and a delivered one end in the same state. Each call runs inside 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ class Transition:
     checkout_session_id: str | None = None
 
 
-def find_payment(
+async def find_payment(
     tx: Tx,
     *,
     session_id: str | None = None,
@@ -40,23 +40,23 @@ def find_payment(
     """The attempt a Stripe object belongs to: by its checkout session first (an id Stripe made), then by
     our payment id in metadata / client_reference_id, then by payment intent."""
     if session_id:
-        found = tx.one("select billing.find_payment(%s, null, null)", [session_id])
+        found = await tx.one("select billing.find_payment(%s, null, null)", [session_id])
         if found is not None:
             return dict(found)
     hint = int_or_none((metadata or {}).get("payment_id")) or int_or_none(client_reference_id)
     if hint is None and payment_intent_id is None:
         return None
-    found = tx.one("select billing.find_payment(null, %s, %s)", [payment_intent_id, hint])
+    found = await tx.one("select billing.find_payment(null, %s, %s)", [payment_intent_id, hint])
     return dict(found) if found is not None else None
 
 
-def guarded(tx: Tx, step: Any, *args: Any) -> Transition:
+async def guarded(tx: Tx, step: Callable[..., Awaitable[Transition]], *args: Any) -> Transition:
     """Runs one transition in a savepoint: a business error of a billing function (PT4xx: a mismatched
     session, an unknown refund) is a permanent answer, recorded as the outcome `rejected:<code>`; anything
     else (an outage) propagates and rolls the whole transaction back."""
     try:
-        with tx.savepoint():
-            result: Transition = step(tx, *args)
+        async with tx.savepoint():
+            result: Transition = await step(tx, *args)
             return result
     except psycopg.Error as exc:
         if not is_business_error(exc):
@@ -64,7 +64,7 @@ def guarded(tx: Tx, step: Any, *args: Any) -> Transition:
         return Transition(f"rejected:{error_code(exc) or exc.sqlstate}")
 
 
-def complete(
+async def complete(
     tx: Tx,
     payment_id: int,
     amount_minor: int,
@@ -72,7 +72,7 @@ def complete(
     payment_intent_id: str | None,
     session_id: str | None,
 ) -> Transition:
-    result = tx.one(
+    result = await tx.one(
         "select billing.mark_payment_completed(%s, %s, %s, %s, %s)",
         [payment_id, amount_minor, currency, payment_intent_id, session_id],
     )
@@ -85,14 +85,14 @@ def complete(
     )
 
 
-def close(tx: Tx, payment_id: int, status: str, reason: str | None = None) -> Transition:
+async def close(tx: Tx, payment_id: int, status: str, reason: str | None = None) -> Transition:
     """created/open -> failed | expired | canceled; the billing function keeps it forward-only."""
     if status == "expired":
-        result = tx.one("select billing.mark_payment_expired(%s)", [payment_id])
+        result = await tx.one("select billing.mark_payment_expired(%s)", [payment_id])
     elif status == "failed":
-        result = tx.one("select billing.mark_payment_failed(%s, %s)", [payment_id, reason])
+        result = await tx.one("select billing.mark_payment_failed(%s, %s)", [payment_id, reason])
     elif status == "canceled":
-        result = tx.one("select billing.mark_payment_canceled(%s, %s)", [payment_id, reason])
+        result = await tx.one("select billing.mark_payment_canceled(%s, %s)", [payment_id, reason])
     else:
         raise ValueError(f"not a closing status: {status!r}")
     return Transition(
@@ -103,7 +103,7 @@ def close(tx: Tx, payment_id: int, status: str, reason: str | None = None) -> Tr
     )
 
 
-def apply_session(tx: Tx, payment_id: int, session: Mapping[str, Any]) -> Transition:
+async def apply_session(tx: Tx, payment_id: int, session: Mapping[str, Any]) -> Transition:
     """A Checkout Session as Stripe reports it now -> the attempt's transition (webhook or reconcile)."""
     status = session.get("status")
     payment_status = session.get("payment_status")
@@ -113,19 +113,19 @@ def apply_session(tx: Tx, payment_id: int, session: Mapping[str, Any]) -> Transi
         if amount is None or currency is None:
             return Transition("rejected:session_without_amount", payment_id)
         intent = object_id(session.get("payment_intent"))
-        result = complete(tx, payment_id, amount, currency, intent, text(session.get("id")))
+        result = await complete(tx, payment_id, amount, currency, intent, text(session.get("id")))
         if intent is not None:
-            apply_deferred_refunds(tx, intent)
+            await apply_deferred_refunds(tx, intent)
         return result
     if status == "complete":
         # a delayed payment method (bank debit): the money is not there yet; async_payment_* will say
         return Transition("awaiting_async_payment", payment_id)
     if status == "expired":
-        return close(tx, payment_id, "expired")
+        return await close(tx, payment_id, "expired")
     return Transition("still_open", payment_id)
 
 
-def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | None = None) -> Transition:
+async def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | None = None) -> Transition:
     """A Stripe refund object (refund.*, or one of charge.refunds) -> the refund's transition."""
     stripe_refund_id = text(refund.get("id"))
     if stripe_refund_id is None:
@@ -137,8 +137,8 @@ def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | Non
         # event, then the gateway records the id): attach it here, idempotently, so it is never taken for a
         # refund made outside the gateway
         try:
-            with tx.savepoint():
-                tx.one("select billing.attach_refund(%s, %s)", [our_refund_id, stripe_refund_id])
+            async with tx.savepoint():
+                await tx.one("select billing.attach_refund(%s, %s)", [our_refund_id, stripe_refund_id])
         except psycopg.Error as exc:
             if not is_business_error(exc):
                 raise
@@ -146,8 +146,8 @@ def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | Non
     intent = object_id(refund.get("payment_intent")) or payment_intent_id
     if status == "succeeded":
         try:
-            with tx.savepoint():
-                result = tx.one(
+            async with tx.savepoint():
+                result = await tx.one(
                     "select billing.mark_refund_succeeded(%s, %s, %s)",
                     [stripe_refund_id, int_or_none(refund.get("amount")), intent],
                 )
@@ -164,7 +164,7 @@ def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | Non
         )
     if status in ("failed", "canceled"):
         reason = text(refund.get("failure_reason")) or str(status)
-        result = tx.one(
+        result = await tx.one(
             "select billing.mark_refund_failed(%s, %s, %s)", [stripe_refund_id, reason, our_refund_id]
         )
         return Transition(
@@ -175,30 +175,30 @@ def apply_refund(tx: Tx, refund: Mapping[str, Any], payment_intent_id: str | Non
     return Transition("refund_pending")
 
 
-def apply_refund_event(tx: Tx, kind: str, obj: Mapping[str, Any]) -> Transition:
+async def apply_refund_event(tx: Tx, kind: str, obj: Mapping[str, Any]) -> Transition:
     """A refund event: charge.refunded (the charge's list of refunds) or refund.* (one refund)."""
     if kind != "charge.refunded":
-        return guarded(tx, apply_refund, obj, None)
+        return await guarded(tx, apply_refund, obj, None)
     refunds = obj.get("refunds")
     listed = refunds.get("data") if isinstance(refunds, Mapping) else None
     if not isinstance(listed, list) or not listed:
         return Transition("ignored:no_refund_list")
     intent = object_id(obj.get("payment_intent"))
-    results = [guarded(tx, apply_refund, item, intent) for item in listed if isinstance(item, Mapping)]
+    results = [await guarded(tx, apply_refund, item, intent) for item in listed if isinstance(item, Mapping)]
     outcomes = sorted({r.outcome for r in results})
     payment_ids = [r.payment_id for r in results if r.payment_id is not None]
     return Transition(",".join(outcomes), payment_ids[0] if payment_ids else None)
 
 
-def apply_deferred_refunds(tx: Tx, payment_intent_id: str) -> None:
+async def apply_deferred_refunds(tx: Tx, payment_intent_id: str) -> None:
     """The refund events that waited for this payment intent, applied now that a payment has it, each
     finished in the inbox with its new outcome (webhook, checkout return and reconcile alike)."""
-    for event_id, kind, obj in tx.all(
+    for event_id, kind, obj in await tx.all(
         "select id, type, object from billing.deferred_refund_events(%s)", [payment_intent_id]
     ):
-        result = apply_refund_event(tx, str(kind), obj)
+        result = await apply_refund_event(tx, str(kind), obj)
         if result.outcome != DEFERRED:
-            tx.one(
+            await tx.one(
                 "select billing.finish_stripe_event(%s, %s, %s)",
                 [event_id, result.outcome, result.payment_id],
             )

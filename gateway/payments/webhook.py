@@ -21,11 +21,10 @@ from typing import Any
 
 import psycopg
 import stripe
-from psycopg_pool import PoolTimeout
 
-from gateway.errors import ApiError
+from gateway.errors import database_failure
 from gateway.payments import transitions as tr
-from gateway.payments.common import db_error, log, object_id, text
+from gateway.payments.common import log, object_id, text
 from gateway.payments.config import PaymentSettings
 from gateway.payments.refunds import send_refunds
 from gateway.payments.store import PaymentStore, Tx
@@ -97,31 +96,14 @@ def verify(
     return event
 
 
-def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:
+async def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:
     """The transition of one event (inside the inbox transaction)."""
     kind = str(event["type"])
     obj: Mapping[str, Any] = event["data"]["object"]
     if kind in SESSION_EVENTS:
-        payment = tr.find_payment(
-            tx,
-            session_id=text(obj.get("id")),
-            payment_intent_id=object_id(obj.get("payment_intent")),
-            metadata=obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else None,
-            client_reference_id=obj.get("client_reference_id"),
-        )
-        if payment is None:
-            return tr.Transition("unknown_payment")
-        payment_id = int(payment["payment_id"])
-        if kind == "checkout.session.async_payment_failed":
-            return _with_payment(
-                tr.guarded(tx, tr.close, payment_id, "failed", "async_payment_failed"), payment_id
-            )
-        if kind == "checkout.session.expired":
-            return _with_payment(tr.guarded(tx, tr.close, payment_id, "expired"), payment_id)
-        # completed / async_payment_succeeded: the session says whether the money is there
-        return _with_payment(tr.guarded(tx, tr.apply_session, payment_id, obj), payment_id)
+        return await _session_event(tx, kind, obj)
     if kind in INTENT_EVENTS:
-        payment = tr.find_payment(
+        payment = await tr.find_payment(
             tx,
             payment_intent_id=text(obj.get("id")),
             metadata=obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else None,
@@ -130,8 +112,29 @@ def dispatch(tx: Tx, event: Mapping[str, Any]) -> tr.Transition:
             return tr.Transition("unknown_payment")
         return tr.Transition("recorded", int(payment["payment_id"]))
     if kind == "charge.refunded" or kind in REFUND_EVENTS:
-        return tr.apply_refund_event(tx, kind, obj)
+        return await tr.apply_refund_event(tx, kind, obj)
     return tr.Transition("ignored")
+
+
+async def _session_event(tx: Tx, kind: str, obj: Mapping[str, Any]) -> tr.Transition:
+    payment = await tr.find_payment(
+        tx,
+        session_id=text(obj.get("id")),
+        payment_intent_id=object_id(obj.get("payment_intent")),
+        metadata=obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else None,
+        client_reference_id=obj.get("client_reference_id"),
+    )
+    if payment is None:
+        return tr.Transition("unknown_payment")
+    payment_id = int(payment["payment_id"])
+    if kind == "checkout.session.async_payment_failed":
+        result = await tr.guarded(tx, tr.close, payment_id, "failed", "async_payment_failed")
+    elif kind == "checkout.session.expired":
+        result = await tr.guarded(tx, tr.close, payment_id, "expired")
+    else:
+        # completed / async_payment_succeeded: the session says whether the money is there
+        result = await tr.guarded(tx, tr.apply_session, payment_id, obj)
+    return _with_payment(result, payment_id)
 
 
 def _with_payment(result: tr.Transition, payment_id: int) -> tr.Transition:
@@ -140,7 +143,32 @@ def _with_payment(result: tr.Transition, payment_id: int) -> tr.Transition:
     return result
 
 
-def receive_event(
+async def _record(
+    tx: Tx, event: Mapping[str, Any], settings: PaymentSettings
+) -> tuple[WebhookResult, tr.Transition | None]:
+    """The event into the inbox (billing.record_stripe_event) and, when it is new, its transition: the
+    answer, and the transition applied (None for a duplicate or an event the inbox refused)."""
+    event_id, kind = str(event["id"]), str(event["type"])
+    created = event.get("created")
+    inbox = await tx.one(
+        "select billing.record_stripe_event(%s, %s, %s::jsonb, to_timestamp(%s), %s)",
+        [event_id, kind, json.dumps(event), created if isinstance(created, int) else None, settings.livemode],
+    )
+    if inbox == "duplicate":
+        return WebhookResult(200, {"received": True, "id": event_id, "duplicate": True}), None
+    if inbox != "new":  # stored as rejected by the inbox: acknowledged, never applied
+        log.warning("webhook %s (%s) not applied: %s", event_id, kind, inbox)
+        body = {"received": True, "id": event_id, "duplicate": False, "outcome": inbox}
+        return WebhookResult(200, body), None
+    result = await dispatch(tx, event)
+    await tx.one(
+        "select billing.finish_stripe_event(%s, %s, %s)", [event_id, result.outcome, result.payment_id]
+    )
+    body = {"received": True, "id": event_id, "duplicate": False, "outcome": result.outcome}
+    return WebhookResult(200, body, result.refunds), result
+
+
+async def receive_event(
     store: PaymentStore,
     client: stripe.StripeClient,
     settings: PaymentSettings,
@@ -153,45 +181,27 @@ def receive_event(
     verified = verify(client, raw_body, signature, settings.webhook_secret, settings.webhook_tolerance)
     if isinstance(verified, WebhookResult):
         return verified
-    event = verified
-    event_id, kind = str(event["id"]), str(event["type"])
     try:
-        with store.transaction(request_id=request_id, method="POST", path="/webhooks/stripe") as tx:
-            created = event.get("created")
-            inbox = tx.one(
-                "select billing.record_stripe_event(%s, %s, %s::jsonb, to_timestamp(%s), %s)",
-                [
-                    event_id,
-                    kind,
-                    json.dumps(event),
-                    created if isinstance(created, int) else None,
-                    settings.livemode,
-                ],
-            )
-            if inbox == "duplicate":
-                return WebhookResult(200, {"received": True, "id": event_id, "duplicate": True})
-            if inbox != "new":  # stored as rejected by the inbox: acknowledged, never applied
-                log.warning("webhook %s (%s) not applied: %s", event_id, kind, inbox)
-                body = {"received": True, "id": event_id, "duplicate": False, "outcome": inbox}
-                return WebhookResult(200, body)
-            result = dispatch(tx, event)
-            tx.one(
-                "select billing.finish_stripe_event(%s, %s, %s)",
-                [event_id, result.outcome, result.payment_id],
-            )
-    except (psycopg.Error, PoolTimeout) as exc:
-        error: ApiError = db_error(exc)
-        if isinstance(exc, psycopg.Error) and exc.sqlstate == "PT422":
+        async with store.transaction(request_id=request_id, method="POST", path="/webhooks/stripe") as tx:
+            answer, applied = await _record(tx, verified, settings)
+    except psycopg.Error as exc:  # PoolTimeout among them
+        error = database_failure(exc, authenticated=True)
+        if exc.sqlstate == "PT422":
             # the inbox refused the event itself (an id that is not evt_...): not Stripe's, not retryable
             return WebhookResult(400, error.body())
-        log.error("webhook %s (%s) not stored: %s", event_id, kind, str(exc).strip() or type(exc).__name__)
+        log.error(
+            "webhook %s (%s) not stored: %s",
+            verified["id"],
+            verified["type"],
+            str(exc).strip() or type(exc).__name__,
+        )
         return WebhookResult(error.status if error.status >= 500 else 500, error.body())
-    log.info("webhook %s (%s): %s", event_id, kind, result.outcome)
-    body = {"received": True, "id": event_id, "duplicate": False, "outcome": result.outcome}
-    return WebhookResult(200, body, result.refunds)
+    if applied is not None:
+        log.info("webhook %s (%s): %s", verified["id"], verified["type"], applied.outcome)
+    return answer
 
 
-def handle_webhook(
+async def handle_webhook(
     store: PaymentStore,
     client: stripe.StripeClient,
     settings: PaymentSettings,
@@ -202,7 +212,7 @@ def handle_webhook(
 ) -> tuple[int, dict[str, Any]]:
     """One delivery, end to end: (HTTP status, JSON body). Refunds created by the transition are sent to
     Stripe after the commit, never inside the transaction; a failure leaves them pending for reconcile."""
-    result = receive_event(store, client, settings, raw_body, signature, request_id=request_id)
+    result = await receive_event(store, client, settings, raw_body, signature, request_id=request_id)
     if result.refunds:
-        send_refunds(store, client, result.refunds, request_id=request_id)
+        await send_refunds(store, client, result.refunds, request_id=request_id)
     return result.status, result.body

@@ -41,8 +41,7 @@ comment on function api.refund_order(bigint, bigint) is
 'Staff: requests a refund of a paid order''s payment, of amount (minor units) or of everything left when
 omitted. Answers 202 with the pending refund; the gateway carries it out at Stripe, and the order becomes
 refunded once Stripe confirms the full amount (partial refunds keep it paid, with refunded_minor).
-409 order_not_refundable (not paid) or refund_exceeds_balance; 404 unknown order.
-@route POST /orders/{order_id}/refund';
+409 order_not_refundable (not paid) or refund_exceeds_balance; 404 unknown order.';
 
 grant execute on function api.refund_order(bigint, bigint) to app_admin;
 

@@ -725,7 +725,9 @@ def test_refund_order_is_for_staff(db: Session) -> None:
         "order by p.proname"
     )
     assert "@route GET /orders/{order_id}/payments" in routes[0][0]
-    assert "@route POST /orders/{order_id}/refund" in routes[1][0]
+    # the refund needs Stripe: the gateway's Python route is its one declaration
+    # (tests/gateway/test_routes_once.py)
+    assert "@route" not in routes[1][0]
 
 
 def test_payments_safe_masks_provider_ids_and_emails(db: Session) -> None:

@@ -20,8 +20,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import requests
-import stripe
 from psycopg import sql
 
 from commercecore.standin import BackgroundServer
@@ -110,23 +108,6 @@ def unavailable_body(response: httpx.Response) -> dict[str, Any]:
     assert retry_after.isdigit(), response.headers
     assert int(retry_after) >= 1, response.headers
     return body
-
-
-@contextlib.contextmanager
-def stripe_client(api_key: str, api_base: str, *, retries: int = 0) -> Iterator[stripe.StripeClient]:
-    """A client as gateway.payments.client.make_client builds it, on one requests session that the drill
-    closes afterwards: by default the SDK opens a session per thread (the gateway's worker threads), whose
-    sockets would outlive the drill."""
-    session = requests.Session()
-    try:
-        yield stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base},
-            max_network_retries=retries,
-            http_client=stripe.RequestsClient(timeout=(5.0, 10.0), session=session),
-        )
-    finally:
-        session.close()
 
 
 # -- the database --------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from commercecore.local import embedded, seed
 from commercecore.standin import BackgroundServer, StandinState, start_standin
 from gateway.app import create_app
 from gateway.payments import PaymentService, PaymentSettings
-from gateway.payments.store import PaymentStore
 from gateway.settings import DEMO_JWT_SECRET
 from tests.conftest import ROOT
 from tests.drills.conftest import (
@@ -54,7 +53,6 @@ from tests.drills.conftest import (
     order_lines,
     query_rows,
     running_gateway,
-    stripe_client,
     unavailable_body,
     wait_for,
 )
@@ -292,33 +290,31 @@ def test_postgres_killed_under_load_and_restarted(crash_stack: CrashStack) -> No
     api_key = f"sk_test_{uuid.uuid4().hex}"
     standin, state = start_standin(webhook_secret=webhook_secret)
     try:
-        with stripe_client(api_key, standin.url, retries=1) as client:
-            payments = PaymentService(
-                PaymentStore(crash_stack.gateway_url, max_size=6, timeout=POOL_TIMEOUT),
-                client,
-                PaymentSettings(
-                    secret_key=api_key,
-                    webhook_secret=webhook_secret,
-                    api_base=standin.url,
-                    public_base_url="http://shop.test",
-                    max_network_retries=1,
-                    timeout=10.0,
-                    demo=True,
-                ),
-            )
-            settings = replace(
-                drill_settings(crash_stack.gateway_url, pool_min=2, pool_max=8, pool_timeout=POOL_TIMEOUT),
+        # the Stripe paths on the gateway's own pool, as `commercecore serve` runs them
+        payments = PaymentService(
+            PaymentSettings(
+                secret_key=api_key,
+                webhook_secret=webhook_secret,
+                api_base=standin.url,
+                public_base_url="http://shop.test",
+                max_network_retries=1,
+                timeout=10.0,
                 demo=True,
-                jwt_secret=DEMO_JWT_SECRET,
-                # each client orders without pause for the whole drill: the limits on a customer's unpaid
-                # orders out of reach (tests/db/test_order_limits.py has them)
-                max_open_orders=UNLIMITED,
-                max_units_per_product=UNLIMITED,
             )
-            server = BackgroundServer(create_app(settings, payments=payments))
-            state.webhook_url = f"{server.url}/webhooks/stripe"  # the stand-in delivers its events there
-            with running_gateway(settings, server=server) as base_url:
-                run_drill(crash_stack, base_url, standin.url, state)
+        )
+        settings = replace(
+            drill_settings(crash_stack.gateway_url, pool_min=2, pool_max=8, pool_timeout=POOL_TIMEOUT),
+            demo=True,
+            jwt_secret=DEMO_JWT_SECRET,
+            # each client orders without pause for the whole drill: the limits on a customer's unpaid
+            # orders out of reach (tests/db/test_order_limits.py has them)
+            max_open_orders=UNLIMITED,
+            max_units_per_product=UNLIMITED,
+        )
+        server = BackgroundServer(create_app(settings, payments=payments))
+        state.webhook_url = f"{server.url}/webhooks/stripe"  # the stand-in delivers its events there
+        with running_gateway(settings, server=server) as base_url:
+            run_drill(crash_stack, base_url, standin.url, state)
     finally:
         standin.stop()
 

@@ -29,6 +29,7 @@ is recorded (test_a_dashboard_refund_delivered_before_its_payment_still_counts).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -50,10 +51,10 @@ import stripe
 from commercecore.standin import BackgroundServer, StandinState, start_standin
 from gateway import db as gwdb
 from gateway.payments import PaymentService, PaymentSettings
-from gateway.payments.store import PaymentStore
-from tests.conftest import PgServer, login_url
+from gateway.payments.service import standalone
+from tests.conftest import PgServer, login_url, stripe_client
 from tests.db.shop import no_order_limits
-from tests.drills.conftest import DrillDb, drill_settings, query_rows, running_gateway, stripe_client
+from tests.drills.conftest import DrillDb, drill_settings, query_rows, running_gateway
 
 log = logging.getLogger("tests.drills")
 
@@ -97,10 +98,9 @@ class World:
         self.products: list[int] = []
         self.staff = 0
 
-    def service(self, gateway_url: str) -> PaymentService:
-        return PaymentService(
-            PaymentStore(gateway_url, max_size=SENDERS + 2, timeout=10.0), self.client, self.settings
-        )
+    def service(self, gateway_url: str) -> contextlib.AbstractAsyncContextManager[PaymentService]:
+        """The Stripe paths on a pool of their own (the storm's gateway runs them on its own)."""
+        return standalone(gateway_url, self.settings, max_size=SENDERS + 2, timeout=10.0)
 
     # -- the database, as customers and staff -----------------------------------------------------------
 
@@ -149,9 +149,9 @@ class World:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def checkout(self, service: PaymentService, order_id: int, user_id: int) -> str:
+    async def checkout(self, service: PaymentService, order_id: int, user_id: int) -> str:
         """A checkout session for the order, as the customer starts it; its id."""
-        result = service.start_checkout(order_id, customer_of(user_id))
+        result = await service.start_checkout(order_id, customer_of(user_id))
         return result.checkout_url.rsplit("/", 1)[-1]
 
     def intent_of(self, session_id: str) -> str:
@@ -171,7 +171,9 @@ def signed_post(http: httpx.Client, event: dict[str, Any]) -> httpx.Response:
     )
 
 
-def make_history(world: World, service: PaymentService) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def make_history(
+    world: World, service: PaymentService
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Phase 1 (confirmed in the database before the storm) and phase 2 (the storm's events), each in the
     order Stripe created them."""
     rng = random.Random(20261124)
@@ -181,14 +183,14 @@ def make_history(world: World, service: PaymentService) -> tuple[list[dict[str, 
         for _ in range(2):
             user = world.user()
             order_id = world.order(user, rng)
-            session = world.checkout(service, order_id, user)
+            session = await world.checkout(service, order_id, user)
             world.control(f"sessions/{session}/complete")
             paid.append((order_id, session))
     phase1 = [dict(e) for e in world.state.events.values()]
     for event in phase1:
         payload = json.dumps(event)
         header = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
-        status, body = service.handle_webhook(payload.encode(), header)
+        status, body = await service.handle_webhook(payload.encode(), header)
         assert status == 200, body
     marker = {e["id"] for e in phase1}
 
@@ -197,41 +199,41 @@ def make_history(world: World, service: PaymentService) -> tuple[list[dict[str, 
     for bundle in range(BUNDLES):
         user = world.user()
         # card payment
-        world.control(f"sessions/{world.checkout(service, world.order(user, rng), user)}/complete")
+        world.control(f"sessions/{await world.checkout(service, world.order(user, rng), user)}/complete")
         # delayed payment that succeeds, one that fails
-        session = world.checkout(service, world.order(user, rng), user)
+        session = await world.checkout(service, world.order(user, rng), user)
         world.control(f"sessions/{session}/complete", {"async": True})
         world.control(f"sessions/{session}/async_succeed")
-        session = world.checkout(service, world.order(user, rng), user)
+        session = await world.checkout(service, world.order(user, rng), user)
         world.control(f"sessions/{session}/complete", {"async": True})
         world.control(f"sessions/{session}/async_fail")
         # a declined card, then a good one
-        session = world.checkout(service, world.order(user, rng), user)
+        session = await world.checkout(service, world.order(user, rng), user)
         world.control(f"sessions/{session}/decline")
         world.control(f"sessions/{session}/complete")
         # left to expire
-        world.control(f"sessions/{world.checkout(service, world.order(user, rng), user)}/expire")
+        world.control(f"sessions/{await world.checkout(service, world.order(user, rng), user)}/expire")
         # a second checkout that could not expire the first: both get paid
         order_id = world.order(user, rng)
-        first = world.checkout(service, order_id, user)
+        first = await world.checkout(service, order_id, user)
         world.control("fail_next", {"count": 1})
-        second = world.checkout(service, order_id, user)
+        second = await world.checkout(service, order_id, user)
         world.control(f"sessions/{first}/complete")
         world.control(f"sessions/{second}/complete")
         # a second checkout that expired the first
         order_id = world.order(user, rng)
-        world.checkout(service, order_id, user)
-        world.control(f"sessions/{world.checkout(service, order_id, user)}/complete")
+        await world.checkout(service, order_id, user)
+        world.control(f"sessions/{await world.checkout(service, order_id, user)}/complete")
         # cancelled, then paid anyway
         order_id = world.order(user, rng)
-        session = world.checkout(service, order_id, user)
+        session = await world.checkout(service, order_id, user)
         world.as_user(user, "select api.cancel_order(%s)", [order_id])
         world.control(f"sessions/{session}/complete")
         # a partial refund in the Stripe dashboard, a full staff refund through the gateway
         dashboard_order, dashboard_session = paid[2 * bundle]
         world.client.v1.refunds.create({"payment_intent": world.intent_of(dashboard_session), "amount": 100})
         staff_order, _staff_session = paid[2 * bundle + 1]
-        status, body = service.refund_order(staff_order, None, staff)
+        status, body = await service.refund_order(staff_order, None, staff)
         assert status == 202, body
         assert dashboard_order != staff_order
     phase2 = [dict(e) for e in world.state.events.values() if e["id"] not in marker]
@@ -304,13 +306,12 @@ def run_storm(pg: PgServer, drill_db: DrillDb, gateway_password: str, world: Wor
     world.add_products("STORM", 12, 10000)
     world.staff = world.user("app_admin")
 
-    service = world.service(drill_db.gateway_url)
-    service.open()
+    async def history() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with world.service(drill_db.gateway_url) as service:
+            return await make_history(world, service)
+
     started = time.monotonic()
-    try:
-        phase1, phase2 = make_history(world, service)
-    finally:
-        service.close()
+    phase1, phase2 = asyncio.run(history())
     kinds = Counter(e["type"] for e in phase2)
     assert len(phase2) == 32 * BUNDLES, kinds
     assert {"checkout.session.completed", "checkout.session.expired", "checkout.session.async_payment_failed",
@@ -397,8 +398,10 @@ def storm(
             with lock:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-    service = world.service(gateway_url)
-    with running_gateway(drill_settings(gateway_url), payments=service) as base_url:
+    # the gateway's pool serves the webhooks: as many connections as the senders and the pool of their own
+    # the Stripe paths had before
+    settings = drill_settings(gateway_url, pool_max=SENDERS + 2)
+    with running_gateway(settings, payments=PaymentService(world.settings)) as base_url:
         started = time.monotonic()
         threads = [threading.Thread(target=sender, args=(base_url,)) for _ in range(SENDERS)]
         for thread in threads:
@@ -414,16 +417,16 @@ def storm(
 
 def apply_in_order(world: World, url: str, events: list[dict[str, Any]]) -> None:
     """The events delivered to one database in this order, through the webhook's own code path."""
-    service = world.service(url)
-    service.open()
-    try:
-        for event in events:
-            payload = json.dumps(event)
-            header = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
-            status, body = service.handle_webhook(payload.encode(), header)
-            assert status == 200, body
-    finally:
-        service.close()
+
+    async def deliver() -> None:
+        async with world.service(url) as service:
+            for event in events:
+                payload = json.dumps(event)
+                header = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
+                status, body = await service.handle_webhook(payload.encode(), header)
+                assert status == 200, body
+
+    asyncio.run(deliver())
 
 
 def test_superseded_payment_reason_does_not_depend_on_arrival_order(
@@ -439,14 +442,14 @@ def test_superseded_payment_reason_does_not_depend_on_arrival_order(
             world.add_products("LATE", 2, 10)
             user = world.user()
             order_id = world.order(user, random.Random(1))
-            service = world.service(drill_db.gateway_url)
-            service.open()
-            try:
-                first = world.checkout(service, order_id, user)
-                world.control("fail_next", {"count": 1})  # the second checkout cannot expire the first
-                second = world.checkout(service, order_id, user)
-            finally:
-                service.close()
+
+            async def two_checkouts() -> tuple[str, str]:
+                async with world.service(drill_db.gateway_url) as service:
+                    first = await world.checkout(service, order_id, user)
+                    world.control("fail_next", {"count": 1})  # the second checkout cannot expire the first
+                    return first, await world.checkout(service, order_id, user)
+
+            first, second = asyncio.run(two_checkouts())
             world.control(f"sessions/{first}/complete")
             world.control(f"sessions/{second}/complete")
             completed = {
@@ -493,12 +496,12 @@ def test_a_dashboard_refund_delivered_before_its_payment_still_counts(
             world.add_products("EARLY", 2, 10)
             user = world.user()
             order_id = world.order(user, random.Random(2))
-            service = world.service(drill_db.gateway_url)
-            service.open()
-            try:
-                session = world.checkout(service, order_id, user)
-            finally:
-                service.close()
+
+            async def one_checkout() -> str:
+                async with world.service(drill_db.gateway_url) as service:
+                    return await world.checkout(service, order_id, user)
+
+            session = asyncio.run(one_checkout())
             world.control(f"sessions/{session}/complete")
             client.v1.refunds.create({"payment_intent": world.intent_of(session), "amount": 100})
             events = list(state.events.values())

@@ -214,14 +214,23 @@ async def test_a_login_made_superuser_later_never_serves(
     assert any(f"'{name}' is a superuser" in m for m in gateway_log.messages), gateway_log.messages
 
 
-def test_the_payment_paths_refuse_a_superuser_login_too(gw_db: GatewayDb) -> None:
-    service = PaymentService.from_env(gw_db.admin_url, {"COMMERCECORE_DEMO": "1"}, pool_timeout=1.0)
-    service.open()
-    try:
-        with pytest.raises(PoolTimeout), service.store.transaction():
-            pytest.fail("the payment paths ran a transaction as a superuser")
-    finally:
-        service.close()
+async def test_the_payment_paths_refuse_a_superuser_login_too(
+    gw_db: GatewayDb, probe_login: tuple[str, str]
+) -> None:
+    """The Stripe paths have no pool of their own: they run on the gateway's, whose connections of a login
+    made superuser are refused."""
+    name, url = probe_login
+    settings = settings_for(GatewayDb(gw_db.admin_url, url), pool_min=1, pool_max=2, pool_timeout=1.0)
+    service = PaymentService.from_env({"COMMERCECORE_DEMO": "1"})
+    async with serve(create_app(settings, payments=service)) as client:
+        pool = gateway_of(client).pool
+        assert pool is not None
+        assert service.store.pool is pool
+        alter_login(gw_db, name, "superuser")
+        await pool.drain()
+        with pytest.raises(PoolTimeout):
+            async with service.store.transaction():
+                pytest.fail("the payment paths ran a transaction as a superuser")
 
 
 def test_serve_refuses_a_superuser_login_with_one_line(gw_db: GatewayDb) -> None:

@@ -22,8 +22,6 @@ from commercecore.ops import jobs
 from commercecore.standin import BackgroundServer, start_standin
 from gateway.app import create_app
 from gateway.payments import PaymentService, PaymentSettings
-from gateway.payments.client import make_client
-from gateway.payments.store import PaymentStore
 from gateway.settings import Settings
 from tests.gateway.conftest import GatewayDb, bearer, make_admin, serve, settings_for, signup
 
@@ -41,18 +39,19 @@ def standin() -> Iterator[BackgroundServer]:
         server.stop()
 
 
-def payment_service(standin: BackgroundServer, database: GatewayDb, settings: Settings) -> PaymentService:
-    """The Stripe paths as `commercecore serve` builds them: the shop's settings in every transaction."""
+def payment_service(standin: BackgroundServer) -> PaymentService:
+    """The Stripe paths as `commercecore serve` builds them: the gateway runs them on its own pool, with the
+    shop's settings in every transaction."""
     api_key = f"sk_test_{uuid.uuid4().hex}"
-    store = PaymentStore(database.gateway_url, max_size=4, shop_settings=settings.order_settings)
-    client = make_client(api_key, api_base=standin.url, max_network_retries=0, timeout=10.0)
     payment_settings = PaymentSettings(
         secret_key=api_key,
         webhook_secret=WEBHOOK_SECRET,
         api_base=standin.url,
         public_base_url="http://shop.test",
+        max_network_retries=0,
+        timeout=10.0,
     )
-    return PaymentService(store, client, payment_settings)
+    return PaymentService(payment_settings)
 
 
 @pytest.fixture
@@ -60,7 +59,7 @@ async def shop(
     standin: BackgroundServer, gw_fresh: GatewayDb
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
     settings = settings_for(gw_fresh)
-    app = create_app(settings, payments=payment_service(standin, gw_fresh, settings))
+    app = create_app(settings, payments=payment_service(standin))
     async with serve(app) as client:
         yield client, settings
 

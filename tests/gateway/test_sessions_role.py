@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 @contextlib.asynccontextmanager
 async def demo_gateway(database: GatewayDb, *, secure: bool = False) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway as `make run` has it (the public demo secret), with its Stripe paths."""
-    service = PaymentService.from_env(database.gateway_url, {"COMMERCECORE_DEMO": "1"}, pool_timeout=2.0)
+    service = PaymentService.from_env({"COMMERCECORE_DEMO": "1"})
     settings = settings_for(database, demo=True, jwt_secret=DEMO_JWT_SECRET, cookie_secure=secure)
     app: Starlette = create_app(settings, payments=service)
     async with app.router.lifespan_context(app):

@@ -306,7 +306,7 @@ async def test_password_change_budgets(gw_db: GatewayDb) -> None:
 @contextlib.asynccontextmanager
 async def paying(database: GatewayDb, **budgets: str) -> AsyncIterator[Starlette]:
     """The gateway with its Stripe paths (demo settings: the refusals tested here never reach Stripe)."""
-    service = PaymentService.from_env(database.gateway_url, {"COMMERCECORE_DEMO": "1"}, pool_timeout=2.0)
+    service = PaymentService.from_env({"COMMERCECORE_DEMO": "1"})
     app = create_app(settings_for(database, rate_limits=rates(**budgets)), payments=service)
     async with app.router.lifespan_context(app):
         yield app

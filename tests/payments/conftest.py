@@ -4,22 +4,29 @@ database, connected as the `authenticator` like the gateway. The stand-in delive
 app; `Shop.flush()` waits until every queued delivery was answered (the webhook commits before it answers),
 so tests synchronise on deliveries, never on sleeps.
 
+The service runs on the app's event loop, with a pool of its own made as the gateway's
+(gateway.payments.store.own_store): `Servers.run` runs a coroutine there. The tests' own calls to the
+stand-in go through a synchronous client (`Shop.stripe`).
+
 The caller's identity is what the gateway will put on `request.state.auth`: here a test middleware reads it
 from X-Test-Role / X-Test-Sub headers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
 import pytest
+import stripe
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,10 +34,11 @@ from commercecore.standin import BackgroundServer, StandinState, start_standin
 from commercecore.standin.state import account_of
 from gateway import db as gwdb
 from gateway.payments import PaymentService, PaymentSettings
-from gateway.payments.client import make_client
 from gateway.payments.routes import payment_routes
-from gateway.payments.store import PaymentStore
-from tests.conftest import login_url
+from gateway.payments.store import own_store
+from tests.conftest import login_url, stripe_client
+
+T = TypeVar("T")
 
 
 # each test has its own API key, so its own "account" at the stand-in, as at Stripe: its own sessions,
@@ -81,11 +89,22 @@ class Servers:
     def webhook_url(self) -> str:
         return f"{self.app_server.url}/webhooks/stripe"
 
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Runs a coroutine on the app's event loop (where the service's pool and client live)."""
+        loop: asyncio.AbstractEventLoop = self.app.state.loop
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+
+@contextlib.asynccontextmanager
+async def remember_loop(app: Starlette) -> AsyncIterator[None]:
+    app.state.loop = asyncio.get_running_loop()
+    yield
+
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
     standin, state = start_standin(webhook_secret=WEBHOOK_SECRET)
-    app = Starlette(routes=payment_routes())
+    app = Starlette(routes=payment_routes(), lifespan=remember_loop)
     app.state.payments = None
     app_server = BackgroundServer(FakeAuth(app)).start()
     try:
@@ -112,11 +131,20 @@ class Shop:
     """One test's world: the database (as superuser for arranging and checking), the payment app over HTTP,
     the stand-in's controls."""
 
-    def __init__(self, servers: Servers, admin_url: str, gateway_url: str, service: PaymentService) -> None:
+    def __init__(
+        self,
+        servers: Servers,
+        admin_url: str,
+        gateway_url: str,
+        service: PaymentService,
+        client: stripe.StripeClient,
+    ) -> None:
         self.servers = servers
         self.admin_url = admin_url
         self.gateway_url = gateway_url
         self.service = service
+        # the tests' own calls to the stand-in, as the Stripe dashboard would make them
+        self.stripe = client
         self.http = httpx.Client(base_url=servers.app_server.url, timeout=30.0)
         self.standin = httpx.Client(base_url=servers.standin.url, timeout=30.0)
 
@@ -173,6 +201,16 @@ class Shop:
             conn.execute(context, context_params)
             row = conn.execute(query, params).fetchone()
             return row[0] if row else None
+
+    def as_payments(self, user_id: int, query: str, params: list[Any]) -> Any:
+        """One call as the Stripe paths make it (app_payments with the customer's claims), committed."""
+
+        async def call() -> Any:
+            claims = {"sub": str(user_id), "role": "app_readwrite"}
+            async with self.service.store.transaction(claims=claims) as tx:
+                return await tx.one(query, params)
+
+        return self.servers.run(call())
 
     def order(self, user_id: int, lines: list[tuple[int, int]]) -> int:
         """api.create_order as the customer: stock and totals from the database, as in production."""
@@ -321,22 +359,27 @@ class Shop:
 def shop(servers: Servers, fresh_db: str, authenticator_password: str) -> Iterator[Shop]:
     gateway_url = login_url(fresh_db, "authenticator", authenticator_password)
     api_key = new_api_key()
-    settings = settings_for(servers, api_key)
-    client = make_client(api_key, api_base=servers.standin.url, max_network_retries=2, timeout=10.0)
-    service = PaymentService(PaymentStore(gateway_url, max_size=12, timeout=10.0), client, settings)
-    service.open()
+    service = PaymentService(settings_for(servers, api_key))
+    resources = contextlib.AsyncExitStack()
+    service.bind(
+        servers.run(resources.enter_async_context(own_store(gateway_url, max_size=12, timeout=10.0)))
+    )
     servers.app.state.payments = service
-    world = Shop(servers, fresh_db, gateway_url, service)
-    # the test's own account has its own webhook endpoint, as at Stripe
-    world.control("delivery", {"account": world.account, "enabled": True, "url": servers.webhook_url})
-    world.control("refund_mode", {"mode": "succeed"})
-    world.fail_next(0)
     try:
-        yield world
+        with stripe_client(api_key, servers.standin.url, retries=2) as client:
+            world = Shop(servers, fresh_db, gateway_url, service, client)
+            # the test's own account has its own webhook endpoint, as at Stripe
+            world.control("delivery", {"account": world.account, "enabled": True, "url": servers.webhook_url})
+            world.control("refund_mode", {"mode": "succeed"})
+            world.fail_next(0)
+            try:
+                yield world
+            finally:
+                # deliveries of this test's events go to this test's database, not the next one's
+                world.delivery(True)
+                world.flush()
+                servers.app.state.payments = None
+                world.close()
     finally:
-        # deliveries of this test's events go to this test's database, not the next one's
-        world.delivery(True)
-        world.flush()
-        servers.app.state.payments = None
-        world.close()
-        service.close()
+        servers.run(service.aclose())
+        servers.run(resources.aclose())

@@ -45,7 +45,7 @@ def test_pay_through_the_hosted_page(shop: Shop) -> None:
     assert payment["amount_minor"] == 2 * 1250 + 899
 
     # the session carries the order's price snapshots and our ids
-    session = shop.service.client.v1.checkout.sessions.retrieve(payment["checkout_session_id"])
+    session = shop.stripe.v1.checkout.sessions.retrieve(payment["checkout_session_id"])
     assert session.amount_total == 3399
     assert session.currency == "eur"
     assert session.client_reference_id == str(payment["id"])
@@ -57,7 +57,7 @@ def test_pay_through_the_hosted_page(shop: Shop) -> None:
     }
     assert session.success_url is not None
     assert session.success_url.startswith(f"{PUBLIC_BASE_URL}/checkout/success")
-    lines = shop.service.client.v1.checkout.sessions.line_items.list(payment["checkout_session_id"])
+    lines = shop.stripe.v1.checkout.sessions.line_items.list(payment["checkout_session_id"])
     assert sorted((line.quantity, line.amount_total) for line in lines.data) == [(1, 899), (2, 2500)]
 
     page = httpx.get(body["checkout_url"])
@@ -193,7 +193,7 @@ def test_a_new_checkout_expires_the_previous_session(shop: Shop) -> None:
     first = shop.start(order_id, customer)
     second = shop.start(order_id, customer)
     shop.flush()
-    session = shop.service.client.v1.checkout.sessions.retrieve(first["session_id"])
+    session = shop.stripe.v1.checkout.sessions.retrieve(first["session_id"])
     assert session.status == "expired"
     old, new = shop.payments(order_id)
     assert old["status"] == "canceled"
@@ -228,7 +228,7 @@ def test_late_payment_on_a_superseded_attempt_is_refunded(shop: Shop) -> None:
     assert (refund["status"], refund["amount_minor"], refund["reason"]) == ("succeeded", 2000, "superseded")
     assert refund["stripe_refund_id"].startswith("re_")
     assert re.fullmatch(rf"cc_refund_{old['id']}_1_[0-9a-f]{{16}}", refund["idempotency_key"])
-    stripe_refund = shop.service.client.v1.refunds.retrieve(refund["stripe_refund_id"])
+    stripe_refund = shop.stripe.v1.refunds.retrieve(refund["stripe_refund_id"])
     assert stripe_refund.payment_intent == old["payment_intent_id"]
     assert stripe_refund.reason == "duplicate"
     assert shop.order_row(order_id)["status"] == "pending"
@@ -410,9 +410,9 @@ def test_identity_from_the_gateway_hook_and_revoked_sessions(shop: Shop) -> None
         return SessionIdentity("app_readwrite", claims, token.removeprefix("Session "), customer)
 
     working = shop.service
-    shop.servers.app.state.payments = PaymentService(
-        working.store, working.client, working.settings, authenticate=authenticate
-    )
+    checked = PaymentService(working.settings, client=working.client, authenticate=authenticate)
+    checked.bind(working.store)
+    shop.servers.app.state.payments = checked
     try:
         assert shop.http.post(f"/orders/{order_id}/checkout").status_code == 401
         ended = shop.http.post(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime
 import socket
+from dataclasses import replace
 
 from commercecore.standin.state import account_of
 from gateway.payments import PaymentService
-from gateway.payments.client import make_client
 from gateway.payments.reconcile import reconcile
 from tests.payments.conftest import Shop
 
@@ -50,18 +50,22 @@ def test_stripe_answers_500_twice_then_recovers(shop: Shop) -> None:
 def test_stripe_unreachable_is_503_and_the_order_stays_payable(shop: Shop) -> None:
     customer = shop.customer()
     order_id = shop.order(customer, [(shop.product(), 1)])
-    down = make_client(
-        shop.service.settings.secret_key,
-        api_base=f"http://127.0.0.1:{closed_port()}",
-        max_network_retries=1,
-        timeout=2.0,
-    )
     working = shop.service
-    shop.servers.app.state.payments = PaymentService(working.store, down, working.settings)
+    down = PaymentService(
+        replace(
+            working.settings,
+            api_base=f"http://127.0.0.1:{closed_port()}",
+            max_network_retries=1,
+            timeout=2.0,
+        )
+    )
+    down.bind(working.store)
+    shop.servers.app.state.payments = down
     try:
         response = shop.checkout(order_id, customer)
     finally:
         shop.servers.app.state.payments = working
+        shop.servers.run(down.aclose())
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "5"
     error = response.json()
@@ -113,7 +117,7 @@ def test_automatic_refund_waits_for_stripe_then_reconcile_sends_it(shop: Shop) -
     [refund] = shop.refunds(superseded["id"])
     assert (refund["status"], refund["stripe_refund_id"]) == ("pending", None)
 
-    report = reconcile(shop.gateway_url, shop.service.client, datetime.timedelta(hours=1))
+    report = reconcile(shop.gateway_url, shop.service.settings, datetime.timedelta(hours=1))
     assert report.checked == 0
     assert (report.refunds_sent, report.refunds_confirmed, report.errors) == (1, 1, [])
     superseded, live = shop.payments(order_id)

@@ -44,8 +44,7 @@ def test_reconcile_after_missed_webhooks(shop: Shop) -> None:
     shop.start(orders["F"], customer)
     shop.complete(f1["session_id"])
     # H: an attempt begun but never given a session (the process died in between)
-    with shop.service.store.transaction(claims={"sub": str(customer), "role": "app_readwrite"}) as tx:
-        tx.one("select billing.begin_payment(%s)", [orders["H"]])
+    shop.as_payments(customer, "select billing.begin_payment(%s)", [orders["H"]])
     # G: a staff refund while Stripe does not answer: recorded, not sent
     shop.fail_next(3)
     deferred = shop.refund(order_g, staff, 1500)
@@ -53,7 +52,7 @@ def test_reconcile_after_missed_webhooks(shop: Shop) -> None:
     assert deferred.json()["stripe_refund_id"] is None
     missed = shop.new_events(marker)
 
-    report = reconcile(shop.gateway_url, shop.service.client, datetime.timedelta(0))
+    report = reconcile(shop.gateway_url, shop.service.settings, datetime.timedelta(0))
     assert report.errors == []
     assert report.checked == 8
     assert dict(report.outcomes) == {
@@ -93,7 +92,7 @@ def test_reconcile_after_missed_webhooks(shop: Shop) -> None:
 
     # idempotent: a second run changes nothing
     before = snapshot(shop, [order_g, *orders.values()])
-    again = reconcile(shop.gateway_url, shop.service.client, datetime.timedelta(0))
+    again = reconcile(shop.gateway_url, shop.service.settings, datetime.timedelta(0))
     assert again.errors == []
     assert dict(again.outcomes) == {"still_open": 2, "awaiting_async_payment": 1}
     assert (again.refunds_sent, again.refunds_confirmed) == (0, 0)
@@ -109,7 +108,7 @@ def test_reconcile_after_missed_webhooks(shop: Shop) -> None:
     # D's debit settles later: the next run pays the order
     shop.delivery(False)
     shop.control(f"sessions/{started['D']['session_id']}/async_succeed")
-    last = reconcile(shop.gateway_url, shop.service.client, datetime.timedelta(0))
+    last = reconcile(shop.gateway_url, shop.service.settings, datetime.timedelta(0))
     assert last.outcomes["paid"] == 1
     assert shop.order_row(orders["D"])["status"] == "paid"
 
@@ -119,7 +118,7 @@ def test_reconcile_leaves_recent_attempts_alone(shop: Shop) -> None:
     order_id = shop.order(customer, [(shop.product(), 1)])
     shop.delivery(False)
     shop.complete(shop.start(order_id, customer)["session_id"])
-    report = reconcile(shop.gateway_url, shop.service.client, datetime.timedelta(minutes=15))
+    report = reconcile(shop.gateway_url, shop.service.settings, datetime.timedelta(minutes=15))
     assert report.checked == 0
     assert shop.payments(order_id)[0]["status"] == "open"
 

@@ -3,10 +3,12 @@ Idempotency-Key semantics, accounts, and the hosted page."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,12 +19,14 @@ from commercecore.standin import start_demo_standin
 from commercecore.standin.forms import decode
 from gateway.payments.client import make_client
 from gateway.payments.config import DEMO_SECRET_KEY
+from tests.conftest import stripe_client
 from tests.payments.conftest import Servers, new_api_key
 
 
 @pytest.fixture
-def client(servers: Servers) -> stripe.StripeClient:
-    return make_client(new_api_key(), api_base=servers.standin.url, max_network_retries=0)
+def client(servers: Servers) -> Iterator[stripe.StripeClient]:
+    with stripe_client(new_api_key(), servers.standin.url) as sync_client:
+        yield sync_client
 
 
 def session_params(**overrides: Any) -> dict[str, Any]:
@@ -95,15 +99,41 @@ def test_errors_as_the_sdk_raises_them(servers: Servers, client: stripe.StripeCl
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.customers.create({"email": "a@example.com"})
     assert info.value.http_status == 404
-    stranger = make_client("sk_live_not_a_test_key", api_base=servers.standin.url, max_network_retries=0)
-    with pytest.raises(stripe.AuthenticationError):
+    with (
+        stripe_client("sk_live_not_a_test_key", servers.standin.url) as stranger,
+        pytest.raises(stripe.AuthenticationError),
+    ):
         stranger.v1.checkout.sessions.create(session_params())
     # another account's objects do not exist for this one
     session = client.v1.checkout.sessions.create(session_params())
-    other_account = make_client(new_api_key(), api_base=servers.standin.url, max_network_retries=0)
-    with pytest.raises(stripe.InvalidRequestError) as info:
+    with (
+        stripe_client(new_api_key(), servers.standin.url) as other_account,
+        pytest.raises(stripe.InvalidRequestError) as info,
+    ):
         other_account.v1.checkout.sessions.retrieve(session.id)
     assert info.value.http_status == 404
+
+
+def test_the_gateways_asynchronous_client(servers: Servers) -> None:
+    """The gateway's client (HTTPX, the SDK's `_async` methods) speaks to the stand-in as the synchronous
+    one does: form-encoded bodies, the same objects and errors, its connections closed by `aclose`."""
+
+    async def exchange() -> tuple[Any, Any]:
+        client = make_client(new_api_key(), api_base=servers.standin.url, max_network_retries=0)
+        try:
+            created = await client.v1.checkout.sessions.create_async(session_params())
+            again = await client.v1.checkout.sessions.retrieve_async(created.id)
+            with pytest.raises(stripe.InvalidRequestError) as info:
+                await client.v1.checkout.sessions.retrieve_async("cs_test_nope")
+            assert (info.value.http_status, info.value.code) == (404, "resource_missing")
+            return created, again
+        finally:
+            await client.aclose()
+
+    created, again = asyncio.run(exchange())
+    assert again.to_dict() == created.to_dict()
+    assert created.to_dict()["metadata"] == {"order_id": "7", "payment_id": "42"}
+    assert created.amount_total == 900
 
 
 def test_expire(client: stripe.StripeClient) -> None:
@@ -192,8 +222,8 @@ def test_demo_standin_and_command_line() -> None:
     assert server is not None
     try:
         assert server.url == f"http://127.0.0.1:{port}"
-        demo = make_client(DEMO_SECRET_KEY, api_base=server.url, max_network_retries=0)
-        session = demo.v1.checkout.sessions.create(session_params())
+        with stripe_client(DEMO_SECRET_KEY, server.url) as demo:
+            session = demo.v1.checkout.sessions.create(session_params())
         assert session.url == f"{server.url}/pay/{session.id}"
         endpoint = httpx.get(f"{server.url}/_standin/delivery").json()
         assert endpoint == {"enabled": True, "url": "http://127.0.0.1:8000/webhooks/stripe"}

@@ -155,7 +155,7 @@ def test_forged_stale_and_tampered_deliveries_store_nothing(shop: Shop) -> None:
     order_id = shop.order(customer, [(shop.product(1000), 1)])
     started = shop.start(order_id, customer)
     [payment] = shop.payments(order_id)
-    session = shop.service.client.v1.checkout.sessions.retrieve(started["session_id"]).to_dict()
+    session = shop.stripe.v1.checkout.sessions.retrieve(started["session_id"]).to_dict()
     session.update(status="complete", payment_status="paid", payment_intent="pi_forged")
     payload = event_json("checkout.session.completed", session)
 
@@ -243,7 +243,7 @@ def test_events_of_the_other_mode_are_kept_as_rejected_and_never_applied(shop: S
     order_id = shop.order(customer, [(shop.product(1000), 1)])
     started = shop.start(order_id, customer)
     [payment] = shop.payments(order_id)
-    session = shop.service.client.v1.checkout.sessions.retrieve(started["session_id"]).to_dict()
+    session = shop.stripe.v1.checkout.sessions.retrieve(started["session_id"]).to_dict()
     session.update(status="complete", payment_status="paid", payment_intent="pi_live_elsewhere")
     live = json.loads(event_json("checkout.session.completed", session))
     live["livemode"] = True
