@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -26,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway import auth, catalog, db, guard, logs, openapi
+from gateway import anonymous, auth, bounds, catalog, db, guard, logs, openapi
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
@@ -67,6 +68,8 @@ class Gateway:
         self.pool: AsyncConnectionPool[Any] | None = None
         self.metrics = Metrics(pool_stats(self), token=settings.metrics_token, purged=self.purge_totals)
         self.schema_state: SchemaState | None = None
+        self.anonymous = anonymous.AnonymousShare(settings.anonymous, settings.pool_max)
+        db.configure_caches(settings.limits.statement_cache_bytes, settings.limits.statement_cache_max_entry)
         # the gateway's own routes that front an api function, documented as its declared route would be
         self.fronted: tuple[tuple[str, str, str], ...] = ()
         self._reload_lock = asyncio.Lock()
@@ -107,7 +110,12 @@ class Gateway:
             except Exception:
                 self.metrics.schema_reloads.labels("failed").inc()
                 raise
-            routes = RouteTable(loaded)
+            # anonymous requests: the shorter statement timeout, one core (gateway.anonymous)
+            loaded = dataclasses.replace(
+                loaded,
+                role_settings=anonymous.role_settings(loaded.role_settings, self.settings.anonymous),
+            )
+            routes = RouteTable(loaded, self.settings.limits)
             for warning in (*loaded.warnings, *routes.warnings):
                 log.warning("schema cache: %s", warning)
             cookies = self.auth.cookies
@@ -312,7 +320,12 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            refused = bounds.refusal(scope, self.gateway.settings.limits)
+            if refused is None:
+                await self.app(scope, receive, send_wrapper)
+            else:
+                state["route"] = "refused"
+                await refused.response(head=scope["method"] == "HEAD")(scope, receive, send_wrapper)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if not response_started:
@@ -321,7 +334,7 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             method = scope["method"]
-            path = url_path(scope)
+            path = url_path(scope)[: self.gateway.settings.limits.max_query_bytes]
             route = state.get("route") or "unmatched"
             if route == "unmatched" and path.startswith("/docs/") and status < 400:
                 route = "/docs/{asset}"  # the static Swagger UI files

@@ -27,6 +27,10 @@ SCHEMA = "api"
 NOTIFY_CHANNEL = "commercecore_schema"
 ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _ROUTE_LINE = re.compile(r"^\s*@route\s+(\S+)\s+(\S+)\s*$")
+# `@search name, description`, `@pattern name, sku`, `@order id, price_minor`: which columns a view (or a
+# function returning rows) offers for full-text filters, pattern filters and order=
+_READ_LINE = re.compile(r"^\s*@(search|pattern|order)\s+(.*?)\s*$")
+READ_DECLARATIONS = ("search", "pattern", "order")
 _LITERAL_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _PARAM_SEGMENT = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # paths the gateway serves itself: a declared route may not shadow them
@@ -84,11 +88,26 @@ class RouteDecl:
 
 
 @dataclass(frozen=True)
+class ReadRules:
+    """The columns a read source declares for the costly parts of the dialect (see _READ_LINE): anything
+    else is refused with 400, so a client cannot make the database scan or sort what nobody indexed."""
+
+    search: tuple[str, ...] = ()  # fts plfts phfts wfts
+    pattern: tuple[str, ...] = ()  # like ilike match imatch, anchored (see gateway.patterns)
+    order: tuple[str, ...] = ()  # order=
+
+    def allowed(self, kind: str) -> tuple[str, ...]:
+        found: tuple[str, ...] = getattr(self, kind)
+        return found
+
+
+@dataclass(frozen=True)
 class View:
     name: str
     columns: Mapping[str, Column]
     description: str = ""
     routes: tuple[RouteDecl, ...] = ()
+    rules: ReadRules = ReadRules()
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,7 @@ class Function:
     volatility: str  # "i" immutable, "s" stable, "v" volatile
     description: str = ""
     routes: tuple[RouteDecl, ...] = ()
+    rules: ReadRules = ReadRules()
 
     @property
     def read_only(self) -> bool:
@@ -215,16 +235,34 @@ def _pg_type(data: Mapping[str, Any]) -> PgType:
 
 
 def parse_comment(comment: str) -> tuple[str, list[tuple[str, str]]]:
-    """A comment -> (its text without the route lines, [(method, path) of each `@route` line])."""
+    """A comment -> (its text without the route and read lines, [(method, path) of each `@route` line])."""
     text: list[str] = []
     routes: list[tuple[str, str]] = []
     for line in comment.splitlines():
         match = _ROUTE_LINE.match(line)
         if match:
             routes.append((match.group(1).upper(), match.group(2)))
-        else:
+        elif not _READ_LINE.match(line):
             text.append(line)
     return "\n".join(text).strip(), routes
+
+
+def parse_rules(
+    kind: str, name: str, comment: str, columns: Mapping[str, Column], warnings: list[str]
+) -> ReadRules:
+    """The `@search`, `@pattern` and `@order` lines of a comment; a column the source does not have is
+    left out with a warning."""
+    found: dict[str, list[str]] = {key: [] for key in READ_DECLARATIONS}
+    for line in comment.splitlines():
+        match = _READ_LINE.match(line)
+        if not match:
+            continue
+        for column in (part.strip() for part in match.group(2).split(",")):
+            if column not in columns:
+                warnings.append(f"{kind} api.{name}: @{match.group(1)} {column!r} ignored: no such column")
+            elif column not in found[match.group(1)]:
+                found[match.group(1)].append(column)
+    return ReadRules(**{key: tuple(value) for key, value in found.items()})
 
 
 def parse_route(method: str, path: str) -> RouteDecl:
@@ -338,6 +376,7 @@ def build_function(row: tuple[Any, ...], warnings: list[str]) -> Function | None
         volatility=volatility,
         description=description,
         routes=tuple(checked),
+        rules=parse_rules("function", name, comment, columns, warnings),
     )
 
 
@@ -359,7 +398,13 @@ def build_view(row: tuple[Any, ...], warnings: list[str]) -> View:
             )
             continue
         checked.append(route)
-    return View(name=name, columns=columns, description=description, routes=tuple(checked))
+    return View(
+        name=name,
+        columns=columns,
+        description=description,
+        routes=tuple(checked),
+        rules=parse_rules("view", name, comment, columns, warnings),
+    )
 
 
 def _collect_types(

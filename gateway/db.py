@@ -33,6 +33,8 @@ from psycopg.adapt import Buffer, Loader, PyFormat, Transformer
 from psycopg.waiting import Ready, Wait
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.caches import BoundedCache
+
 # The roles a request may run as; app_payments is selected by the gateway itself, never by a JWT claim.
 REQUEST_ROLES = frozenset({"app_readonly", "app_readwrite", "app_admin", "app_payments"})
 
@@ -186,8 +188,9 @@ _BEGIN_READ_ONLY = b"begin isolation level read committed read only"
 _BEGIN_READ_WRITE = b"begin isolation level read committed"
 _COMMIT = b"commit"
 _PLACEHOLDER = re.compile(r"%(.)", re.DOTALL)
-_CONVERTED: dict[tuple[str, str], bytes] = {}
-_CONVERTED_MAX = 4096
+# the statement texts converted lately, and the largest text a connection prepares (see configure_caches)
+_CONVERTED: BoundedCache[tuple[str, str], bytes] = BoundedCache(4 * 1024 * 1024, 4096)
+_PREPARE_MAX_TEXT = 4096
 _CONTEXT_SQL: dict[int, bytes] = {}
 _TEXT_OIDS = frozenset({25, 114, 1043, 3802})  # text, json, varchar, jsonb: as the bytes PostgreSQL sent
 _INT_OIDS = frozenset({20, 21, 23})  # int8, int2, int4
@@ -214,10 +217,17 @@ def to_postgres(query: str, encoding: str = "utf-8") -> bytes:
         return f"${counter}"
 
     converted = _PLACEHOLDER.sub(replace, query).encode(encoding)
-    if len(_CONVERTED) >= _CONVERTED_MAX:
-        _CONVERTED.clear()  # query shapes are few; a client that makes many only resets the cache
-    _CONVERTED[(query, encoding)] = converted
+    _CONVERTED.put((query, encoding), converted, len(query) + len(converted))
     return converted
+
+
+def configure_caches(max_bytes: int, max_entry: int) -> None:
+    """The process's statement caches: at most `max_bytes` of converted texts all told, and no text over
+    `max_entry` bytes kept or prepared on a connection (a one-off large statement runs unnamed)."""
+    global _CONVERTED, _PREPARE_MAX_TEXT
+    if (_CONVERTED.max_bytes, _PREPARE_MAX_TEXT) != (max_bytes, max_entry):
+        _CONVERTED = BoundedCache(max_bytes, max_entry)
+        _PREPARE_MAX_TEXT = max_entry
 
 
 def _context_sql(pairs: int) -> bytes:
@@ -311,7 +321,8 @@ class PreparedStatements:
     A statement counts as prepared only once the server answered its Parse: in pipeline mode a Parse queued
     after a failed statement is skipped, and the next request must prepare it again. (A successful Parse
     survives the transaction's rollback: prepared statements are not transactional.) Past `limit` distinct
-    statements the connection deallocates them all and starts again.
+    statements the connection deallocates them all and starts again; a text longer than the largest one
+    kept (configure_caches) is never prepared, so the names hold at most `limit` small texts.
     """
 
     def __init__(self, limit: int = 256) -> None:
@@ -392,7 +403,7 @@ async def _send(
         answers.append(None)
         cache.deallocate = False
     for index, command in enumerate(commands):
-        if cache is None:
+        if cache is None or len(command.query) > _PREPARE_MAX_TEXT:
             pgconn.send_query_params(command.query, command.params, command.types, command.formats)
         else:
             key = (command.query, tuple(command.types or ()))

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from gateway import __version__
-from gateway.catalog import Catalog, Column, Function, PgType, RouteDecl, View, parse_route
+from gateway.catalog import Catalog, Column, Function, PgType, ReadRules, RouteDecl, View, parse_route
 
 _INTEGERS = {"smallint": "int32", "integer": "int32", "bigint": "int64"}
 _NUMBERS = {"numeric": None, "real": "float", "double precision": "double", "money": None}
@@ -116,47 +116,64 @@ def _error_responses() -> dict[str, Any]:
     }
 
 
-_READ_PARAMETERS: list[dict[str, Any]] = [
-    {
-        "name": "select",
-        "in": "query",
-        "description": "Columns to return, comma-separated; `alias:column` renames.",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "order",
-        "in": "query",
-        "description": "`column.asc|desc[.nullsfirst|nullslast]`, comma-separated.",
-        "schema": {"type": "string"},
-    },
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-    {
-        "name": "Range",
-        "in": "header",
-        "description": "Rows `first-last` (with `Range-Unit: items`), e.g. `0-9`.",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "Prefer",
-        "in": "header",
-        "description": "`count=exact|planned|estimated` adds the total to Content-Range.",
-        "schema": {"type": "string"},
-    },
-]
-
-
-def _filter_parameters(columns: Mapping[str, Column], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def read_parameters(columns: Mapping[str, Column], rules: ReadRules) -> list[dict[str, Any]]:
+    """The read dialect's parameters for a source: `order` names the columns it declares for order=, and
+    each column's filter the operators it takes (pattern and full-text ones only where declared)."""
+    order = ", ".join(rules.order) if rules.order else "none"
     return [
         {
-            "name": name,
+            "name": "select",
             "in": "query",
-            "description": "Filter: eq. neq. gt. gte. lt. lte. like. ilike. in.(a,b) is.null fts. (not.)",
+            "description": "Columns to return, comma-separated; `alias:column` renames.",
             "schema": {"type": "string"},
-        }
-        for name in columns
-        if name not in skip
+        },
+        {
+            "name": "order",
+            "in": "query",
+            "description": f"`column.asc|desc[.nullsfirst|nullslast]`, comma-separated; columns: {order}.",
+            "schema": {"type": "string"},
+        },
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {
+            "name": "Range",
+            "in": "header",
+            "description": "Rows `first-last` (with `Range-Unit: items`), e.g. `0-9`.",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "Prefer",
+            "in": "header",
+            "description": "`count=exact|planned|estimated` adds the total to Content-Range (an anonymous"
+            " caller's exact count is an estimate above the anonymous count limit).",
+            "schema": {"type": "string"},
+        },
+        *_filter_parameters(columns, rules),
     ]
+
+
+def _filter_parameters(columns: Mapping[str, Column], rules: ReadRules) -> list[dict[str, Any]]:
+    parameters = []
+    for name in columns:
+        operators = "eq. neq. gt. gte. lt. lte. in.(a,b) is.null"
+        if name in rules.pattern:
+            operators += " like.abc* ilike.abc* match.^abc imatch.^abc (anchored at the start)"
+        if name in rules.search:
+            operators += " fts. plfts. phfts. wfts."
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "description": f"Filter: {operators}, each optionally after not.",
+                "schema": {"type": "string"},
+            }
+        )
+    return parameters
+
+
+def read_rules(rules: ReadRules) -> dict[str, list[str]]:
+    """`x-read-rules` of an operation: the columns a source declares for full-text, pattern and order=."""
+    return {"search": list(rules.search), "pattern": list(rules.pattern), "order": list(rules.order)}
 
 
 def _read_responses(ref: str, *, single: bool) -> dict[str, Any]:
@@ -218,12 +235,15 @@ class _Builder:
         for route in view.routes:
             single = bool(route.params)
             params = [self._path_param(p, view.columns[p].type) for p in route.params]
+            extra: dict[str, Any] = {}
             if not single:
-                params += _READ_PARAMETERS + _filter_parameters(view.columns)
+                params += read_parameters(view.columns, view.rules)
+                extra["x-read-rules"] = read_rules(view.rules)
             self.add(
                 route.template,
                 "get",
                 {
+                    **extra,
                     "operationId": self._operation_id(
                         f"get_{view.name}" + ("_by_" + "_".join(route.params) if single else "")
                     ),
@@ -242,8 +262,9 @@ class _Builder:
                 "tags": ["views (PostgREST)"],
                 "summary": _summary(view.description),
                 "description": view.description,
-                "parameters": _READ_PARAMETERS + _filter_parameters(view.columns),
+                "parameters": read_parameters(view.columns, view.rules),
                 "responses": _read_responses(ref, single=False),
+                "x-read-rules": read_rules(view.rules),
             },
         )
 

@@ -19,12 +19,16 @@ from typing import Any
 
 from psycopg.types.json import Json, Jsonb
 
-from gateway.catalog import Catalog, Column, Function, PgType, cast
+from gateway import patterns
+from gateway.catalog import Catalog, Column, Function, PgType, ReadRules, cast
 from gateway.errors import ApiError, bad_request
+from gateway.settings import RequestLimits
 
 READ_KEYWORDS = frozenset({"select", "order", "limit", "offset", "or", "and", "not.or", "not.and"})
 _COMPARE = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _LIKE = {"like": "like", "ilike": "ilike"}
+_MATCH = {"match": "~", "imatch": "~*"}
+_PATTERN_TYPES = frozenset({"text", "character varying"})
 _FTS = {
     "fts": "to_tsquery",
     "plfts": "plainto_tsquery",
@@ -141,12 +145,25 @@ def array_literal(items: Iterable[Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Source:
+    """What a read may touch: the columns of a view or function, what it declares for full-text, pattern
+    and order, and the request limits."""
+
+    name: str  # "api.products"
+    columns: Mapping[str, Column]
+    rules: ReadRules = field(default_factory=ReadRules)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+
+
+@dataclass(frozen=True)
 class Filter:
     column: Column
     operator: str
     value: str | list[str] | None
     negate: bool = False
     config: str | None = None
+    # a pattern filter: the byte ranges that hold every value it can match (see gateway.patterns)
+    ranges: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,26 +192,67 @@ class ReadPlan:
     count: str | None = None
     singular: bool = False
     range_requested: bool = False
+    # count=estimated (and count=exact of an anonymous caller): rows counted before the planner's estimate
+    count_limit: int = 1000
 
 
-def _column(columns: Mapping[str, Column], name: str, source: str) -> Column:
-    column = columns.get(name)
+def _column(source: Source, name: str) -> Column:
+    column = source.columns.get(name)
     if column is None:
         raise ApiError(
             400,
             "42703",
-            f"{source} has no column {name!r}.",
+            f"{source.name} has no column {name!r}.",
             details={"code": "unknown_column", "field": name},
-            hint=f"Columns: {', '.join(columns)}." if columns else None,
+            hint=f"Columns: {', '.join(source.columns)}." if source.columns else None,
         )
     return column
 
 
-def parse_select(value: str, columns: Mapping[str, Column], source: str) -> list[tuple[str, Column]]:
+_DECLARED = {
+    "search": ("full-text filters", "@search"),
+    "pattern": ("pattern filters", "@pattern"),
+    "order": ("order=", "@order"),
+}
+
+
+def check_declared(source: Source, kind: str, column: Column, operator: str) -> None:
+    """400 naming the allowed columns unless the source declares `column` for this kind of use."""
+    allowed = source.rules.allowed(kind)
+    if column.name in allowed:
+        return
+    what, line = _DECLARED[kind]
+    raise ApiError(
+        400,
+        "PGRST100",
+        f"{source.name} offers {what} on {', '.join(allowed) if allowed else 'no column'};"
+        f" not on {column.name!r}.",
+        details={
+            "code": "not_declared",
+            "field": column.name,
+            "operator": operator,
+            "allowed": list(allowed),
+        },
+        hint=f"The source declares them with an {line} line in its comment; /openapi.json lists them.",
+    )
+
+
+def too_many(what: str, code: str, limit: int, given: int, field: str | None = None) -> ApiError:
+    details: dict[str, Any] = {"code": code, "limit": limit, "given": given}
+    if field is not None:
+        details["field"] = field
+    return ApiError(400, "PGRST100", f"At most {limit} {what} per request; {given} given.", details=details)
+
+
+def parse_select(value: str, source: Source) -> list[tuple[str, Column]]:
+    columns = source.columns
     if value.strip() in ("", "*"):
         return [(name, col) for name, col in columns.items()]
     items: list[tuple[str, Column]] = []
+    limit = source.limits.max_select_columns
     for raw in value.split(","):
+        if len(items) > limit:
+            break
         item = raw.strip()
         if item == "*":
             items.extend(columns.items())
@@ -208,8 +266,11 @@ def parse_select(value: str, columns: Mapping[str, Column], source: str) -> list
             )
         if alias and not _ALIAS.match(alias):
             raise bad_request(f"select alias {alias!r} is not a plain name.", "invalid_alias", field=alias)
-        column = _column(columns, name, source)
+        column = _column(source, name)
         items.append((alias or name, column))
+    if len(items) > limit:
+        given = value.count(",") + 1
+        raise too_many("select= columns", "too_many_columns", limit, max(given, len(items)), "select")
     return items
 
 
@@ -257,7 +318,31 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_filter(column: Column, expression: str, *, quoted: bool = False) -> Filter:
+def _pattern_filter(source: Source, column: Column, operator: str, value: str, negate: bool) -> Filter:
+    """like/ilike/match/imatch on a declared column, anchored at the start so that an index serves it."""
+    check_declared(source, "pattern", column, operator)
+    if operator in _LIKE:
+        value = value.replace("*", "%")
+        prefix = patterns.like_prefix(value)
+        example = f"{column.name}={operator}.abc*"
+    else:
+        prefix = patterns.regex_prefix(value)
+        example = f"{column.name}={operator}.^abc"
+    ranges = patterns.ranges(prefix, ignore_case=operator in ("ilike", "imatch"))
+    if not ranges:
+        raise ApiError(
+            400,
+            "PGRST100",
+            f"The pattern of {column.name}={operator} must start with the characters the values start"
+            f" with, e.g. {example}.",
+            details={"code": "pattern_not_anchored", "field": column.name, "operator": operator},
+            hint="For words anywhere in a text use full-text search (fts, or /rpc/search_products).",
+        )
+    indexed = column.type.base in _PATTERN_TYPES and not negate
+    return Filter(column, operator, value, negate, ranges=tuple(ranges) if indexed else ())
+
+
+def parse_filter(source: Source, column: Column, expression: str, *, quoted: bool = False) -> Filter:
     """`[not.]operator.value` for one column (`quoted`: a double-quoted value is unquoted, as in or=())."""
     negate = False
     operator, dot, value = expression.partition(".")
@@ -272,10 +357,17 @@ def parse_filter(column: Column, expression: str, *, quoted: bool = False) -> Fi
             "invalid_filter",
             field=column.name,
         )
-    if operator in _COMPARE or operator in _LIKE:
+    if operator in _COMPARE:
         return Filter(column, operator, value, negate)
+    if operator in _LIKE or operator in _MATCH:
+        return _pattern_filter(source, column, operator, value, negate)
     if operator == "in":
-        return Filter(column, operator, _parse_list(value), negate)
+        values = _parse_list(value)
+        if len(values) > source.limits.max_in_values:
+            raise too_many(
+                "in. values", "too_many_values", source.limits.max_in_values, len(values), column.name
+            )
+        return Filter(column, operator, values, negate)
     if operator == "is":
         if value.lower() not in _IS:
             raise bad_request(
@@ -286,12 +378,14 @@ def parse_filter(column: Column, expression: str, *, quoted: bool = False) -> Fi
         return Filter(column, operator, value.lower(), negate)
     fts = _FTS_OP.match(operator)
     if fts:
+        check_declared(source, "search", column, fts.group(1))
         return Filter(column, fts.group(1), value, negate, config=fts.group(2) or None)
     raise bad_request(
         f"Unknown filter operator {operator!r} on {column.name}.",
         "unknown_operator",
         field=column.name,
-        hint="eq neq gt gte lt lte like ilike in is fts plfts phfts wfts, each optionally after not.",
+        hint="eq neq gt gte lt lte like ilike match imatch in is fts plfts phfts wfts, each optionally"
+        " after not.",
     )
 
 
@@ -332,10 +426,16 @@ def _split_top(text: str) -> list[str]:
     return parts
 
 
-def parse_logic(key: str, value: str, columns: Mapping[str, Column], source: str, depth: int = 0) -> Logic:
-    """`or=(a.eq.1,b.gt.2)`, `and=(...)`, nested, with `not.` on either."""
-    if depth > 8:
-        raise bad_request("Logic filters nest at most 8 levels.", "invalid_filter")
+def parse_logic(key: str, value: str, source: Source, depth: int = 1) -> Logic:
+    """`or=(a.eq.1,b.gt.2)`, `and=(...)`, nested, with `not.` on either (`depth`: this one's level)."""
+    limit = source.limits.max_logic_depth
+    if depth > limit:
+        raise ApiError(
+            400,
+            "PGRST100",
+            f"Logic filters (or=, and=) nest at most {limit} levels.",
+            details={"code": "too_deep", "limit": limit, "field": key},
+        )
     negate = key.startswith("not.")
     operator = key[4:] if negate else key
     if not (value.startswith("(") and value.endswith(")")):
@@ -345,22 +445,30 @@ def parse_logic(key: str, value: str, columns: Mapping[str, Column], source: str
         part = part.strip()
         nested = re.match(r"^((?:not\.)?(?:or|and))(\(.*\))$", part, re.DOTALL)
         if nested:
-            items.append(parse_logic(nested.group(1), nested.group(2), columns, source, depth + 1))
+            items.append(parse_logic(nested.group(1), nested.group(2), source, depth + 1))
             continue
         name, dot, expression = part.partition(".")
         if not dot:
             raise bad_request(f"{part!r} in {key}= is not column.operator.value.", "invalid_filter")
-        items.append(parse_filter(_column(columns, name, source), expression, quoted=True))
+        items.append(parse_filter(source, _column(source, name), expression, quoted=True))
     if not items:
         raise bad_request(f"{key}=() is empty.", "invalid_filter")
     return Logic(operator, tuple(items), negate)
 
 
-def parse_order(value: str, columns: Mapping[str, Column], source: str) -> list[Order]:
+def filter_count(item: Filter | Logic) -> int:
+    """The filters of a condition: one, or those of a logic tree."""
+    if isinstance(item, Filter):
+        return 1
+    return sum(filter_count(sub) for sub in item.items)
+
+
+def parse_order(value: str, source: Source) -> list[Order]:
     orders: list[Order] = []
     for raw in value.split(","):
         parts = raw.strip().split(".")
-        column = _column(columns, parts[0], source)
+        column = _column(source, parts[0])
+        check_declared(source, "order", column, "order")
         descending = False
         nulls: str | None = None
         for modifier in parts[1:]:
@@ -400,14 +508,13 @@ def wants_object(headers: Mapping[str, str]) -> bool:
 
 def parse_read(
     params: Sequence[tuple[str, str]],
-    columns: Mapping[str, Column],
+    source: Source,
     headers: Mapping[str, str],
     *,
-    source: str,
     max_rows: int,
 ) -> ReadPlan:
     """The query string and headers of a read -> a ReadPlan; 400 naming what is wrong, 416 for a bad Range."""
-    plan = ReadPlan(select=list(columns.items()))
+    plan = ReadPlan(select=list(source.columns.items()), count_limit=max_rows or 1000)
     limit: int | None = None
     offset = 0
     seen: set[str] = set()
@@ -417,18 +524,31 @@ def parse_read(
                 raise bad_request(f"{key} is given twice.", "duplicate_parameter", field=key)
             seen.add(key)
         if key == "select":
-            plan.select = parse_select(value, columns, source)
+            plan.select = parse_select(value, source)
         elif key == "order":
-            plan.order = parse_order(value, columns, source)
+            plan.order = parse_order(value, source)
         elif key == "limit":
             limit = _non_negative("limit", value)
         elif key == "offset":
             offset = _non_negative("offset", value)
         elif key in ("or", "and", "not.or", "not.and"):
-            plan.where.append(parse_logic(key, value, columns, source))
+            plan.where.append(parse_logic(key, value, source))
         else:
-            plan.where.append(parse_filter(_column(columns, key, source), value))
+            plan.where.append(parse_filter(source, _column(source, key), value))
+    filters = sum(filter_count(item) for item in plan.where)
+    if filters > source.limits.max_filters:
+        raise too_many("filters", "too_many_filters", source.limits.max_filters, filters)
 
+    _page(plan, headers, offset, limit, max_rows)
+    count = parse_prefer(headers).get("count")
+    if count in COUNT_METHODS:
+        plan.count = count
+    plan.singular = wants_object(headers)
+    return plan
+
+
+def _page(plan: ReadPlan, headers: Mapping[str, str], offset: int, limit: int | None, max_rows: int) -> None:
+    """The page of a read: offset and limit, narrowed by a Range header, capped at max_rows."""
     lower, upper = offset, (offset + limit - 1 if limit is not None else None)
     range_header = headers.get("range")
     if range_header is not None and "=" in range_header and not range_header.lower().startswith("items="):
@@ -455,12 +575,6 @@ def parse_read(
         plan.limit = max_rows
     plan.range_requested = plan.range_requested or limit is not None or offset > 0
 
-    count = parse_prefer(headers).get("count")
-    if count in COUNT_METHODS:
-        plan.count = count
-    plan.singular = wants_object(headers)
-    return plan
-
 
 def filter_sql(item: Filter | Logic, catalog: Catalog) -> Fragment:
     if isinstance(item, Logic):
@@ -475,8 +589,9 @@ def filter_sql(item: Filter | Logic, catalog: Catalog) -> Fragment:
             RawText(str(item.value)), type_, catalog, name
         )
     elif item.operator in _LIKE:
-        pattern = str(item.value).replace("*", "%")
-        expression = Fragment(column + f"::text {_LIKE[item.operator]} %s", [pattern], [name])
+        expression = Fragment(column + f"::text {_LIKE[item.operator]} %s", [str(item.value)], [name])
+    elif item.operator in _MATCH:
+        expression = Fragment(column + f"::text {_MATCH[item.operator]} %s", [str(item.value)], [name])
     elif item.operator == "in":
         assert isinstance(item.value, list)
         expression = Fragment(
@@ -499,10 +614,30 @@ def filter_sql(item: Filter | Logic, catalog: Catalog) -> Fragment:
     return frag("not (") + expression + ")" if item.negate else expression
 
 
+def range_sql(item: Filter) -> Fragment:
+    """The byte ranges of a pattern filter, with the leakproof operators of text_pattern_ops: PostgreSQL
+    takes them into the security-barrier view and onto the index (see gateway.patterns)."""
+    column = ident(item.column.name)
+    parts: list[Fragment] = []
+    for low, high in item.ranges:
+        part = Fragment(column + " operator(pg_catalog.~>=~) %s::text", [low], [item.column.name])
+        if high is not None:
+            part = part + Fragment(
+                " and " + column + " operator(pg_catalog.~<~) %s::text", [high], [item.column.name]
+            )
+        parts.append(part)
+    return frag("(") + join(parts, " or ") + ")"
+
+
 def where_sql(plan: ReadPlan, catalog: Catalog) -> Fragment:
     if not plan.where:
         return frag("")
-    return frag(" where ") + join([filter_sql(item, catalog) for item in plan.where], " and ")
+    conditions: list[Fragment] = []
+    for item in plan.where:
+        if isinstance(item, Filter) and item.ranges:
+            conditions.append(range_sql(item))
+        conditions.append(filter_sql(item, catalog))
+    return frag(" where ") + join(conditions, " and ")
 
 
 def order_sql(plan: ReadPlan) -> str:
@@ -525,9 +660,7 @@ class ReadStatements:
     explain: Fragment | None = None
 
 
-def read_statements(
-    source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool, max_rows: int
-) -> ReadStatements:
+def read_statements(source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool) -> ReadStatements:
     """`select <body>, <rows>, <total> from (<page>) _t` over a source (a view or a function call)."""
     columns = ", ".join(
         ident(column.name) + (" as " + ident(alias) if alias != column.name else "")
@@ -546,7 +679,7 @@ def read_statements(
     else:
         body = frag("coalesce(pg_catalog.json_agg(_t), '[]')::text")
     filtered = frag("select 1 from ") + source + where
-    threshold = max_rows or 1000
+    threshold = plan.count_limit
     if plan.count == "exact":
         total = frag("(select count(*) from (") + filtered + ") _c)"
     elif plan.count == "estimated":

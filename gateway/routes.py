@@ -9,6 +9,7 @@ Three kinds of endpoint, matched in this order:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import db
+from gateway.caches import BoundedCache
 from gateway.catalog import Catalog, Function, RouteDecl, View
 from gateway.errors import (
     RETRYABLE,
@@ -38,6 +40,7 @@ from gateway.query import (
     Fragment,
     RawText,
     ReadPlan,
+    Source,
     call_statement,
     content_range,
     function_call,
@@ -46,6 +49,7 @@ from gateway.query import (
     planned_rows,
     read_statements,
 )
+from gateway.settings import RequestLimits, Settings
 
 log = logging.getLogger("commercecore.gateway")
 
@@ -108,14 +112,15 @@ def _pattern(route: RouteDecl) -> re.Pattern[str]:
 
 class RouteTable:
     """The declared routes of a catalog, most specific first (more literal segments win), and the
-    statements of the reads served lately (by URL and the headers that shape a read)."""
+    statements of the reads served lately (by URL and the headers that shape a read), bounded in bytes."""
 
-    PREPARED_LIMIT = 256
-
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, limits: RequestLimits | None = None) -> None:
         self.catalog = catalog
+        self.limits = limits or RequestLimits()
         self.warnings: list[str] = []
-        self.prepared: dict[tuple[Any, ...], Prepared] = {}
+        self.prepared: BoundedCache[tuple[Any, ...], Prepared] = BoundedCache(
+            self.limits.statement_cache_bytes, self.limits.statement_cache_max_entry
+        )
         compiled: dict[tuple[str, str], _Compiled] = {}
         declared: list[tuple[RouteDecl, Endpoint]] = []
         for view in catalog.views.values():
@@ -159,11 +164,12 @@ class RouteTable:
         return generic
 
     def remember(self, key: tuple[Any, ...], prepared: Prepared) -> None:
-        """Keeps a read's statements for the next request with the same key (bounded: a client that sends
-        ever new URLs, such as keyset pages, only empties the table now and then)."""
-        if len(self.prepared) >= self.PREPARED_LIMIT:
-            self.prepared.clear()
-        self.prepared[key] = prepared
+        """Keeps a read's statements for the next request with the same key, unless they are large: a
+        client that sends ever new URLs (keyset pages, URL-sized filters) only drops old entries."""
+        size = sum(len(part) for part in key if isinstance(part, str | bytes))
+        for statement in prepared.statements:
+            size += len(str(statement.query)) + sum(len(str(value)) for value in statement.params)
+        self.prepared.put(key, prepared, size)
 
     def _generic(self, method: str, path: str) -> Match:
         segments = path.strip("/").split("/")
@@ -319,14 +325,28 @@ def _statement(fragment: Fragment, *, response: bool = False) -> db.Statement:
     return db.Statement(fragment.query, fragment.params, fragment.fields, raw_text=True, response=response)
 
 
-def prepare_read(
-    source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool, max_rows: int
-) -> list[db.Statement]:
-    statements = read_statements(source, plan, catalog, head=head, max_rows=max_rows)
+def prepare_read(source: Fragment, plan: ReadPlan, catalog: Catalog, *, head: bool) -> list[db.Statement]:
+    statements = read_statements(source, plan, catalog, head=head)
     result = [_statement(statements.main, response=True)]
     if statements.explain is not None:
         result.append(_statement(statements.explain))
     return result
+
+
+def read_plan(
+    request: Request,
+    source: Source,
+    query: Sequence[tuple[str, str]],
+    settings: Settings,
+    anonymous: bool,
+) -> ReadPlan:
+    """The read dialect of a request over a source; an anonymous caller's exact count is bounded (counted up
+    to the anonymous count limit, the planner's estimate above it, as count=estimated does)."""
+    plan = parse_read(query, source, headers_of(request), max_rows=settings.max_rows)
+    if anonymous and plan.count == "exact" and settings.anonymous.count_limit:
+        plan.count = "estimated"
+        plan.count_limit = settings.anonymous.count_limit
+    return plan
 
 
 def prepare(
@@ -335,16 +355,17 @@ def prepare(
     params: Mapping[str, str],
     body: dict[str, Any] | None,
     catalog: Catalog,
-    max_rows: int,
+    settings: Settings,
+    *,
+    anonymous: bool,
 ) -> Prepared:
     head = request.method == "HEAD"
     method = "GET" if head else request.method
     query = list(request.query_params.multi_items())
     if endpoint.view is not None:
         view = endpoint.view
-        plan = parse_read(
-            query, view.columns, headers_of(request), source=f"api.{view.name}", max_rows=max_rows
-        )
+        source = Source(f"api.{view.name}", view.columns, view.rules, settings.limits)
+        plan = read_plan(request, source, query, settings, anonymous)
         kind = "read"
         if params:
             # a path-addressed row of a view: /orders/{id} filters id = the path value, one object
@@ -352,8 +373,8 @@ def prepare(
                 plan.where.append(Filter(view.columns[name], "eq", value))
             plan.singular = True
             kind = "single"
-        source = Fragment(ident("api", view.name))
-        return Prepared(prepare_read(source, plan, catalog, head=head, max_rows=max_rows), True, kind, plan)
+        sql = Fragment(ident("api", view.name))
+        return Prepared(prepare_read(sql, plan, catalog, head=head), True, kind, plan)
 
     binding = bind_arguments(
         endpoint.functions,
@@ -367,13 +388,10 @@ def prepare(
     call = function_call(fn, binding.values, catalog)
     read_only = method == "GET" or fn.read_only
     if fn.result == "rows" and fn.returns_set:
-        plan = parse_read(
-            binding.read_params, fn.columns, headers_of(request), source=f"api.{fn.name}", max_rows=max_rows
-        )
-        source = call + " as _src"
-        return Prepared(
-            prepare_read(source, plan, catalog, head=head, max_rows=max_rows), read_only, "read", plan
-        )
+        source = Source(f"api.{fn.name}", fn.columns, fn.rules, settings.limits)
+        plan = read_plan(request, source, binding.read_params, settings, anonymous)
+        sql = call + " as _src"
+        return Prepared(prepare_read(sql, plan, catalog, head=head), read_only, "read", plan)
     return Prepared(
         [_statement(call_statement(fn, call), response=True)],
         read_only,
@@ -437,23 +455,34 @@ def type_error(exc: db.StatementError, authenticated: bool) -> ApiError:
     return error
 
 
+async def _run(request: Request, prepared: Prepared, identity: db.Identity, catalog: Catalog) -> db.Result:
+    """The statements on a pooled connection; an anonymous request first waits for its share of the pool."""
+    gateway = request.app.state.gateway
+    settings: Settings = gateway.settings
+    run = functools.partial(
+        db.run,
+        request.app.state.pool,
+        identity,
+        prepared.statements,
+        role_settings=catalog.role_settings,
+        read_only=prepared.read_only,
+        request_id=request.state.request_id,
+        method=request.method,
+        path=url_path(request.scope),
+        prepare=settings.prepared_statements,
+        shop_settings=settings.order_settings,
+    )
+    if identity.authenticated:
+        return await run(timeout=settings.pool_timeout)
+    async with gateway.anonymous.hold(settings.pool_timeout) as wait:
+        return await run(timeout=wait)
+
+
 async def execute(request: Request, prepared: Prepared, identity: db.Identity, catalog: Catalog) -> db.Result:
     gateway = request.app.state.gateway
     for attempt in (1, 2):
         try:
-            return await db.run(
-                request.app.state.pool,
-                identity,
-                prepared.statements,
-                role_settings=catalog.role_settings,
-                read_only=prepared.read_only,
-                request_id=request.state.request_id,
-                method=request.method,
-                path=url_path(request.scope),
-                timeout=gateway.settings.pool_timeout,
-                prepare=gateway.settings.prepared_statements,
-                shop_settings=gateway.settings.order_settings,
-            )
+            return await _run(request, prepared, identity, catalog)
         except db.StatementError as exc:
             sqlstate = exc.error.sqlstate or ""
             request.state.sqlstate = sqlstate
@@ -496,11 +525,7 @@ def build_response(request: Request, prepared: Prepared, result: db.Result) -> R
         body, page_rows, total = rows[0]
         if plan.count in ("planned", "estimated") and len(result.rows) > 1:
             planned = planned_rows(result.rows[1])
-            if (
-                plan.count == "planned"
-                or total is None
-                or total > (request.app.state.gateway.settings.max_rows or 1000)
-            ):
+            if plan.count == "planned" or total is None or total > plan.count_limit:
                 total = planned
         if plan.count is None:
             total = None
@@ -546,6 +571,30 @@ def build_response(request: Request, prepared: Prepared, result: db.Result) -> R
     return response
 
 
+def prepared_read(
+    request: Request,
+    table: RouteTable,
+    endpoint: Endpoint,
+    params: Mapping[str, str],
+    settings: Settings,
+    anonymous: bool,
+) -> Prepared:
+    """A read's statements, kept for the next request with the same URL, the same headers that shape a read
+    and the same kind of caller (an anonymous count is bounded)."""
+    key = (
+        request.method,
+        request.scope["path"],
+        request.scope["query_string"],
+        anonymous,
+        *map(headers_of(request).get, _READ_HEADERS),
+    )
+    cached = table.prepared.get(key)
+    if cached is None:
+        cached = prepare(request, endpoint, params, None, table.catalog, settings, anonymous=anonymous)
+        table.remember(key, cached)
+    return cached
+
+
 async def dispatch(request: Request) -> Response:
     """Every path the gateway does not serve itself: declared routes, /rpc/{fn}, /{view}."""
     gateway = request.app.state.gateway
@@ -584,23 +633,15 @@ async def dispatch(request: Request) -> Response:
     identity = gateway.authenticate(request)
     request.state.role = identity.role
     request.state.user_id = identity.user_id
+    anonymous = not identity.authenticated
     body: dict[str, Any] | None = None
     if request.method not in ("GET", "HEAD"):
         if endpoint.functions:
             body = await read_json_object(request, gateway.settings.body_limit)
-        prepared = prepare(request, endpoint, match.params, body, catalog, gateway.settings.max_rows)
-    else:
-        # a read is the same statements whenever the URL and the headers that shape it are the same
-        key = (
-            request.method,
-            request.scope["path"],
-            request.scope["query_string"],
-            *map(headers_of(request).get, _READ_HEADERS),
+        prepared = prepare(
+            request, endpoint, match.params, body, catalog, gateway.settings, anonymous=anonymous
         )
-        cached = table.prepared.get(key)
-        if cached is None:
-            cached = prepare(request, endpoint, match.params, body, catalog, gateway.settings.max_rows)
-            table.remember(key, cached)
-        prepared = cached
+    else:
+        prepared = prepared_read(request, table, endpoint, match.params, gateway.settings, anonymous)
     result = await execute(request, prepared, identity, catalog)
     return build_response(request, prepared, result)

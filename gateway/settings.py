@@ -236,6 +236,76 @@ def _order_limits(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """How large a request may be: past these it is refused (414, 431 or 400 with the limit in details)
+    before it costs the database anything."""
+
+    # the query string, and the path, in bytes (414 beyond); checked before anything is parsed
+    max_query_bytes: int = 8192
+    # header lines and their total size (names and values) of one request (431 beyond)
+    max_headers: int = 100
+    max_header_bytes: int = 32768
+    # the read dialect: select= items, filters (those inside or=/and= included), values of one in.(...)
+    # and nesting levels of or=/and=
+    max_select_columns: int = 100
+    max_filters: int = 50
+    max_in_values: int = 1000
+    max_logic_depth: int = 8
+    # the gateway's statement caches (reads by URL, SQL texts), in bytes all told, and the largest SQL
+    # text or query string one entry may have: a one-off large statement is built afresh, never kept
+    statement_cache_bytes: int = 4 * 1024 * 1024
+    statement_cache_max_entry: int = 4096
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        return cls(
+            max_query_bytes=_integer(env, "COMMERCECORE_MAX_QUERY_BYTES", 8192, minimum=256),
+            max_headers=_integer(env, "COMMERCECORE_MAX_HEADERS", 100, minimum=8),
+            max_header_bytes=_integer(env, "COMMERCECORE_MAX_HEADER_BYTES", 32768, minimum=1024),
+            max_select_columns=_integer(env, "COMMERCECORE_MAX_SELECT_COLUMNS", 100, minimum=1),
+            max_filters=_integer(env, "COMMERCECORE_MAX_FILTERS", 50, minimum=1),
+            max_in_values=_integer(env, "COMMERCECORE_MAX_IN_VALUES", 1000, minimum=1),
+            max_logic_depth=_integer(env, "COMMERCECORE_MAX_LOGIC_DEPTH", 8, minimum=1),
+            statement_cache_bytes=_integer(env, "COMMERCECORE_STATEMENT_CACHE_BYTES", 4 * 1024 * 1024),
+            statement_cache_max_entry=_integer(env, "COMMERCECORE_STATEMENT_CACHE_MAX_ENTRY", 4096),
+        )
+
+
+@dataclass(frozen=True)
+class AnonymousLimits:
+    """What a request without a session (role app_readonly) may hold: signed-in customers and staff keep
+    their connections whatever anonymous traffic does."""
+
+    # seconds; the shorter of this and app_readonly's own statement_timeout applies (0: the role's alone)
+    statement_timeout: float = 1.0
+    # the share of the request pool anonymous requests may hold at once (at least one connection)
+    pool_share: float = 0.5
+    # seconds an anonymous request waits for its share before 503 with Retry-After
+    wait: float = 1.0
+    # `Prefer: count=exact` counts at most this many rows, then gives the planner's estimate (as
+    # count=estimated does)
+    count_limit: int = 1000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        share = _number(env, "COMMERCECORE_ANONYMOUS_POOL_SHARE", 0.5)
+        if share > 1:
+            raise SettingsError(f"COMMERCECORE_ANONYMOUS_POOL_SHARE={share:g} is a share: 0 to 1")
+        return cls(
+            statement_timeout=_number(env, "COMMERCECORE_ANONYMOUS_STATEMENT_TIMEOUT", 1.0),
+            pool_share=share,
+            wait=_number(env, "COMMERCECORE_ANONYMOUS_WAIT", 1.0),
+            count_limit=_integer(env, "COMMERCECORE_ANONYMOUS_COUNT_LIMIT", 1000),
+        )
+
+    def connections(self, pool_max: int) -> int:
+        """How many of a pool's `pool_max` connections anonymous requests may hold at once."""
+        return max(1, int(pool_max * self.pool_share))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from the environment (the configuration table of README.md)."""
 
@@ -281,6 +351,8 @@ class Settings:
     max_open_orders: int = 5
     max_units_per_product: int = 100
     order_max_unpaid_age: datetime.timedelta = DEFAULT_MAX_UNPAID_AGE
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    anonymous: AnonymousLimits = field(default_factory=AnonymousLimits)
 
     @property
     def signing_key(self) -> str:
@@ -322,6 +394,8 @@ class Settings:
             trusted_proxies=_trusted_proxies(env),
             metrics_token=_metrics_token(env),
             **_order_limits(env),
+            limits=RequestLimits.from_env(env),
+            anonymous=AnonymousLimits.from_env(env),
         )
 
 

@@ -82,6 +82,13 @@ create index products_active_currency_id_idx on core.products (currency, id) whe
 comment on index core.products_active_currency_id_idx is 'api.products filtered by currency, in id order.';
 create index products_active_created_at_idx on core.products (created_at, id) where active;
 comment on index core.products_active_created_at_idx is 'api.products filtered by a created_at range.';
+-- pattern filters of api.products (its @pattern declaration): the gateway adds the byte range of the
+-- pattern's prefix (`name ~>=~ 'Ear' and name ~<~ 'Eas'`), whose leakproof operators reach these indexes
+-- through the view's security barrier; byte order, whatever the database's collation
+create index products_active_name_pattern_idx on core.products (name text_pattern_ops) where active;
+comment on index core.products_active_name_pattern_idx is 'api.products: prefix patterns on name.';
+create index products_active_sku_pattern_idx on core.products (sku text_pattern_ops) where active;
+comment on index core.products_active_sku_pattern_idx is 'api.products: prefix patterns on sku.';
 
 create trigger products_set_updated_at before update on core.products
 for each row execute function core.set_updated_at();

@@ -10,7 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import psycopg
 import pytest
 import requests
@@ -243,3 +249,67 @@ def db(test_db: str) -> Iterator[Session]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass
+class ServedGateway:
+    """`commercecore serve` (one worker: the process answering requests is `process`) and its base URL."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def rss_bytes(self) -> int:
+        """The worker's resident memory now, from /proc (VmRSS)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS for process {self.process.pid}")
+
+
+@contextlib.contextmanager
+def served_gateway(database_url: str, directory: Path, **env: str) -> Iterator[ServedGateway]:
+    """`commercecore serve` on a free loopback port against `database_url` (the authenticator), as
+    production runs it (uvicorn, httptools with the gateway's request limits); stopped with SIGINT after."""
+    port = embedded.free_port()
+    environ = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "COMMERCECORE_JWT_SECRET": secrets.token_urlsafe(48),
+        "COMMERCECORE_COOKIE_SECURE": "false",
+        "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(8),
+        "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+        "STRIPE_API_BASE": "http://127.0.0.1:9",
+        **env,
+    }
+    log = directory / f"gateway-{port}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "commercecore.cli", "serve", "--port", str(port)],
+            env=environ,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    served = ServedGateway(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(served.url + "/health"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"commercecore serve did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -15,7 +15,8 @@ from api.my_addresses() as a;
 
 comment on view api.addresses is
 'The signed-in user''s shipping and billing addresses; at most one default of each kind.
-@route GET /me/addresses';
+@route GET /me/addresses
+@order id, kind, created_at';
 comment on column api.addresses.kind is 'shipping or billing.';
 comment on column api.addresses.is_default is 'The default address of its kind (at most one per kind).';
 comment on column api.addresses.country is 'ISO 3166-1 alpha-2 code, upper case.';

@@ -35,7 +35,8 @@ from ops.payments_safe_rows() as r;
 
 comment on view api.v_payments_safe is
 'Payment attempts for analytics (staff and DBAs): amounts, states and refund flags, with Stripe ids masked to
-their prefix and last 4 characters and customer emails masked (j***@example.com). No checkout urls.';
+their prefix and last 4 characters and customer emails masked (j***@example.com). No checkout urls.
+@order id, order_id, user_id, status, amount_minor, created_at, updated_at, succeeded_at';
 comment on column api.v_payments_safe.checkout_session_id is 'Masked Stripe Checkout Session id (cs_…1a2b).';
 comment on column api.v_payments_safe.payment_intent_id is 'Masked Stripe PaymentIntent id (pi_…1a2b).';
 comment on column api.v_payments_safe.customer_email is 'Masked email of the paying customer (j***@example.com).';

@@ -3,7 +3,8 @@
 -- The public catalog: active products without internal fields, and the categories. The view keeps the
 -- column filters PostgREST clients send (id, category_id, price_minor, sku, created_at, currency) on the
 -- partial indexes of core.products (schema/catalog): its only own condition is `active`, which every one of
--- those indexes carries.
+-- those indexes carries. Its comment declares what the costly parts of the dialect may use (@pattern, @order
+-- lines): prefix patterns on name and sku run on their text_pattern_ops indexes (schema/catalog).
 begin;
 
 set local role app_owner;
@@ -29,9 +30,12 @@ order by p.id;
 comment on view api.products is
 'The public catalog: active products only, without the purchase cost or the search vector.
 Filter, order and page it in PostgREST style; keyset pagination (`id=gt.N&order=id&limit=M`) and the
-filters on category_id, price_minor, sku and created_at run on indexes. For ranked full-text search use
-`search_products`.
-@route GET /products';
+filters on category_id, price_minor, sku and created_at run on indexes. Pattern filters (like, ilike,
+match, imatch) take name and sku, anchored at the start (`name=ilike.earl*`); order= takes the columns
+below. For ranked full-text search use `search_products`.
+@route GET /products
+@pattern name, sku
+@order id, sku, name, price_minor, created_at';
 comment on column api.products.price_minor is 'Unit price in minor units of currency (cents).';
 comment on column api.products.currency is 'ISO 4217 code, upper case.';
 comment on column api.products.stock is 'Units on hand.';
@@ -52,7 +56,9 @@ order by c.id;
 
 comment on view api.categories is
 'The catalog''s categories; parent_id nests them (null for a top-level category).
-@route GET /categories';
+@route GET /categories
+@pattern slug, name
+@order id, slug, name';
 
 grant select on api.categories to app_readonly, app_readwrite, app_admin;
 

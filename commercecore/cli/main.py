@@ -154,6 +154,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from gateway import logs
     from gateway.guard import UnsafeLogin, check_url
     from gateway.payments.config import PaymentSettings
+    from gateway.server import PROTOCOL
     from gateway.settings import Settings, SettingsError
 
     # refuse a missing or weak secret, or a superuser login, here, with one line, before any worker starts
@@ -174,6 +175,8 @@ def serve(host: str, port: int, workers: int) -> None:
             log_config=None,
             access_log=False,  # the gateway writes its own JSON access log (gateway/logs.py)
             server_header=False,
+            # the URL and header limits applied while a request arrives (gateway/server.py)
+            http=PROTOCOL,
             # the app reads X-Forwarded-For itself, from COMMERCECORE_TRUSTED_PROXIES only (gateway.app);
             # uvicorn's own handling would believe whatever FORWARDED_ALLOW_IPS says
             proxy_headers=False,

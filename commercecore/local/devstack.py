@@ -82,6 +82,7 @@ def serve(stack: DevStack, port: int) -> None:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import bounded_protocol
 
     try:
         from commercecore.standin import start_demo_standin
@@ -122,6 +123,7 @@ def serve(stack: DevStack, port: int) -> None:
             log_config=None,
             access_log=False,  # the gateway writes its own JSON access log
             server_header=False,
+            http=bounded_protocol(settings.limits),
             proxy_headers=False,  # the app reads X-Forwarded-For itself (COMMERCECORE_TRUSTED_PROXIES)
         )
     finally:

@@ -126,8 +126,10 @@ matched in English against name and sku (weighted high) and description; results
 best first, ties by id. Without q, products come in id order and rank is null; a q of only stop words
 matches nothing. Filters: category (includes its subcategories), min_price and max_price (minor units,
 inclusive), in_stock (true: stock > 0, false: stock = 0). limit 1..100 (default 20), offset 0..10000.
-Returns the product rows with their rank, as a JSON array over HTTP.
-Errors: 422 invalid_input naming the field (q, limit, offset, min_price, max_price).';
+Returns the product rows with their rank, as a JSON array over HTTP; order= (at most limit rows) takes the
+columns below.
+Errors: 422 invalid_input naming the field (q, limit, offset, min_price, max_price).
+@order id, name, price_minor, created_at, rank';
 
 grant execute on function api.search_products(text, bigint, bigint, bigint, boolean, integer, integer)
 to app_readonly, app_readwrite, app_admin;

@@ -114,7 +114,8 @@ def test_products_view_keyset_pages_run_on_indexes_without_sorting(
 @pytest.mark.parametrize(
     ("query", "index"),
     [
-        ("select * from api.products where sku = 'T-1'", "products_sku_key"),
+        # either index of sku serves equality (the pattern one holds active products only, as the view)
+        ("select * from api.products where sku = 'T-1'", "products_sku_key|products_active_sku_pattern_idx"),
         ("select * from api.products where price_minor between 100 and 200", "products_active_price_idx"),
         (
             "select * from api.products where created_at > now() - interval '1 day'",
@@ -126,7 +127,7 @@ def test_products_view_filters_run_on_indexes(db: Session, query: str, index: st
     db.as_role("app_readonly")
     db.conn.execute("set local enable_seqscan = off")
     text = plan(db, query)
-    assert index in text, text
+    assert any(name in text for name in index.split("|")), text
 
 
 # --- search_products ---------------------------------------------------------------------------------------

@@ -52,7 +52,10 @@ create view api.gw_things with (security_barrier) as
 select id, name, tags, flag, doc, price, at, note, search from gwtest.things;
 comment on view api.gw_things is 'Test things.
 @route GET /gw/things/{id}
-@route GET /gw/all-things';
+@route GET /gw/all-things
+@search search, name
+@pattern name, note
+@order id, name, price, flag, at';
 comment on column api.gw_things.note is 'A short note.';
 grant select on api.gw_things to app_readonly, app_readwrite, app_admin;
 
@@ -123,6 +126,8 @@ create function api.gw_scalar(n integer) returns integer language sql immutable 
 create function api.gw_admin_only() returns text language sql stable as $$ select 'staff' $$;
 create function api.gw_over(a integer) returns text language sql stable as $$ select 'int' $$;
 create function api.gw_over(b text) returns text language sql stable as $$ select 'text' $$;
+comment on function api.gw_setof(integer) is 'Rows.
+@order i';
 create function api.gw_variadic(variadic nums integer[]) returns integer language sql immutable
 as $$ select coalesce(sum(x), 0)::integer from unnest(nums) as x $$;
 

@@ -55,6 +55,8 @@ QUERY_POSITIONS: dict[str, Callable[[str], list[tuple[str, str]]]] = {
     "eq value (array)": lambda m: [("tags", f"eq.{m}")],
     "eq value (jsonb)": lambda m: [("doc", f"eq.{m}")],
     "like pattern": lambda m: [("name", f"like.{m}")],
+    "anchored like pattern": lambda m: [("name", f"ilike.a{m}*")],
+    "regex pattern": lambda m: [("name", f"match.^a{m}")],
     "in list": lambda m: [("name", f"in.({m})")],
     "in quoted list": lambda m: [("name", 'in.("' + m.replace("\\", "\\\\").replace('"', '\\"') + '")')],
     "is value": lambda m: [("flag", f"is.{m}")],
