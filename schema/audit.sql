@@ -2,9 +2,11 @@
 -- requires: schema/users
 -- requires: schema/orders
 -- requires: schema/payments
+-- requires: procedures/context
 -- The audit log: who changed what, with the old and new rows and the gateway's request id, written by
 -- triggers on users, products, orders and payments. The rows, emails and Stripe ids in full, are the owner's
--- alone; app_dba reads them masked through the view audit.log (views/audit_log).
+-- alone; app_dba reads them masked through the view audit.log (views/audit_log). The trigger function
+-- stays beside its table: the two are one object group.
 begin;
 
 set local role app_owner;

@@ -1,7 +1,9 @@
 -- Deploy commercecore:schema/catalog to pg
--- requires: schema/context
+-- requires: schema/updated_at
 -- Categories, products and the inventory ledger. Stock moves only through the ledger: every change of
--- products.stock is a row of core.inventory_movements, so stock always equals the ledger's sum.
+-- products.stock is a row of core.inventory_movements, so stock always equals the ledger's sum. The trigger
+-- functions that keep it so stay beside their tables. The indexes of core.products serve the filters of the
+-- public catalog (views/products) as well as the order functions.
 begin;
 
 set local role app_owner;
@@ -73,6 +75,20 @@ create index products_category_id_idx on core.products (category_id, id) where a
 create index products_active_id_idx on core.products (id) where active;
 create index products_active_price_idx on core.products (price_minor, id) where active;
 create index products_search_idx on core.products using gin (search);
+-- the other filters of api.products (views/products): a currency (a multi-currency storefront shows one),
+-- keyset-paged by id; created_at ranges ("new arrivals"). Neither column changes with stock, so stock moves
+-- stay HOT updates.
+create index products_active_currency_id_idx on core.products (currency, id) where active;
+comment on index core.products_active_currency_id_idx is 'api.products filtered by currency, in id order.';
+create index products_active_created_at_idx on core.products (created_at, id) where active;
+comment on index core.products_active_created_at_idx is 'api.products filtered by a created_at range.';
+-- pattern filters of api.products (its @pattern declaration): the gateway adds the byte range of the
+-- pattern's prefix (`name ~>=~ 'Ear' and name ~<~ 'Eas'`), whose leakproof operators reach these indexes
+-- through the view's security barrier; byte order, whatever the database's collation
+create index products_active_name_pattern_idx on core.products (name text_pattern_ops) where active;
+comment on index core.products_active_name_pattern_idx is 'api.products: prefix patterns on name.';
+create index products_active_sku_pattern_idx on core.products (sku text_pattern_ops) where active;
+comment on index core.products_active_sku_pattern_idx is 'api.products: prefix patterns on sku.';
 
 create trigger products_set_updated_at before update on core.products
 for each row execute function core.set_updated_at();

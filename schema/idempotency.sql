@@ -1,5 +1,6 @@
 -- Deploy commercecore:schema/idempotency to pg
 -- requires: schema/users
+-- requires: procedures/context
 -- Idempotency keys of POST requests: the same key and body replay the stored response.
 begin;
 

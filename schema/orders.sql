@@ -1,11 +1,11 @@
 -- Deploy commercecore:schema/orders to pg
 -- requires: schema/users
 -- requires: schema/catalog
--- requires: schema/errors
+-- requires: procedures/context
+-- requires: schema/updated_at
 -- Orders and their items. Items carry the price at the time of ordering; the order total is kept equal to
--- the sum of its items by a trigger, so it holds whoever writes the items. The shop's limits on unpaid
--- orders are settings (commercecore.*): the gateway sets them per transaction from its environment, and
--- any other session (psql, a script) gets the database's or role's value, else the defaults below.
+-- the sum of its items by a trigger, so it holds whoever writes the items. The limits on a customer's
+-- unpaid orders are functions (procedures/orders/limits).
 begin;
 
 set local role app_owner;
@@ -147,80 +147,6 @@ for each statement execute function core.maintain_order_total();
 create trigger order_items_total_after_delete after delete on core.order_items
 referencing old table as old_items
 for each statement execute function core.maintain_order_total();
-
--- the shop's settings of unpaid orders -----------------------------------------------------------------------
-
-create function core.order_max_unpaid_age() returns interval
-language sql
-stable
-parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
-  select coalesce(nullif(current_setting('commercecore.order_max_unpaid_age', true), '')::interval, interval '60 minutes')
-$$;
-
-comment on function core.order_max_unpaid_age() is
-'How long an unpaid order may live from its creation, whatever its checkout attempts: the setting
-commercecore.order_max_unpaid_age (ORDER_MAX_UNPAID_AGE in the gateway), else 60 minutes.';
-
-create function core.max_open_orders() returns integer
-language sql
-stable
-parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
-  select coalesce(nullif(current_setting('commercecore.max_open_orders', true), '')::integer, 5)
-$$;
-
-comment on function core.max_open_orders() is
-'How many unpaid (pending) orders one customer may have: the setting commercecore.max_open_orders
-(COMMERCECORE_MAX_OPEN_ORDERS in the gateway), else 5.';
-
-create function core.max_units_per_product() returns integer
-language sql
-stable
-parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
-  select coalesce(nullif(current_setting('commercecore.max_units_per_product', true), '')::integer, 100)
-$$;
-
-comment on function core.max_units_per_product() is
-'How many units of one product a customer may hold in their unpaid orders together, for products without a
-max_per_customer of their own: the setting commercecore.max_units_per_product
-(COMMERCECORE_MAX_UNITS_PER_PRODUCT in the gateway), else 100.';
-
--- volatile, as the functions of schema/errors: it raises, and must not be evaluated ahead of its statement
-create function core.check_unpaid_age(target core.orders)
-returns void
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  max_age interval := core.order_max_unpaid_age();
-begin
-  if check_unpaid_age.target.status = 'pending' and check_unpaid_age.target.created_at <= now() - max_age then
-    perform core.raise_error(
-      '409', 'order_expired',
-      format(
-        'Order %s was not paid within %s minutes of its creation: it has expired.',
-        check_unpaid_age.target.id, trim_scale(round(extract(epoch from max_age) / 60, 2))
-      ),
-      jsonb_build_object(
-        'order_id', check_unpaid_age.target.id,
-        'created_at', check_unpaid_age.target.created_at,
-        'expired_at', check_unpaid_age.target.created_at + max_age,
-        'max_age_seconds', extract(epoch from max_age)::bigint
-      ),
-      'Place a new order: an unpaid order ends at its maximum age, whatever its checkout attempts.'
-    );
-  end if;
-end;
-$$;
-
-comment on function core.check_unpaid_age(core.orders) is
-'Raises PT409 order_expired {order_id, created_at, expired_at, max_age_seconds} when a pending order is
-older than core.order_max_unpaid_age(): it can no longer be paid or grow, only be cancelled (or expire).';
 
 alter table core.inventory_movements
 add constraint inventory_movements_order_id_fkey foreign key (order_id) references core.orders (id) on delete restrict;

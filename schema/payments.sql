@@ -1,5 +1,7 @@
 -- Deploy commercecore:schema/payments to pg
 -- requires: schema/orders
+-- requires: procedures/context
+-- requires: schema/updated_at
 -- Payment attempts (one row each), refunds, and the Stripe event inbox.
 begin;
 

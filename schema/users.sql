@@ -1,5 +1,6 @@
 -- Deploy commercecore:schema/users to pg
--- requires: schema/context
+-- requires: procedures/context
+-- requires: schema/updated_at
 -- Customers and staff, and their addresses. Credentials live apart, in auth.credentials.
 begin;
 

@@ -1,6 +1,7 @@
 """The shape of the house, checked on every run: `gateway` serves HTTP and never reaches into
 `commercecore`; no Python function is longer than a screen; SQL change files stay small, with functions in
-procedures/ and views in views/."""
+procedures/, views in views/ and only trigger functions beside the tables of schema/; no PL/pgSQL body is
+longer than a few screens."""
 
 from __future__ import annotations
 
@@ -9,16 +10,24 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 MAX_FUNCTION_LINES = 60
 MAX_SQL_LINES = 300
+MAX_PLPGSQL_LINES = 150
 SQL_FOLDERS = ("roles", "schema", "procedures", "views")
 
 _SQL_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _CREATE_VIEW = re.compile(r"\bcreate\s+(?:or\s+replace\s+)?(?:materialized\s+)?view\b", re.IGNORECASE)
 _CREATE_ROUTINE = re.compile(r"\bcreate\s+(?:or\s+replace\s+)?(?:function|procedure)\b", re.IGNORECASE)
+# a routine from its name to the end of its dollar-quoted body: the header (arguments, returns, language,
+# options) and the body; the language may also follow the body, up to the statement's end
+_ROUTINE = re.compile(
+    r"\bcreate\s+(?:or\s+replace\s+)?(?:function|procedure)\s+([\w.\"]+)\s*\((.*?)\$(\w*)\$(.*?)\$\3\$([^;]*)",
+    re.IGNORECASE | re.DOTALL,
+)
+_PLPGSQL = re.compile(r"\blanguage\s+'?plpgsql\b", re.IGNORECASE)
+_RETURNS_TRIGGER = re.compile(r"\breturns\s+(?:event_)?trigger\b", re.IGNORECASE)
+_LINE_COMMENT = re.compile(r"^[ \t]*--[^\n]*", re.MULTILINE)
 
 
 def python_files(package: str) -> list[Path]:
@@ -71,6 +80,26 @@ def sql_code(path: Path) -> str:
     return _SQL_COMMENT.sub(" ", path.read_text())
 
 
+def routines(sql: str) -> Iterator[tuple[str, str, int, int]]:
+    """(name, header, line of its create statement, lines of the body) of each routine of a script. Whole-line
+    comments are blanked first (keeping the line count), so a commented-out routine is not one."""
+    text = _LINE_COMMENT.sub("", sql)
+    for match in _ROUTINE.finditer(text):
+        name, header, _tag, body, trailer = match.groups()
+        line = text.count("\n", 0, match.start()) + 1
+        yield name, header + trailer, line, len(body.strip("\n").splitlines())
+
+
+def long_plpgsql(sql: str, limit: int = MAX_PLPGSQL_LINES) -> list[tuple[str, int, int]]:
+    """(name, line of its create statement, lines of the body) of each PL/pgSQL routine whose body,
+    between its dollar quotes, is longer than `limit` lines."""
+    return [
+        (name, line, length)
+        for name, header, line, length in routines(sql)
+        if _PLPGSQL.search(header) and length > limit
+    ]
+
+
 # -- the checks themselves can fail ------------------------------------------------------------------
 
 
@@ -113,6 +142,33 @@ def test_the_sql_checks_ignore_comments() -> None:
     assert not _CREATE_ROUTINE.search(_SQL_COMMENT.sub(" ", commented))
 
 
+def test_the_plpgsql_check_counts_the_body_between_its_quotes() -> None:
+    def routine(name: str, language: str, lines: int, tag: str = "") -> str:
+        body = "".join(f"  perform {n};\n" for n in range(lines))
+        header = f"create or replace function {name}(a int default 1)\nreturns void\nlanguage {language}\n"
+        return f"{header}as ${tag}$\n{body}${tag}$;\n"
+
+    script = (
+        "-- create function commented(x int) returns void language plpgsql as $$\n"
+        + routine("core.fits", "plpgsql", 150)
+        + routine("core.long", "plpgsql", 151, tag="body")
+        + routine("core.long_sql", "sql", 200)
+        + "create function core.after(x int) returns int as $$ begin return x; end; $$ language plpgsql;\n"
+    )
+    assert long_plpgsql(script) == [("core.long", 157, 151)]
+    assert long_plpgsql(script, limit=0) == [
+        ("core.fits", 2, 150),
+        ("core.long", 157, 151),
+        ("core.after", 518, 1),
+    ]
+    assert [name for name, *_ in routines(script)] == [
+        "core.fits",
+        "core.long",
+        "core.long_sql",
+        "core.after",
+    ]
+
+
 # -- the house -----------------------------------------------------------------------------------------
 
 
@@ -134,7 +190,6 @@ def test_no_gateway_function_over_60_lines() -> None:
     assert long_functions_in("gateway") == []
 
 
-@pytest.mark.xfail(strict=True, reason="procedures/ is being split by object (issue 12, build item 4)")
 def test_no_sql_change_file_over_300_lines() -> None:
     long = {
         str(path.relative_to(ROOT)): count
@@ -144,9 +199,6 @@ def test_no_sql_change_file_over_300_lines() -> None:
     assert long == {}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="views and functions are being moved to their folders (issue 12, build item 4)"
-)
 def test_views_live_in_views_and_functions_in_procedures() -> None:
     views_in_procedures = [
         str(path.relative_to(ROOT))
@@ -159,3 +211,23 @@ def test_views_live_in_views_and_functions_in_procedures() -> None:
         if _CREATE_ROUTINE.search(sql_code(path))
     ]
     assert (views_in_procedures, functions_in_views) == ([], [])
+
+
+def test_schema_holds_no_function_but_trigger_functions() -> None:
+    """A trigger function stays beside the table it serves; every other function lives in procedures/."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "schema").rglob("*.sql"))
+        for name, header, _line, _length in routines(path.read_text())
+        if not _RETURNS_TRIGGER.search(header)
+    ]
+    assert offenders == []
+
+
+def test_no_plpgsql_function_over_150_lines() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}:{line} {name} ({length} lines)"
+        for path in sql_files()
+        for name, line, length in long_plpgsql(path.read_text())
+    ]
+    assert long == []

@@ -1,11 +1,10 @@
 -- Deploy commercecore:views/products to pg
 -- requires: schema/catalog
--- requires: schema/errors
--- The public catalog: active products without internal fields, and one product by id. The view keeps the
--- column filters PostgREST clients send (id, category_id, price_minor, sku, created_at) on the partial
--- indexes of core.products: its only own condition is `active`, which every one of those indexes carries.
--- Its comment declares what the costly parts of the dialect may use (@pattern, @order lines): prefix
--- patterns on name and sku run on their text_pattern_ops indexes below.
+-- The public catalog: active products without internal fields, and the categories. The view keeps the
+-- column filters PostgREST clients send (id, category_id, price_minor, sku, created_at, currency) on the
+-- partial indexes of core.products (schema/catalog): its only own condition is `active`, which every one of
+-- those indexes carries. Its comment declares what the costly parts of the dialect may use (@pattern, @order
+-- lines): prefix patterns on name and sku run on their text_pattern_ops indexes (schema/catalog).
 begin;
 
 set local role app_owner;
@@ -43,21 +42,6 @@ comment on column api.products.stock is 'Units on hand.';
 
 grant select on api.products to app_readonly, app_readwrite, app_admin;
 
--- filters of api.products that the indexes of schema/catalog do not cover: a currency (a multi-currency
--- storefront shows one), keyset-paged by id; created_at ranges ("new arrivals"). Neither column changes
--- with stock, so stock moves stay HOT updates.
-create index products_active_currency_id_idx on core.products (currency, id) where active;
-comment on index core.products_active_currency_id_idx is 'api.products filtered by currency, in id order.';
-create index products_active_created_at_idx on core.products (created_at, id) where active;
-comment on index core.products_active_created_at_idx is 'api.products filtered by a created_at range.';
--- pattern filters of api.products (@pattern): the gateway adds the byte range of the pattern's prefix
--- (`name ~>=~ 'Ear' and name ~<~ 'Eas'`), whose leakproof operators reach these indexes through the
--- security barrier; byte order, whatever the database's collation
-create index products_active_name_pattern_idx on core.products (name text_pattern_ops) where active;
-comment on index core.products_active_name_pattern_idx is 'api.products: prefix patterns on name.';
-create index products_active_sku_pattern_idx on core.products (sku text_pattern_ops) where active;
-comment on index core.products_active_sku_pattern_idx is 'api.products: prefix patterns on sku.';
-
 create view api.categories with (security_barrier) as
 select
   c.id,
@@ -77,63 +61,5 @@ comment on view api.categories is
 @order id, slug, name';
 
 grant select on api.categories to app_readonly, app_readwrite, app_admin;
-
-create function core.product_document(product_id bigint, include_private boolean default false)
-returns jsonb
-language sql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-  select
-    jsonb_build_object(
-      'id', p.id,
-      'sku', p.sku,
-      'name', p.name,
-      'description', p.description,
-      'price_minor', p.price_minor,
-      'currency', p.currency,
-      'stock', p.stock,
-      'category_id', p.category_id,
-      'active', p.active,
-      'max_per_customer', p.max_per_customer,
-      'created_at', p.created_at,
-      'updated_at', p.updated_at
-    )
-    || case when product_document.include_private then jsonb_build_object('cost_minor', p.cost_minor) else '{}' end
-  from core.products as p
-  where p.id = product_document.product_id
-$$;
-
-comment on function core.product_document(bigint, boolean) is
-'The product shape of the API (docs/http-api.md section 6) for one product, with active and max_per_customer
-(the units one customer may hold in unpaid orders; null: the shop''s default); include_private adds the
-staff-only cost_minor. Null when the product does not exist.';
-
-create function api.get_product(id bigint)
-returns jsonb
-language plpgsql
-stable
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  staff boolean := core.is_admin();
-begin
-  if not exists (
-    select from core.products as p where p.id = get_product.id and (p.active or staff)
-  ) then
-    perform core.raise_not_found('product', get_product.id, 'List the catalog with GET /products.');
-  end if;
-  return core.product_document(get_product.id, staff);
-end;
-$$;
-
-comment on function api.get_product(bigint) is
-'One product of the catalog: {id, sku, name, description, price_minor, currency, stock, category_id,
-active, max_per_customer, created_at, updated_at}. Inactive products are 404 except for staff, who also get cost_minor.
-Errors: 404 not_found.
-@route GET /products/{id}';
-
-grant execute on function api.get_product(bigint) to app_readonly, app_readwrite, app_admin;
 
 commit;

@@ -101,7 +101,9 @@ def _exists(conn: psycopg.Connection[Row], regclass: str) -> bool:
 
 def _require(conn: psycopg.Connection[Row], regclass: str) -> None:
     if not _exists(conn, regclass):
-        raise DbaError(f"{regclass} does not exist in this database: deploy the plan (procedures/ops) first")
+        raise DbaError(
+            f"{regclass} does not exist in this database: deploy the plan (commercecore db deploy) first"
+        )
 
 
 # -- top queries and cache -----------------------------------------------------------------------------
@@ -224,7 +226,7 @@ def bloat(
     )
     if not _function_exists(conn, "ops.table_bloat(regclass)"):
         raise DbaError(
-            "ops.table_bloat does not exist in this database: deploy the plan (procedures/ops) first"
+            "ops.table_bloat does not exist in this database: deploy the plan (commercecore db deploy) first"
         )
     report: list[Row] = []
     for table in tables:

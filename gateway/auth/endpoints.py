@@ -1,5 +1,5 @@
 """The /auth/* endpoints and POST /me/password: sign up, sign in (cookies or a Bearer token), sign out and
-change the password, over the `auth.*` functions (procedures/auth.sql).
+change the password, over the `auth.*` functions (procedures/auth/).
 
 What the database decides stays there: accounts, the delays after failed logins and sessions (with the role
 each was issued with). These endpoints hash and check passwords, sign tokens, spend the budgets of

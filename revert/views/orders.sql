@@ -3,8 +3,5 @@ begin;
 
 drop view api.order_items;
 drop view api.orders;
-drop function api.order_item_rows();
-drop function api.order_rows();
-drop function api.get_order(bigint);
 
 commit;

@@ -5,8 +5,5 @@ set local role app_owner;
 
 revoke usage on schema api from app_dba;
 drop view api.v_payments_safe;
-drop function ops.payments_safe_rows();
-drop function core.mask_email(text);
-drop function core.mask_provider_id(text);
 
 commit;

@@ -1,4 +1,4 @@
-"""The error helpers of schema/errors (core.raise_error, raise_not_found, raise_invalid): the SQLSTATE,
+"""The error helpers of procedures/errors (core.raise_error, raise_not_found, raise_invalid): the SQLSTATE,
 message, detail and hint they raise, which the gateway turns into the HTTP answer, and that only their
 owner may call them."""
 

@@ -28,7 +28,7 @@ ROLES = (*REQUEST_ROLES, "app_dba", "authenticator", "app_owner", "PUBLIC")
 # signed in or not, must reach them. Keep this list short: each entry is a decision to publish.
 PUBLIC_CATALOG = frozenset({"api.products", "api.categories", "api.get_product", "api.search_products"})
 
-# The request context of schema/context. Row-level security policies call them, and a policy reached
+# The request context of procedures/context. Row-level security policies call them, and a policy reached
 # through a view owned by app_owner checks EXECUTE as the caller, so a change may grant them to the roles
 # that read such views (they reveal only the caller's own claims). Nothing else in core is ever granted.
 CONTEXT_READERS = frozenset({*REQUEST_ROLES, "app_dba"})

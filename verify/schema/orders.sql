@@ -11,13 +11,4 @@ where
   and relrowsecurity
   and relforcerowsecurity;
 
--- the shop's settings follow their GUCs (the database may set its own defaults, so none is assumed here)
-select
-  set_config('commercecore.order_max_unpaid_age', '90 minutes', true) as max_age,
-  set_config('commercecore.max_open_orders', '7', true) as open_orders,
-  set_config('commercecore.max_units_per_product', '11', true) as units;
-select 1 / (core.order_max_unpaid_age() = interval '90 minutes')::int;
-select 1 / (core.max_open_orders() = 7)::int;
-select 1 / (core.max_units_per_product() = 11)::int;
-
 rollback;

@@ -1,0 +1,6 @@
+-- Revert commercecore:views/addresses from pg
+begin;
+
+drop view api.addresses;
+
+commit;
