@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -71,14 +72,41 @@ def pg_status() -> None:
     click.echo(f"PostgreSQL running: pid {pid}, 127.0.0.1:{cluster.port}, data in {cluster.data_dir}")
 
 
+# The seed's monitoring SQL is typed without schemas (`select * from pg_stat_statements`,
+# `pgstattuple('orders')`): the views and extensions live in ops, the tables in core. A schema the role may
+# not use is skipped by PostgreSQL, so the path widens no privilege.
+READING_SEARCH_PATH = '"$user",public,ops,core'
+
+
+def psql_options(existing: str | None, role: str | None) -> str:
+    """PGOPTIONS for `pg psql`: the reading search path (and a role), after any options already set."""
+    options = [existing] if existing else []
+    if role:
+        options.append(f"-c role={role}")
+    options.append(f"-c search_path={READING_SEARCH_PATH}")
+    return " ".join(options)
+
+
 @pg.command("psql", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option(
+    "--role",
+    metavar="ROLE",
+    help="Read as this role (SET ROLE at connection), e.g. app_dba or app_admin.",
+)
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
-def pg_psql(psql_args: tuple[str, ...]) -> None:
-    """psql (PostgreSQL 18, from the wheel) on the project database; extra arguments go to psql."""
+def pg_psql(role: str | None, psql_args: tuple[str, ...]) -> None:
+    """psql (PostgreSQL 18, from the wheel) on the project database; extra arguments go to psql.
+
+    The search path reaches ops and core, so the monitoring views and extensions answer by their bare
+    names (`select * from pg_stat_statements`, `select * from pgstattuple('orders')`).
+    """
     try:
         url = embedded.admin_url()
     except embedded.EmbeddedError as exc:
         fail(exc)
+    if role is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", role):
+        fail(f"--role {role!r}: a role name of lowercase letters, digits and underscores")
+    os.environ["PGOPTIONS"] = psql_options(os.environ.get("PGOPTIONS"), role)
     psql = str(embedded.pg_bin("psql"))
     os.execv(psql, [psql, url, *psql_args])  # noqa: S606 - psql replaces this process, as `exec psql` would
 

@@ -113,13 +113,14 @@ def backup_command(directory: Path | None, plain: bool, keep: int | None, databa
     """Logical backup (pg_dump custom format) with a .sha256 checksum file."""
     url = _url(database_url)
     result = backups.backup(url, directory or backups.default_directory(), plain=plain, keep=keep)
+    # absolute paths: the line a cron mail shows says where the files are, whatever the working directory
     out.print(
-        f"backup of {escape(result.database)} (PostgreSQL {escape(result.server_version)}): "
-        f"{escape(str(result.dump))} ({_size(result.size)}, {result.seconds:.1f} s)"
+        f"backup of {escape(result.database)} (PostgreSQL {escape(result.server_version)}) written to "
+        f"{escape(str(result.dump.absolute()))} ({_size(result.size)}, {result.seconds:.1f} s)"
     )
-    out.print(f"checksum: {escape(str(result.checksum))}")
+    out.print(f"checksum: {escape(str(result.checksum.absolute()))}")
     if result.plain:
-        out.print(f"plain SQL: {escape(str(result.plain))}")
+        out.print(f"plain SQL: {escape(str(result.plain.absolute()))}")
     if result.removed:
         out.print(f"retention: removed {len(result.removed)} old file(s) (--keep {keep})")
 
@@ -140,7 +141,11 @@ def backup_command(directory: Path | None, plain: bool, keep: int | None, databa
 def restore_command(
     file: Path, target_db: str | None, force: bool, jobs: int, database_url: str | None
 ) -> None:
-    """Verify a backup's checksum and restore it (into a staging database, swapped in when complete)."""
+    """Verify a backup's checksum and restore it (into a staging database, swapped in when complete).
+
+    FILE is a .dump archive (its .sha256 required) or a plain SQL script (pg_dump's default output, the
+    .sql of `db backup --plain`; checked against a .sha256 beside it when there is one).
+    """
     url = _url(database_url)
     result = backups.restore(url, file, target_db=target_db, force=force, jobs=jobs)
     action = "replaced" if result.replaced else "created"
@@ -149,6 +154,8 @@ def restore_command(
         f"{escape(result.source_database)}): {result.tables} tables, {_size(result.size)}, "
         f"{result.seconds:.1f} s"
     )
+    for note in result.notes:
+        out.print(f"note: {escape(note)}")
     registry = result.registry
     if registry is None:
         return
