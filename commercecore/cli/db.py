@@ -130,7 +130,8 @@ _registry_lock_timeout_option = click.option(
     type=float,
     default=60.0,
     show_default=True,
-    help="Seconds to wait for another sqitch or commercecore deploying to the database (sqitch's --lock-timeout).",
+    help="Seconds to wait for another sqitch or commercecore deploying to the database "
+    "(sqitch's --lock-timeout).",
 )
 
 
@@ -142,7 +143,8 @@ def _lock_options(func: Callable[P, R]) -> Callable[P, R]:
             click.option(
                 "--lock-timeout",
                 type=DurationType(),
-                help=f"How long a statement of a script waits for a lock (0: for ever) [${TIMEOUT_ENV}, else 5s].",
+                help="How long a statement of a script waits for a lock (0: for ever) "
+                f"[${TIMEOUT_ENV}, else 5s].",
             ),
             click.option(
                 "--lock-retries",
@@ -158,6 +160,8 @@ def _lock_options(func: Callable[P, R]) -> Callable[P, R]:
     ):
         func = option(func)
     return func
+
+
 _plan_file_option = click.option(
     "--plan-file",
     type=click.Path(path_type=Path, dir_okay=False),

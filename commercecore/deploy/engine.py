@@ -170,7 +170,9 @@ class Deployer:
         attempt = 0
         while True:
             try:
-                run_script(self.conninfo, path, self.reporter.warn, self.project_dir, lock_timeout=policy.timeout)
+                run_script(
+                    self.conninfo, path, self.reporter.warn, self.project_dir, lock_timeout=policy.timeout
+                )
                 return
             except LockTimeout as exc:
                 attempt += 1

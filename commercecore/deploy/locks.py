@@ -207,7 +207,9 @@ class LockPolicy:
         return cls(
             timeout if timeout is not None else _env_seconds(env, TIMEOUT_ENV, DEFAULT_TIMEOUT),
             retries if retries is not None else _env_count(env, RETRIES_ENV, DEFAULT_RETRIES),
-            retry_delay if retry_delay is not None else _env_seconds(env, RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY),
+            retry_delay
+            if retry_delay is not None
+            else _env_seconds(env, RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY),
         )
 
     def delay(self, attempt: int) -> float:

@@ -247,7 +247,9 @@ def run_script(
 
             conn.add_notice_handler(on_notice)
         # a script's own `set lock_timeout` still wins: it comes later
-        conn.execute("select pg_catalog.set_config('lock_timeout', %s, false)", [f"{int(lock_timeout * 1000)}ms"])
+        conn.execute(
+            "select pg_catalog.set_config('lock_timeout', %s, false)", [f"{int(lock_timeout * 1000)}ms"]
+        )
         if lock_timeout > 0:
             with BlockerWatch(conninfo, conn.info.backend_pid, watch_interval(lock_timeout)) as watch:
                 _run_statements(conn, splitter, statements, watch)

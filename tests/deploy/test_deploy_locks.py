@@ -22,7 +22,9 @@ INDEX_SCRIPT = """-- Deploy toy:indexes/orders_user to pg
 -- No begin/commit: create index concurrently cannot run inside a transaction block, so the script runs
 -- outside one (as psql runs any script), with both tools.
 
-create index concurrently orders_user_id_idx on app.orders (user_id);
+-- a build that stopped part-way leaves an invalid index of this name behind: it goes first
+drop index concurrently if exists app.orders_user_id_idx;
+create index concurrently if not exists orders_user_id_idx on app.orders (user_id);
 """
 INDEX_VALID = (
     "select coalesce(bool_and(i.indisvalid), false) from pg_index as i"
@@ -40,21 +42,25 @@ def add_change(toy: Toy, name: str, deploy: str, revert: str, verify: str, requi
         plan.write(f"{name} [{requires}] 2024-02-01T00:00:00Z Ann Planner <ann@example.com> # {name}\n")
 
 
+def in_transaction(header: str, statement: str) -> str:
+    return f"-- {header}\nbegin;\n{statement}\ncommit;\n"
+
+
 def add_note_changes(toy: Toy) -> None:
     """Two changes in one run: a new table (nothing blocks it), then a column on app.orders."""
     add_change(
         toy,
         "tables/notes",
-        "-- Deploy toy:tables/notes to pg\nbegin;\ncreate table app.notes (id bigint primary key);\ncommit;\n",
-        "-- Revert toy:tables/notes from pg\nbegin;\ndrop table app.notes;\ncommit;\n",
+        in_transaction("Deploy toy:tables/notes to pg", "create table app.notes (id bigint primary key);"),
+        in_transaction("Revert toy:tables/notes from pg", "drop table app.notes;"),
         "-- Verify toy:tables/notes on pg\nselect id from app.notes where false;\n",
         "schema/app",
     )
     add_change(
         toy,
         "tables/orders_note",
-        "-- Deploy toy:tables/orders_note to pg\nbegin;\nalter table app.orders add column note text;\ncommit;\n",
-        "-- Revert toy:tables/orders_note from pg\nbegin;\nalter table app.orders drop column note;\ncommit;\n",
+        in_transaction("Deploy toy:tables/orders_note to pg", "alter table app.orders add column note text;"),
+        in_transaction("Revert toy:tables/orders_note from pg", "alter table app.orders drop column note;"),
         "-- Verify toy:tables/orders_note on pg\nselect note from app.orders where false;\n",
         "tables/orders",
     )
@@ -101,7 +107,7 @@ def test_a_blocked_change_gives_up_names_the_blocker_and_leaves_nothing_deployed
     assert "gave up after 3 attempts of lock_timeout 0.3 s" in message
     assert f"pid {holder_pid} (application {HOLDER}, state idle in transaction, query started " in message
     assert [blocker.pid for blocker in failure.value.blockers] == [holder_pid]
-    # three waits of the lock timeout and two pauses (0.05 s, then 0.1 s); never the holder's whole transaction
+    # three waits of the lock timeout and two pauses (0.05 s, 0.1 s); never the holder's whole transaction
     assert 3 * 0.3 <= elapsed < 3 * 0.3 + 0.15 + 5
     retries = [line for line in recorder.warnings if "trying again" in line]
     assert len(retries) == 2
@@ -159,7 +165,8 @@ def add_index_change(toy: Toy) -> None:
         toy,
         "indexes/orders_user",
         INDEX_SCRIPT,
-        "-- Revert toy:indexes/orders_user from pg\ndrop index concurrently if exists app.orders_user_id_idx;\n",
+        "-- Revert toy:indexes/orders_user from pg\n"
+        "drop index concurrently if exists app.orders_user_id_idx;\n",
         "-- Verify toy:indexes/orders_user on pg\nselect 1 / (" + INDEX_VALID + ")::int;\n",
         "tables/orders",
     )

@@ -63,7 +63,9 @@ def test_backup_sh_plain_then_restore_sh_sql_brings_the_data_back(fresh_db: str,
     after = snapshot(fresh_db)
     assert after["tables"] == at_backup["tables"]  # row counts and checksums of every table
     assert after["sequences"] == at_backup["sequences"]
-    assert after["acl"] == at_backup["acl"]  # taken from the database it replaced: PUBLIC still cannot connect
+    assert (
+        after["acl"] == at_backup["acl"]
+    )  # taken from the database it replaced: PUBLIC still cannot connect
     assert leftover_staging(fresh_db) == []
 
 
