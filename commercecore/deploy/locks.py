@@ -219,7 +219,7 @@ class LockPolicy:
     def give_up(self, exc: LockTimeout, attempts: int) -> DeployBlocked:
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         unsafe = (
-            ""
+            " (its transaction was rolled back each time)"
             if exc.retryable
             else " (not tried again: the statement ran outside the script's own transaction or after "
             "a part of the script had committed, so running it again is not safe)"

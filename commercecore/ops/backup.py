@@ -560,13 +560,13 @@ class _Source(Protocol):
 
 
 def open_source(dump: Path) -> _Source:
-    """The dump, verified: an archive against its checksum (required), a plain script against its
-    checksum when a .sha256 is beside it."""
+    """The dump, verified: an archive against its checksum (required), a plain script (a .sql file that
+    is not an archive) against its checksum when a .sha256 is beside it."""
     if not dump.exists():
         raise BackupError(f"{dump}: no such file")
     if not dump.is_file():
         raise BackupError(f"{dump} is not a file")
-    if plain.is_archive(dump):
+    if dump.suffix != ".sql" or plain.is_archive(dump):
         return _Archive(dump, verify_dump(dump))
     notes = _verify_plain_checksum(dump)
     try:

@@ -51,7 +51,7 @@ def test_app_admin_gets_the_path_but_no_new_privilege(fresh_db: str) -> None:
     assert "permission denied for view pg_stat_statements" in refused.stderr
     path = pg_psql(fresh_db, "show search_path", "--role", "app_admin")
     assert path.returncode == 0, path.stderr
-    assert '"$user", public, ops, core' in path.stdout
+    assert '"$user",public,ops,core' in path.stdout
 
 
 def test_app_dba_looks_names_up_in_core_and_reads_nothing_there(fresh_db: str) -> None:
