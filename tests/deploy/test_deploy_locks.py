@@ -142,9 +142,10 @@ def test_a_statement_outside_a_transaction_is_not_tried_again(toy: Toy, new_db: 
     recorder = Recorder()
     deployer = toy.deployer(url, reporter=recorder, lock_timeout=0.3, lock_retries=3, lock_retry_delay=0.05)
     # create index concurrently waits for writers' locks (SHARE UPDATE EXCLUSIVE conflicts with this one)
-    with lock_held(url, "share update exclusive") as holder, pytest.raises(DeployBlocked) as failure:
+    with lock_held(url, "share update exclusive") as holder:
         holder_pid = holder.info.backend_pid
-        deployer.deploy()
+        with pytest.raises(DeployBlocked) as failure:
+            deployer.deploy()
     message = str(failure.value)
     assert "gave up after 1 attempt of lock_timeout 0.3 s (not tried again" in message
     assert f"pid {holder_pid} (application {HOLDER}" in message
