@@ -87,21 +87,51 @@ def test_hazards_of_a_new_change_are_caught(tmp_path: Path, script: str, rule: s
     assert rule in result.stdout + result.stderr
 
 
-def test_the_expand_contract_recipe_passes(tmp_path: Path) -> None:
-    index = tmp_path / "index.sql"
-    index.write_text(
+EXPAND_CONTRACT = {
+    "expand": "begin;\nalter table core.orders add column item_count integer;\ncommit;\n",
+    "check": (
+        "begin;\nalter table core.orders add constraint orders_item_count_not_null"
+        " check (item_count is not null) not valid;\ncommit;\n"
+    ),
+    "validate": "begin;\nalter table core.orders validate constraint orders_item_count_not_null;\ncommit;\n",
+    "contract": (
+        "begin;\n"
+        "-- the validated check orders_item_count_not_null proves it: no scan under the lock\n"
+        "-- squawk-ignore adding-not-nullable-field\n"
+        "alter table core.orders alter column item_count set not null;\n"
+        "-- NOT NULL now says what the check said\n"
+        "-- squawk-ignore ban-drop-constraint\n"
+        "alter table core.orders drop constraint orders_item_count_not_null;\n"
+        "commit;\n"
+    ),
+    "index": (
         "-- no begin/commit: create index concurrently cannot run inside a transaction block\n"
-        "drop index concurrently if exists core.orders_note_idx;\n"
-        "create index concurrently if not exists orders_note_idx on core.orders (note);\n"
-    )
-    contract = tmp_path / "contract.sql"
-    contract.write_text(
-        "begin;\n"
-        "alter table core.orders add constraint orders_note_not_null check (note is not null) not valid;\n"
-        "commit;\n"
-        "begin;\n"
-        "alter table core.orders validate constraint orders_note_not_null;\n"
-        "commit;\n"
-    )
-    result = squawk(index, contract)
+        "drop index concurrently if exists core.orders_item_count_idx;\n"
+        "create index concurrently if not exists orders_item_count_idx on core.orders (item_count);\n"
+    ),
+}
+
+
+def test_the_expand_contract_recipe_of_the_docs_passes(tmp_path: Path) -> None:
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    paths = []
+    for step, script in EXPAND_CONTRACT.items():
+        for line in script.splitlines():
+            if not line.startswith(("begin", "commit", "-- no begin")):
+                assert line.strip() in docs, f"{step}: the docs no longer show {line!r}"
+        paths.append(tmp_path / f"{step}.sql")
+        paths[-1].write_text(script)
+    result = squawk(*paths)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_one_step_version_is_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "one_step.sql"
+    path.write_text(
+        "begin;\nalter table core.orders add column item_count integer;\n"
+        "alter table core.orders alter column item_count set not null;\n"
+        "create index orders_item_count_idx on core.orders (item_count);\ncommit;\n"
+    )
+    result = squawk(path)
+    assert "adding-not-nullable-field" in result.stdout
+    assert "require-concurrent-index-creation" in result.stdout

@@ -49,6 +49,9 @@ def test_app_admin_gets_the_path_but_no_new_privilege(fresh_db: str) -> None:
     refused = pg_psql(fresh_db, "select * from pg_stat_statements", "--role", "app_admin")
     assert refused.returncode != 0
     assert "permission denied for view pg_stat_statements" in refused.stderr
+    bloat = pg_psql(fresh_db, "select * from pgstattuple('orders')", "--role", "app_admin")
+    assert bloat.returncode != 0
+    assert "permission denied for function pgstattuple" in bloat.stderr
     path = pg_psql(fresh_db, "show search_path", "--role", "app_admin")
     assert path.returncode == 0, path.stderr
     assert '"$user",public,ops,core' in path.stdout
