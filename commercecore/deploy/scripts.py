@@ -6,6 +6,10 @@ the simple query protocol, in a fresh session that is closed afterwards: stateme
 transaction commit one by one, an error stops the script, and a transaction the script leaves open is
 rolled back when the session ends -- all as with psql. Knowing which statement failed gives the error
 a line even when the server reports no position.
+
+A script is its own transaction or none: with `begin`/`commit` it is one, without them each statement
+commits by itself (what `create index concurrently` needs), as sqitch's psql runs it. The session starts
+with the deployer's `lock_timeout` (locks.py).
 """
 
 from __future__ import annotations

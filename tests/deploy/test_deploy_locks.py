@@ -207,3 +207,26 @@ def test_concurrent_index_change_deploys_with_both_tools(toy: Toy, new_db: Calla
     for url in (by_cli, by_sqitch):
         with psycopg.connect(url) as conn:
             assert conn.execute("select to_regclass('app.orders_user_id_idx')").fetchone() == (None,)
+
+
+def test_db_deploy_takes_the_policy_from_its_options_and_environment(
+    toy: Toy, new_db: Callable[[], str]
+) -> None:
+    url = new_db()
+    toy.deployer(url).deploy()
+    add_note_changes(toy)
+    command = ["db", "deploy", "--database-url", url, "--plan-file", str(toy.dir / "sqitch.plan")]
+    env = {**toy.env, "COMMERCECORE_DEPLOY_LOCK_TIMEOUT": "200ms"}
+    with lock_held(url, "access share") as holder:
+        holder_pid = holder.info.backend_pid
+        result = CliRunner().invoke(main, [*command, "--lock-retries", "0"], env=env)
+    assert result.exit_code == 1
+    assert (
+        "error: DeployBlocked: tables/orders_note.sql:3: canceling statement due to lock timeout"
+        in result.stderr
+    )
+    assert "gave up after 1 attempt of lock_timeout 0.2 s" in result.stderr
+    assert f"pid {holder_pid} (application {HOLDER}" in result.stderr
+    assert "+ tables/notes .. ok" in result.stdout
+    assert "- tables/notes .. ok" in result.stdout  # the run reverted
+    assert not column_exists(url, "orders", "note")
