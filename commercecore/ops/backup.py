@@ -7,7 +7,9 @@ complete, and are readable by their owner only: a dump holds credential hashes.
 
 A restore verifies the checksum before anything else, restores into a staging database, applies the
 database-level settings and privileges of the dump (CREATE DATABASE does not carry them), analyses it, and
-only then replaces the target: a failed restore leaves the existing database as it was.
+only then replaces the target: a failed restore leaves the existing database as it was. A plain `.sql`
+script (plain.py) goes the same way through psql; it carries no database-level settings or privileges,
+so those are taken from the database it replaces.
 """
 
 from __future__ import annotations
