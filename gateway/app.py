@@ -493,7 +493,7 @@ class Lifespan:
         listener = await start_schema_listener(gateway, self.listen_url)
         app.state.listener = listener
         if gateway.replicas is not None:
-            await gateway.replicas.open(pool)
+            await gateway.replicas.open()
         tasks = self.start_tasks(listener)
         if self.service is not None:
             open_payments(self.service, gateway, pool)

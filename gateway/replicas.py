@@ -24,6 +24,7 @@ primary's WAL position and each replica's replay position, replay pause and last
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -140,8 +141,6 @@ class Replica:
     replay_lsn: int = 0
     lag_bytes: int | None = None
     lag_seconds: float | None = None
-    # when the monitor first saw it behind the primary (None: caught up at the last check)
-    behind_since: float | None = None
     # what the log last said of it: in use, lagging, down
     status: str = "unknown"
     in_use: int = 0
@@ -206,8 +205,14 @@ class Replicas:
             Replica(label_of(url), url, AnonymousShare(settings.anonymous, self.config.pool_max))
             for url in self.config.urls
         ]
-        self.primary: AsyncConnectionPool[Any] | None = None
+        # the monitor's own connection to the primary: the pool may be busy with requests just when a lag
+        # matters most
+        self._primary: psycopg.AsyncConnection[Any] | None = None
+        self._primary_known = True  # whether the last check read it (a failure is logged once)
         self.primary_lsn: int | None = None
+        # (when, the primary's position) of the recent checks, spanning more than the lag bound
+        kept = math.ceil(self.config.max_lag / self.config.check_interval) + 2
+        self._positions: collections.deque[tuple[float, int]] = collections.deque(maxlen=min(kept, 100_000))
         self._changed = asyncio.Condition()
         self._hurry = asyncio.Event()
         self._waiting = 0
@@ -287,9 +292,8 @@ class Replicas:
         for replica in self.replicas:
             await guard.check_url_async(replica.url, self.settings.pool_timeout)
 
-    async def open(self, primary: AsyncConnectionPool[Any]) -> None:
+    async def open(self) -> None:
         """Checks each replica once, so that reads may go to them from the first request."""
-        self.primary = primary
         await self.check()
 
     async def watch(self) -> None:
@@ -311,21 +315,29 @@ class Replicas:
         """Reads the primary's WAL position (unless told not to) and each replica's state; wakes the reads
         waiting for a position."""
         if primary:
-            self.primary_lsn = await self._primary_position()
+            position = await self._primary_position()
+            if position is not None:
+                self._positions.append((time.monotonic(), position))
+            # unknown for a moment (the primary restarting): the last known position still bounds the lag
+            self.primary_lsn = position or self.primary_lsn
         await asyncio.gather(*(self._check(replica) for replica in self.replicas))
         async with self._changed:
             self._changed.notify_all()
 
     async def _primary_position(self) -> int | None:
-        pool = self.primary
-        if pool is None:
-            return None
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT), pool.connection(timeout=CHECK_TIMEOUT) as conn:
-                row = await (await conn.execute(PRIMARY_QUERY)).fetchone()
-        except (psycopg.Error, TimeoutError) as exc:
-            log.warning("replica monitor: the primary's WAL position is unknown: %s", _why(exc))
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                if self._primary is None or self._primary.closed:
+                    self._primary = await _monitor_connection(self.settings.database_url)
+                row = await (await self._primary.execute(PRIMARY_QUERY)).fetchone()
+        except (psycopg.Error, TimeoutError, OSError) as exc:
+            if self._primary_known:
+                log.warning("replica monitor: the primary's WAL position is unknown: %s", _why(exc))
+            self._primary_known = False
+            await _close(self._primary)
+            self._primary = None
             return None
+        self._primary_known = True
         return parse_lsn(str(row[0])) if row and row[0] else None
 
     async def _check(self, replica: Replica) -> None:
@@ -344,27 +356,29 @@ class Replicas:
     async def _state(self, replica: Replica) -> tuple[Any, ...]:
         conn = replica.monitor
         if conn is None or conn.closed:
-            conn = replica.monitor = await psycopg.AsyncConnection.connect(
-                replica.url,
-                autocommit=True,
-                connect_timeout=int(CHECK_TIMEOUT),
-                application_name="commercecore-gateway-monitor",
-            )
+            conn = replica.monitor = await _monitor_connection(replica.url)
         row = await (await conn.execute(STATE_QUERY)).fetchone()
         assert row is not None
         return tuple(row)
 
+    def _staleness(self, replay: int) -> float:
+        """How old, at most, is what a replica shows that has replayed up to `replay`: the time since the
+        newest check at which the primary had written no further (it has all the primary had then)."""
+        now = time.monotonic()
+        for at, position in reversed(self._positions):
+            if position <= replay:
+                return now - at
+        return math.inf  # further behind than the positions kept, which span more than the lag bound
+
     async def _observe(self, replica: Replica, replay: int, paused: bool, replay_age: float | None) -> None:
         """A replica that answered: its lag, whether it is within the bound, a fresh pool after an outage."""
-        now = time.monotonic()
         behind = None if self.primary_lsn is None else max(0, self.primary_lsn - replay)
-        if behind == 0:
-            replica.behind_since, lag = None, 0.0
-        else:
-            # the replayed commit's age overstates the lag after an idle spell (one new commit makes a
-            # replica hours "behind"): the time since the monitor first saw it behind bounds it
-            replica.behind_since = replica.behind_since or now
-            lag = min(replay_age if replay_age is not None else math.inf, now - replica.behind_since)
+        lag = 0.0
+        if behind:
+            # the age of the newest replayed commit, bounded by the positions seen: after a quiet spell
+            # one new commit must not make a replica look hours late, nor WAL without commits (vacuum)
+            # one that has replayed everything but the last few bytes
+            lag = min(replay_age if replay_age is not None else math.inf, self._staleness(replay))
         healthy = lag <= self.config.max_lag
         if not replica.reachable or replica.pool is None:
             await self._renew_pool(replica)
@@ -382,9 +396,7 @@ class Replicas:
         replica.reachable = replica.healthy = False
         replica.lag_bytes = replica.lag_seconds = None
         monitor, replica.monitor = replica.monitor, None
-        if monitor is not None and not monitor.closed:
-            with contextlib.suppress(psycopg.Error):
-                await monitor.close()
+        await _close(monitor)
         self.metrics.show(replica)
 
     async def _renew_pool(self, replica: Replica) -> None:
@@ -406,14 +418,25 @@ class Replicas:
             task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
+        await _close(self._primary)
         for replica in self.replicas:
-            if replica.monitor is not None:
-                with contextlib.suppress(psycopg.Error):
-                    await replica.monitor.close()
+            await _close(replica.monitor)
             if replica.pool is not None:
                 await replica.pool.close()
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
+
+
+async def _monitor_connection(url: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(
+        url, autocommit=True, connect_timeout=int(CHECK_TIMEOUT), application_name="commercecore-gateway-monitor"
+    )
+
+
+async def _close(conn: psycopg.AsyncConnection[Any] | None) -> None:
+    if conn is not None and not conn.closed:
+        with contextlib.suppress(psycopg.Error):
+            await conn.close()
 
 
 def _tell(replica: Replica, status: str, level: int, message: str) -> None:
