@@ -104,7 +104,7 @@ def pg_replica_start(port: int | None, slot: str | None) -> None:
         embedded.start_default()
         replica = local_replica.default_replica(port, slot)
         replica.start()
-    except embedded.EmbeddedError as exc:
+    except (embedded.EmbeddedError, psycopg.Error) as exc:
         fail(exc)
     click.echo(
         f"replica running on 127.0.0.1:{replica.cluster.port}, streaming from 127.0.0.1:{replica.primary.port}"

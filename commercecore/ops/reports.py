@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from commercecore.ops.target import OpsError, Target
@@ -603,8 +604,6 @@ def _check_replication(conn: psycopg.Connection[Row], t: Mapping[str, float]) ->
 def gateway_routing(metrics_text: str) -> list[Row]:
     """A gateway's /metrics text -> its routing counts (commercecore_db_routed_total by target and reason)
     and its monitor's view of each replica (up, lag bytes and seconds)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     routed: list[Row] = []
     replicas: dict[str, Row] = {}
     gauges = {

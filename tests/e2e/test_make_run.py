@@ -35,7 +35,7 @@ def run_once(stack: Stack, *options: str) -> tuple[int, int]:
     assert products is not None
     assert products[0] > 0, "the demo catalog is loaded"
     assert stack.cluster.status() is None, "Ctrl-C must stop PostgreSQL too"
-    assert stack.replica.status() is None, "and the replica'
+    assert stack.replica.status() is None, "and the replica"
     assert "customer@demo.example" in stack.output[-1], "the demo logins are printed"
     return int(ident[0]), int(events[0])
 

@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from gateway.replicas import LSN_HEADER, parse_lsn
 from gateway.settings import ReplicaSettings, Settings
 from tests.conftest import PgServer, primary_lsn, replayed
 from tests.drills.test_crash import kill_postgres, reaped
+from tests.drills.test_pgbouncer import pgbouncer_binary, run_pgbouncer
 from tests.gateway.conftest import (
     GatewayDb,
     bearer,
@@ -131,7 +133,7 @@ async def customer(http: httpx.AsyncClient, *, staff: GatewayDb | None = None) -
 
 
 async def a_product(http: httpx.AsyncClient) -> int:
-    products = await http.get("/products?limit=1&order=id")
+    products = await http.get("/products?limit=1")
     assert products.status_code == 200, products.text
     return int(products.json()[0]["id"])
 
@@ -236,6 +238,46 @@ def test_dba_health_shows_the_replica_and_its_lag(pg: PgServer, replica: Replica
     check = next(check for check in health.checks if check.name == "replication")
     assert replica.slot in check.detail
     assert [row["name"] for row in health.replicas] == [row["name"] for row in rows]
+
+
+async def test_read_your_writes_behind_pgbouncer(
+    replica: Replica, replica_db: GatewayDb, authenticator_password: str, tmp_path: Path
+) -> None:
+    """The primary through PgBouncer in transaction pooling: a write's commit position, read in the batch
+    of its COMMIT, is one the replica shows the write at."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer; .ci/run installs it)")
+    with run_pgbouncer(binary, tmp_path / "pgbouncer", replica_db, authenticator_password) as bouncer:
+        settings = replica_settings(
+            replica_db,
+            replica,
+            authenticator_password,
+            max_lag=30,
+            database_url=bouncer.gateway_url,
+            prepared_statements=False,
+        )
+        async with serve(create_app(settings, listen_url=replica_db.gateway_url)) as http:
+            gateway = gateway_of(http)
+            assert gateway.replicas is not None
+            label = gateway.replicas.replicas[0].label
+            token = await customer(http)
+            product = await a_product(http)
+            await eventually(lambda: in_use(gateway), "the replica in use")
+            with replay_paused(replica):
+                created = await http.post(
+                    "/orders", json={"items": [{"product_id": product, "quantity": 1}]}, headers=token
+                )
+                assert created.status_code == 201, created.text
+                carried = {**token, LSN_HEADER: created.headers[LSN_HEADER]}
+                path = f"/orders/{created.json()['id']}"
+                read, route = await routed(http, "GET", path, headers=carried)
+                assert (read.status_code, route) == (200, (PRIMARY, "behind"))
+            until = time.monotonic() + 30
+            while route != (label, "caught_up"):
+                assert time.monotonic() < until, route
+                read, route = await routed(http, "GET", path, headers=carried)
+                assert read.status_code == 200, read.text
 
 
 @dataclass
