@@ -83,7 +83,9 @@ async def execute(api: ApiRequest, query: Query, gateway: Gateway) -> db.Result:
     raise AssertionError("unreachable")
 
 
-async def run(gateway: Gateway, context: db.RequestContext, query: Query, lsn: int | None = None) -> db.Result:
+async def run(
+    gateway: Gateway, context: db.RequestContext, query: Query, lsn: int | None = None
+) -> db.Result:
     """The statements on a replica when one may answer them (see gateway.replicas; `lsn`: the commit
     position the client last wrote at), else on the primary."""
     pool = gateway.pool
@@ -147,7 +149,9 @@ async def on_pool(
     statements = query.statements
     if context.identity is not None and context.identity.authenticated:
         timeout = settings.pool_timeout
-        return await db.run(pool, context, statements, timeout=timeout, prepare=prepare, commit_lsn=commit_lsn)
+        return await db.run(
+            pool, context, statements, timeout=timeout, prepare=prepare, commit_lsn=commit_lsn
+        )
     async with share.hold(settings.pool_timeout) as wait:
         return await db.run(pool, context, statements, timeout=wait, prepare=prepare, commit_lsn=commit_lsn)
 

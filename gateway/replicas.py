@@ -389,7 +389,9 @@ class Replicas:
             _tell(replica, "in use", logging.INFO, f"in use, {lag:.1f} s behind the primary")
         else:
             bound = self.config.max_lag
-            _tell(replica, "lagging", logging.WARNING, f"skipped: {lag:.1f} s behind (the bound is {bound:g} s)")
+            _tell(
+                replica, "lagging", logging.WARNING, f"skipped: {lag:.1f} s behind (the bound is {bound:g} s)"
+            )
 
     async def _unreachable(self, replica: Replica, why: str) -> None:
         _tell(replica, "down", logging.WARNING, f"down, reads go to the primary: {why}")
@@ -429,7 +431,10 @@ class Replicas:
 
 async def _monitor_connection(url: str) -> psycopg.AsyncConnection[Any]:
     return await psycopg.AsyncConnection.connect(
-        url, autocommit=True, connect_timeout=int(CHECK_TIMEOUT), application_name="commercecore-gateway-monitor"
+        url,
+        autocommit=True,
+        connect_timeout=int(CHECK_TIMEOUT),
+        application_name="commercecore-gateway-monitor",
     )
 
 

@@ -170,7 +170,9 @@ def replayed(replica: Replica, lsn: str, deadline: float = 60.0) -> None:
     until = time.monotonic() + deadline
     with psycopg.connect(replica.cluster.url("postgres"), autocommit=True) as conn:
         while True:
-            row = conn.execute("select coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", [lsn]).fetchone()
+            row = conn.execute(
+                "select coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", [lsn]
+            ).fetchone()
             if row is not None and row[0]:
                 return
             if time.monotonic() > until:

@@ -42,9 +42,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def slots(primary: embedded.Cluster) -> list[tuple[str, bool]]:
     with psycopg.connect(primary.url("postgres"), autocommit=True) as conn:
-        return [(str(name), bool(active)) for name, active in conn.execute(
-            "select slot_name, active from pg_replication_slots order by slot_name"
-        ).fetchall()]
+        return [
+            (str(name), bool(active))
+            for name, active in conn.execute(
+                "select slot_name, active from pg_replication_slots order by slot_name"
+            ).fetchall()
+        ]
 
 
 def test_replica_start_status_stop(project: Path) -> None:
@@ -73,7 +76,9 @@ def test_replica_start_status_stop(project: Path) -> None:
     status = run("pg", "replica", "status")
     assert status.exit_code == 0, status.output
     assert f"replica running: pid {replica.cluster.status()}" in status.output
-    assert re.search(r"received [0-9A-F]+/[0-9A-F]+, replayed [0-9A-F]+/[0-9A-F]+; lag \d+ bytes", status.output)
+    assert re.search(
+        r"received [0-9A-F]+/[0-9A-F]+, replayed [0-9A-F]+/[0-9A-F]+; lag \d+ bytes", status.output
+    )
     assert f"slot {DEFAULT_SLOT}: active" in status.output
 
     assert run("pg", "replica", "stop").exit_code == 0

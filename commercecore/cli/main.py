@@ -107,8 +107,8 @@ def pg_replica_start(port: int | None, slot: str | None) -> None:
     except (embedded.EmbeddedError, psycopg.Error) as exc:
         fail(exc)
     click.echo(
-        f"replica running on 127.0.0.1:{replica.cluster.port}, streaming from 127.0.0.1:{replica.primary.port}"
-        f" through slot {replica.slot}; data in {replica.cluster.data_dir}"
+        f"replica running on 127.0.0.1:{replica.cluster.port}, streaming from"
+        f" 127.0.0.1:{replica.primary.port} through slot {replica.slot}; data in {replica.cluster.data_dir}"
     )
 
 

@@ -473,7 +473,9 @@ def _threshold(values: tuple[str, ...]) -> dict[str, float]:
 )
 @json_option
 @database_url_option()
-def dba_health(thresholds: tuple[str, ...], gateway: str | None, as_json: bool, database_url: str | None) -> None:
+def dba_health(
+    thresholds: tuple[str, ...], gateway: str | None, as_json: bool, database_url: str | None
+) -> None:
     """One verdict, ok / warn / critical (exit 0 / 1 / 2), from every check."""
     try:
         overrides = _threshold(thresholds)

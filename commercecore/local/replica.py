@@ -195,7 +195,9 @@ class Replica:
                     conn.execute("select pg_catalog.pg_drop_replication_slot(%s)", [self.slot])
                     return True
                 if time.monotonic() > deadline:
-                    raise ReplicaError(f"slot {self.slot} is still in use by pid {row[0]}: is a replica running?")
+                    raise ReplicaError(
+                        f"slot {self.slot} is still in use by pid {row[0]}: is a replica running?"
+                    )
                 time.sleep(0.1)
 
     def status(self) -> ReplicaStatus:

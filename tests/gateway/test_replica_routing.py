@@ -108,7 +108,9 @@ def test_replica_settings_from_the_environment() -> None:
 
 
 def test_replicas_are_named_without_credentials() -> None:
-    assert label_of("postgresql://authenticator:pw@10.0.0.7:5433/commercecore") == "10.0.0.7:5433/commercecore"
+    assert (
+        label_of("postgresql://authenticator:pw@10.0.0.7:5433/commercecore") == "10.0.0.7:5433/commercecore"
+    )
     assert label_of("postgresql://authenticator:pw@replica/commercecore") == "replica:5432/commercecore"
 
 
@@ -126,7 +128,9 @@ def test_what_a_replica_cannot_answer_goes_to_the_primary() -> None:
 
 
 def _replicas(**config: Any) -> tuple[Replicas, Replica]:
-    settings = Settings(database_url="postgresql://x@y/z", replicas=ReplicaSettings(urls=("postgresql://a@r/db",), **config))
+    settings = Settings(
+        database_url="postgresql://x@y/z", replicas=ReplicaSettings(urls=("postgresql://a@r/db",), **config)
+    )
     replicas = Replicas(settings, CollectorRegistry())
     replica = replicas.replicas[0]
     replica.pool = object()  # type: ignore[assignment]  # chosen, never used here

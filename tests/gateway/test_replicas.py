@@ -78,7 +78,9 @@ async def routing(http: httpx.AsyncClient) -> Counter[Route]:
     return Counter({(row["target"], row["reason"]): row["requests"] for row in rows if "requests" in row})
 
 
-async def routed(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, Route]:
+async def routed(
+    http: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> tuple[httpx.Response, Route]:
     """A request and the one (target, reason) it moved."""
     before = await routing(http)
     response = await http.request(method, url, **kwargs)
@@ -139,7 +141,7 @@ async def a_product(http: httpx.AsyncClient) -> int:
 
 
 async def test_read_your_writes_while_replay_is_paused(
-    replica: Replica, replica_db: GatewayDb, authenticator_password: str
+    pg: PgServer, replica: Replica, replica_db: GatewayDb, authenticator_password: str
 ) -> None:
     settings = replica_settings(replica_db, replica, authenticator_password, max_lag=2.0)
     async with serve(create_app(settings)) as http, other_client(http) as browser:
@@ -150,11 +152,17 @@ async def test_read_your_writes_while_replay_is_paused(
         await signup(browser)
         product = await a_product(http)
         await eventually(lambda: in_use(gateway), "the replica in use")
+        # the customers' sessions are on the replica: only the commit position keeps their reads off it
+        replayed(replica, primary_lsn(pg.url()))
         with replay_paused(replica):
             anonymous = [(await routed(http, "GET", "/products?limit=5"))[1]]
             await cookie_session_reads_its_write(http, browser, product)
             created, route = await routed(
-                http, "POST", "/orders", json={"items": [{"product_id": product, "quantity": 1}]}, headers=token
+                http,
+                "POST",
+                "/orders",
+                json={"items": [{"product_id": product, "quantity": 1}]},
+                headers=token,
             )
             assert created.status_code == 201, created.text
             assert route == (PRIMARY, "write")
@@ -165,7 +173,7 @@ async def test_read_your_writes_while_replay_is_paused(
                 one, route = await routed(http, "GET", f"/orders/{order_id}", headers=carried)
                 assert one.status_code == 200, one.text
                 assert one.json()["id"] == order_id
-                assert route[0] == PRIMARY and route[1] in {"behind", "lagging"}, route
+                assert route in {(PRIMARY, "behind"), (PRIMARY, "lagging")}
                 listed, route = await routed(http, "GET", "/orders", headers=carried)
                 assert order_id in [row["id"] for row in listed.json()]
                 assert route[0] == PRIMARY, route
@@ -338,6 +346,7 @@ async def test_a_replica_killed_under_read_load_then_restarted(
         finally:
             load.stop.set()
             await asyncio.gather(*clients)
-    failed = [status for status in load.statuses if status >= 500]
-    assert len(failed) <= in_flight, failed
-    assert set(load.statuses) <= {200, *failed}
+    # the reads in flight at the kill lost their connection and ran again on the primary: not even they
+    # failed (the bound allows as many 5xx as there were: `in_flight`)
+    assert in_flight >= 1
+    assert Counter(load.statuses) == Counter({200: len(load.statuses)}), (in_flight, Counter(load.statuses))
