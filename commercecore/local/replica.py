@@ -131,6 +131,7 @@ class Replica:
     def _configure(self, data: Path, extra: Mapping[str, str]) -> None:
         """The copy's own port, socket directory and replica settings, in its commercecore.conf (the
         primary's, copied, minus what is the primary's own); the superuser's password file beside it."""
+        self._connect_as_given(data)
         conf = data / CONF
         kept = [
             line
@@ -153,6 +154,18 @@ class Replica:
             shutil.copy2(self.primary.password_file, self.cluster.password_file)
             self.cluster.password_file.chmod(0o600)
         self.cluster._own(data)
+
+    def _connect_as_given(self, data: Path) -> None:
+        """primary_conninfo as `source` says, no more: -R writes every libpq default it resolved, among them
+        the password file of whoever ran it (root's home, as root), which the server's user cannot read."""
+        auto = data / "postgresql.auto.conf"
+        lines = [
+            f"primary_conninfo = {embedded.conf_quote(self.source)}"
+            if line.startswith("primary_conninfo")
+            else line
+            for line in auto.read_text().splitlines()
+        ]
+        auto.write_text("\n".join(lines) + "\n")
 
     def _discard(self, data: Path, *, keep_directory: bool) -> None:
         """After a failed creation: the copied files, and the slot pg_basebackup may have created."""

@@ -4,12 +4,14 @@ streaming replica that the gateway reads the catalog from."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import psycopg
+from click.testing import CliRunner
 
-from commercecore.ops import reports
+from commercecore.cli.main import main
 from tests.e2e.stack import Stack, free_ports, running
 
 
@@ -44,9 +46,15 @@ def read_from_the_replica(stack: Stack) -> None:
     """The replica runs, and an anonymous catalog read is served by it (the gateway's routing counts)."""
     assert stack.replica.status() is not None
     assert httpx.get(f"{stack.base_url}/products?limit=1", timeout=10).status_code == 200
-    metrics = httpx.get(f"{stack.base_url}/metrics", timeout=10).text
-    routed = {(row["target"], row["reason"]) for row in reports.gateway_routing(metrics) if "requests" in row}
+    # the gateway's routing counts, as `commercecore dba health --gateway` shows them beside the standbys
+    result = CliRunner().invoke(
+        main, ["dba", "health", "--json", "--gateway", stack.base_url, "--database-url", stack.cluster.url()]
+    )
+    assert result.exit_code in (0, 1), result.output
+    health = json.loads(result.stdout)
+    routed = {(row["target"], row["reason"]) for row in health["routing"] if "requests" in row}
     assert (f"127.0.0.1:{stack.replica_port}/commercecore", "read") in routed, routed
+    assert [row["state"] for row in health["replicas"]] == ["streaming"]
 
 
 def test_up_serves_health_and_a_rerun_reuses_the_data(tmp_path: Path) -> None:
