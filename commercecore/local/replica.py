@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from commercecore.local import embedded
+from commercecore.local import embedded, service_user
 
 DEFAULT_PORT = 54330
 DEFAULT_SLOT = "commercecore_replica"
@@ -175,7 +175,7 @@ class Replica:
             else:
                 child.unlink(missing_ok=True)
         if not keep_directory:
-            _remove_tree(self.cluster.data_dir)
+            service_user.remove_placed(self.cluster.data_dir)
         if self.primary.status() is not None:
             self.drop_slot()
 
@@ -190,7 +190,7 @@ class Replica:
                 "(`commercecore pg start`) and run `commercecore pg replica stop --remove` again"
             )
         self.drop_slot()
-        _remove_tree(self.cluster.data_dir)
+        service_user.remove_placed(self.cluster.data_dir)
         self.cluster.password_file.unlink(missing_ok=True)
 
     def drop_slot(self) -> bool:
@@ -258,15 +258,6 @@ def _replica_side(cluster: embedded.Cluster) -> dict[str, Any]:
 def _lsn(text: str) -> int:
     high, _, low = text.partition("/")
     return (int(high, 16) << 32) | int(low, 16)
-
-
-def _remove_tree(path: Path) -> None:
-    """Deletes a directory the replica made: the directory, or the link and the place it leads to."""
-    if path.is_symlink():
-        shutil.rmtree(path.resolve(), ignore_errors=True)
-        path.unlink()
-    else:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _conf_value(data_dir: Path, name: str, file: str = CONF) -> str | None:
