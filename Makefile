@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its tools
 
-run: $(STAMP) ## Embedded PostgreSQL + deployed plan + demo data + gateway on http://127.0.0.1:8000
-	$(BIN)/commercecore up
+run: $(STAMP) ## Embedded PostgreSQL + deployed plan + demo data + gateway on http://127.0.0.1:8000 (REPLICA=1: + a streaming replica)
+	$(BIN)/commercecore up $(if $(filter 1 yes true on,$(REPLICA)),--replica)
 
 test: lint pytest ## Everything CI runs: lint, then all tests
 
