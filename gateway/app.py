@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway import anonymous, auth, bounds, db, guard, logs, openapi, schema_cache
+from gateway import anonymous, auth, background, bounds, db, guard, logs, openapi, schema_cache
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.handler import handle
 from gateway.http import client_address, header, request_id_from, url_path
@@ -523,9 +523,7 @@ class Lifespan:
         tasks: list[asyncio.Task[None]],
     ) -> None:
         for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await background.stop(task)
         self.gateway.metrics.process_exited()
         await listener.stop()
         if self.service is not None:
