@@ -50,12 +50,16 @@ def test_sqitch_deploys_and_verifies_the_product_plan(product: Toy, new_db: Call
     target = sqitch_target(url)
     product.sqitch("deploy", "--verify", target)
 
-    state = product.deployer(url).status()
+    ours = product.deployer(url)
+    state = ours.status()
     assert state.pending == []
     assert state.head is not None
-    assert state.head.name == "procedures/ops/housekeeping"
-    assert state.head.tags == (RELEASE,)
-    assert product.deployer(url).verify().ok
+    assert state.head.name == ours.plan.changes[-1].name
+    released = [change for change in ours.plan.changes if RELEASE in change.format_name_with_tags]
+    assert [change.name for change in released] == ["procedures/ops/housekeeping"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select tag from sqitch.tags").fetchall() == [(RELEASE,)]
+    assert ours.verify().ok
 
 
 def test_a_function_changed_after_the_tag_is_a_rework(product: Toy, new_db: Callable[[], str]) -> None:
@@ -82,6 +86,13 @@ def test_a_function_changed_after_the_tag_is_a_rework(product: Toy, new_db: Call
     product.sqitch("revert", "-y", "--to", RELEASE, target)
     assert OLD_HINT in staff_hint(url)
     assert NEW_HINT not in staff_hint(url)
-    assert [change.name for change in ours.status().pending] == [REWORKED]
-    assert [change.name for change in ours.deploy()] == [REWORKED]
+    # every change planned after the release went, the rework last
+    plan = product.deployer(url).plan
+    release_index = next(
+        n for n, change in enumerate(plan.changes) if RELEASE in change.format_name_with_tags
+    )
+    after_release = [change.name for change in plan.changes[release_index + 1 :]]
+    assert after_release[-1] == REWORKED
+    assert [change.name for change in ours.status().pending] == after_release
+    assert [change.name for change in ours.deploy()] == after_release
     assert ours.verify().ok
