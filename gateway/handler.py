@@ -4,7 +4,9 @@
 
 as PostgREST's App.hs chains ApiRequest -> Plan -> Query -> Response. A read's plan and statements are
 kept in the route table for the next request with the same URL, shaping headers and kind of caller, so a
-repeated read goes from its ApiRequest straight to the transaction.
+repeated read goes from its ApiRequest straight to the transaction. An anonymous catalog read is looked up
+in the catalog cache (gateway.catalog_cache) before the transaction: a hit goes from its Query straight to
+the response, a miss's reply is kept on its way out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from gateway.execute import execute
 from gateway.plan import make_plan
 from gateway.query import Query, build_query
 from gateway.request import ApiRequest, read_request
-from gateway.response import allowed_methods, respond
+from gateway.response import allowed_methods, answer, respond
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -32,12 +34,17 @@ async def handle(request: Request) -> Response:
     api = await read_request(request, gateway)
     if api.endpoint is None:
         return allowed_methods(api)
+    anonymous = not api.identity.authenticated
     query = kept_read(api)
     if query is None:
         query = build_query(make_plan(api, gateway.settings), api.schema)
+        query = gateway.catalog.keyed(query, anonymous, api.method)
         keep_read(api, query)
+    cached = gateway.catalog.lookup(query, anonymous)
+    if cached.reply is not None:
+        return answer(api, cached.reply)
     result = await execute(api, query, gateway)
-    return respond(api, query.plan, result)
+    return respond(api, query.plan, result, cached.keep)
 
 
 def kept_read(api: ApiRequest) -> Query | None:
