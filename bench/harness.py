@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,12 +199,20 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway(db: Database, *, workers: int, pool: int, limits: OrderLimits | None = None) -> Iterator[Gateway]:
+def gateway(
+    db: Database,
+    *,
+    workers: int,
+    pool: int,
+    limits: OrderLimits | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Gateway]:
     """The gateway as `commercecore serve` runs it (uvicorn, its production settings: access log on,
-    prepared statements on), on a free loopback port; `pool` connections per worker process; the shop's
-    order limits unless `limits` (for benchmarks that place orders)."""
+    prepared statements on, the catalog cache on), on a free loopback port; `pool` connections per worker
+    process; the shop's order limits unless `limits` (for benchmarks that place orders); `env` last (a
+    benchmark's own settings)."""
     port = embedded.free_port()
-    env = {
+    environment = {
         **os.environ,
         "DATABASE_URL": db.authenticator_url,
         "COMMERCECORE_JWT_SECRET": os.urandom(32).hex(),
@@ -225,12 +233,13 @@ def gateway(db: Database, *, workers: int, pool: int, limits: OrderLimits | None
         **(limits.environment() if limits is not None else {}),
     }
     for name in ("COMMERCECORE_DEMO", "COMMERCECORE_ACCESS_LOG", "COMMERCECORE_PREPARED_STATEMENTS"):
-        env.pop(name, None)
+        environment.pop(name, None)
+    environment.update(env or {})
     log = (WORK / "gateway.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "commercecore.cli", "serve", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
-        env=env,
+        env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -369,15 +378,18 @@ def _percentile(values: list[float], pct: float) -> float:
 
 def pgbench(
     url: str,
-    script: Path,
+    script: Path | Sequence[tuple[Path, int]],
     *,
     clients: int,
     seconds: int,
     variables: dict[str, str] | None = None,
     mode: str = "extended",
 ) -> Measurement:
-    """pgbench with a custom script; latencies from its per-transaction log."""
-    log_dir = WORK / f"pgbench-{script.stem}-{mode}-{clients}"
+    """pgbench with a custom script, or several with their weights (each transaction picks one); latencies
+    from its per-transaction log."""
+    weighted = [(script, 1)] if isinstance(script, Path) else list(script)
+    name = "+".join(path.stem for path, _weight in weighted)
+    log_dir = WORK / f"pgbench-{name}-{mode}-{clients}"
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
     args = [
@@ -389,16 +401,16 @@ def pgbench(
         f"--protocol={mode}",
         "--log",
         f"--log-prefix={log_dir / 'tx'}",
-        f"--file={script}",
+        *(f"--file={path}" + (f"@{weight}" if len(weighted) > 1 else "") for path, weight in weighted),
     ]
     for name, value in (variables or {}).items():
         args.append(f"--define={name}={value}")
     proc = subprocess.run([*args, url], capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 2):  # 2: some transactions failed (counted below)
-        raise BenchError(f"pgbench {script.name} failed: {proc.stderr.strip()[-1500:]}")
+        raise BenchError(f"pgbench {name} failed: {proc.stderr.strip()[-1500:]}")
     if "aborted" in proc.stderr:
         # a client that hits an error stops for the rest of the run: the result would be for fewer clients
-        raise BenchError(f"pgbench {script.name}: clients aborted: {proc.stderr.strip()[-1500:]}")
+        raise BenchError(f"pgbench {name}: clients aborted: {proc.stderr.strip()[-1500:]}")
     match = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
     done = int(match.group(1)) if match else 0
@@ -448,6 +460,16 @@ def wrk(
         non_2xx=int(data["non_2xx"]),
         command=shlex.join([*command, "-s", f"bench/scripts/{script.name}", base_url]),
     )
+
+
+def metrics(base_url: str) -> dict[str, float]:
+    """The gateway's /metrics samples without labels (the benchmark scrapes from the gateway's host)."""
+    samples: dict[str, float] = {}
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            samples[name] = float(value)
+    return samples
 
 
 def server_version(url: str) -> str:

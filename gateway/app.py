@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import anonymous, auth, background, bounds, db, guard, logs, openapi, schema_cache
+from gateway.catalog_cache import CacheMetrics, CatalogCache, CatalogListener
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.handler import handle
 from gateway.http import client_address, header, request_id_from, url_path
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commercecore.gateway")
 
-# Where the schema listener connects (default: the gateway's own URL). LISTEN needs a session of its own,
+# Where the schema listener and the catalog cache's listener connect (default: the gateway's own URL).
+# LISTEN needs a session of its own,
 # which a transaction-pooling proxy (PgBouncer, pool_mode = transaction) cannot give: behind one, point this
 # at PostgreSQL itself.
 LISTEN_URL_ENV = "COMMERCECORE_LISTEN_URL"
@@ -73,6 +75,7 @@ class Gateway:
         self.anonymous = anonymous.AnonymousShare(settings.anonymous, settings.pool_max)
         # streaming replicas for reads (DATABASE_REPLICA_URLS); the schema cache is always the primary's
         self.replicas = Replicas(settings, self.metrics.registry) if settings.replicas.urls else None
+        self.catalog = CatalogCache(settings.catalog, CacheMetrics(self.metrics.registry))
         db.configure_caches(settings.limits.statement_cache_bytes, settings.limits.statement_cache_max_entry)
         # the gateway's own routes that front an api function, documented as its declared route would be
         self.fronted: tuple[tuple[str, str, str], ...] = ()
@@ -100,6 +103,14 @@ class Gateway:
             log.warning("metrics: purge totals not read: %s", str(exc).strip() or type(exc).__name__)
             return None
         return {str(table): int(count) for table, count in rows}
+
+    async def send_notification(self, channel: str, payload: str) -> None:
+        """NOTIFY on a pooled connection (the catalog listener's probe)."""
+        pool = self.pool
+        if pool is None:
+            raise RuntimeError("the connection pool is not open")
+        async with pool.connection(timeout=self.settings.pool_timeout) as conn:
+            await conn.execute("select pg_catalog.pg_notify(%s, %s)", [channel, payload])
 
     async def reload(self) -> SchemaState:
         """Reads the schema cache and swaps it in; requests in flight keep the one they started with."""
@@ -131,6 +142,8 @@ class Gateway:
             ).encode()
             state = SchemaState(loaded, routes, document, time.time())
             self.schema_state = state
+            # a view or function may have changed what a cached read answers
+            self.catalog.empty("schema")
             self.metrics.schema_reloads.labels("ok").inc()
             log.info(
                 "schema cache loaded: %d views, %d functions, %d declared routes",
@@ -473,13 +486,14 @@ def freeze_startup_objects() -> None:
 
 class Lifespan:
     """The app's life: at startup the pool, the schema listener and the first load of the schema cache,
-    the background tasks (the NOTIFY check, the pool metrics) and the Stripe paths' service; at shutdown
-    each of them stopped, in reverse order."""
+    the catalog cache's listener, the background tasks (the NOTIFY check, the pool metrics) and the Stripe
+    paths' service; at shutdown each of them stopped, in reverse order."""
 
     def __init__(self, gateway: Gateway, service: PaymentService | None, listen_url: str) -> None:
         self.gateway = gateway
         self.service = service
         self.listen_url = listen_url
+        self.catalog_listener: CatalogListener | None = None
 
     @contextlib.asynccontextmanager
     async def __call__(self, app: Starlette) -> AsyncIterator[None]:
@@ -494,6 +508,7 @@ class Lifespan:
         app.state.listener = listener
         if gateway.replicas is not None:
             await gateway.replicas.open()
+        app.state.catalog_listener = self.start_catalog_listener()
         tasks = self.start_tasks(listener)
         if self.service is not None:
             open_payments(self.service, gateway, pool)
@@ -504,6 +519,18 @@ class Lifespan:
             yield
         finally:
             await self.shut_down(pool, listener, tasks)
+
+    def start_catalog_listener(self) -> CatalogListener | None:
+        """The catalog cache's listener, on the schema listener's URL (the cache off: none, and no
+        connection for it)."""
+        gateway = self.gateway
+        if not gateway.catalog.enabled:
+            return None
+        self.catalog_listener = CatalogListener(
+            self.listen_url, gateway.catalog, gateway.send_notification, wait=gateway.settings.pool_timeout
+        )
+        self.catalog_listener.start()
+        return self.catalog_listener
 
     def start_tasks(self, listener: schema_cache.SchemaListener) -> list[asyncio.Task[None]]:
         watcher = asyncio.create_task(
@@ -525,6 +552,8 @@ class Lifespan:
         for task in tasks:
             await background.stop(task)
         self.gateway.metrics.process_exited()
+        if self.catalog_listener is not None:
+            await self.catalog_listener.stop()
         await listener.stop()
         if self.service is not None:
             await self.service.aclose()

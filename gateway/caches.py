@@ -8,6 +8,7 @@ dropped least recently used first once the bytes all told pass the budget, and a
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -22,6 +23,7 @@ class BoundedCache(Generic[K, V]):
         self.max_bytes = max_bytes
         self.max_entry = min(max_entry, max_bytes)
         self.size = 0
+        self.evictions = 0  # entries dropped for room, all told
         self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -43,7 +45,11 @@ class BoundedCache(Generic[K, V]):
         while self.size > self.max_bytes:
             _key, (_value, dropped) = self._items.popitem(last=False)
             self.size -= dropped
+            self.evictions += 1
         return True
+
+    def values(self) -> Iterator[V]:
+        return (value for value, _size in self._items.values())
 
     def clear(self) -> None:
         self._items.clear()

@@ -4,8 +4,10 @@
 
 as PostgREST's App.hs chains ApiRequest -> Plan -> Query -> Response. A read's plan and statements are
 kept in the route table for the next request with the same URL, shaping headers and kind of caller, so a
-repeated read goes from its ApiRequest straight to the transaction. With replicas, a write's response
-carries its commit position (gateway.replicas).
+repeated read goes from its ApiRequest straight to the transaction. An anonymous catalog read is looked up
+in the catalog cache (gateway.catalog_cache) before the transaction: a hit goes from its Query straight to
+the response, a miss's reply is kept on its way out. With replicas, a write's response carries its commit
+position (gateway.replicas).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from gateway.plan import make_plan
 from gateway.query import Query, build_query
 from gateway.replicas import stamp_commit
 from gateway.request import ApiRequest, read_request
-from gateway.response import allowed_methods, respond
+from gateway.response import allowed_methods, answer, respond
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.settings import Settings
 
 _READS = frozenset({"GET", "HEAD"})
 
@@ -35,16 +38,19 @@ async def handle(request: Request) -> Response:
     api = await read_request(request, gateway)
     if api.endpoint is None:
         return allowed_methods(api)
+    anonymous = not api.identity.authenticated
     query = kept_read(api)
     if query is None:
         query = build_query(make_plan(api, gateway.settings), api.schema)
+        query = gateway.catalog.keyed(query, anonymous, api.method)
         keep_read(api, query)
+    cached = gateway.catalog.lookup(query, anonymous)
+    if cached.reply is not None:
+        return answer(api, cached.reply)
     result = await execute(api, query, gateway)
-    response = respond(api, query.plan, result)
+    response = respond(api, query.plan, result, cached.keep)
     if result.lsn is not None:
-        settings = gateway.settings
-        cookie = Cookies(settings.cookie_secure) if api.identity.via == "cookie" else None
-        stamp_commit(response, result.lsn, cookie=cookie, max_lag=settings.replicas.max_lag)
+        stamp(api, gateway.settings, result.lsn, response)
     return response
 
 
@@ -58,3 +64,9 @@ def kept_read(api: ApiRequest) -> Query | None:
 def keep_read(api: ApiRequest, query: Query) -> None:
     if api.method in _READS:
         api.routes.remember(api.read_key, query)
+
+
+def stamp(api: ApiRequest, settings: Settings, lsn: str, response: Response) -> None:
+    """A write's commit position on its response, which the client's next read sends back."""
+    cookie = Cookies(settings.cookie_secure) if api.identity.via == "cookie" else None
+    stamp_commit(response, lsn, cookie=cookie, max_lag=settings.replicas.max_lag)

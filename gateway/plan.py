@@ -37,7 +37,6 @@ class Plan:
 
     kind: str  # "read" (a collection), "single" (a path-addressed row), "call"
     read_only: bool
-    head: bool  # HEAD: the same statements without the body
     view: View | None = None
     call: Call | None = None
     read: ReadPlan | None = None  # the read dialect over the view or the function's rows
@@ -60,12 +59,12 @@ def view_plan(api: ApiRequest, view: View, settings: Settings) -> Plan:
     read = read_plan(api, source, api.query, settings)
     safe = api.read_method == "GET"
     if not api.target.params:
-        return Plan("read", True, api.head, view=view, read=read, replica_safe=safe)
+        return Plan("read", True, view=view, read=read, replica_safe=safe)
     # a path-addressed row of a view: /orders/{id} filters id = the path value, one object
     for name, value in api.target.params.items():
         read.where.append(Filter(view.columns[name], "eq", value))
     read.singular = True
-    return Plan("single", True, api.head, view=view, read=read, replica_safe=safe)
+    return Plan("single", True, view=view, read=read, replica_safe=safe)
 
 
 def call_plan(api: ApiRequest, overloads: Sequence[Function], settings: Settings) -> Plan:
@@ -84,9 +83,9 @@ def call_plan(api: ApiRequest, overloads: Sequence[Function], settings: Settings
     if fn.result == "rows" and fn.returns_set:
         source = Source(f"api.{fn.name}", fn.columns, fn.rules, settings.limits)
         read = read_plan(api, source, binding.read_params, settings)
-        return Plan("read", read_only, api.head, call=call, read=read, replica_safe=safe)
+        return Plan("read", read_only, call=call, read=read, replica_safe=safe)
     status = 204 if fn.result == "void" else 200
-    return Plan("call", read_only, api.head, call=call, default_status=status, replica_safe=safe)
+    return Plan("call", read_only, call=call, default_status=status, replica_safe=safe)
 
 
 def read_plan(

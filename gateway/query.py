@@ -14,7 +14,7 @@ import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Json, Jsonb
 
@@ -22,6 +22,9 @@ from gateway import db
 from gateway.dialect import Filter, Logic, RawText, ReadPlan
 from gateway.plan import Plan
 from gateway.schema_cache import Function, PgType, SchemaCache, cast
+
+if TYPE_CHECKING:
+    from gateway.catalog_cache import CatalogKey
 
 _COMPARE = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _LIKE = {"like": "like", "ilike": "ilike"}
@@ -214,8 +217,9 @@ class ReadStatements:
     explain: Fragment | None = None
 
 
-def read_statements(source: Fragment, plan: ReadPlan, schema: SchemaCache, *, head: bool) -> ReadStatements:
-    """`select <body>, <rows>, <total> from (<page>) _t` over a source (a view or a function call)."""
+def read_statements(source: Fragment, plan: ReadPlan, schema: SchemaCache) -> ReadStatements:
+    """`select <body>, <rows>, <total> from (<page>) _t` over a source (a view or a function call). HEAD
+    builds the body too: its ETag and Content-Length are the GET's."""
     columns = ", ".join(
         ident(column.name) + (" as " + ident(alias) if alias != column.name else "")
         for alias, column in plan.select
@@ -226,9 +230,7 @@ def read_statements(source: Fragment, plan: ReadPlan, schema: SchemaCache, *, he
         page = page + Fragment(" limit %s", [plan.limit], ["limit"])
     if plan.offset:
         page = page + Fragment(" offset %s", [plan.offset], ["offset"])
-    if head:
-        body = frag("null::text")
-    elif plan.singular:
+    if plan.singular:
         body = frag("case when count(*) = 1 then (pg_catalog.json_agg(_t) -> 0)::text end")
     else:
         body = frag("coalesce(pg_catalog.json_agg(_t), '[]')::text")
@@ -298,6 +300,8 @@ class Query:
 
     plan: Plan
     statements: list[db.Statement]
+    # an anonymous catalog read's key in the catalog cache (gateway.catalog_cache), set when it is built
+    catalog: CatalogKey | None = None
 
     @property
     def size(self) -> int:
@@ -311,7 +315,7 @@ class Query:
 def build_query(plan: Plan, schema: SchemaCache) -> Query:
     """A read's page (and its EXPLAIN for a planned count), or a call's one statement."""
     if plan.read is not None:
-        return Query(plan, read_query(read_source(plan, schema), plan.read, schema, head=plan.head))
+        return Query(plan, read_query(read_source(plan, schema), plan.read, schema))
     assert plan.call is not None
     fn = plan.call.function
     call = function_call(fn, plan.call.values, schema)
@@ -326,8 +330,8 @@ def read_source(plan: Plan, schema: SchemaCache) -> Fragment:
     return function_call(plan.call.function, plan.call.values, schema) + " as _src"
 
 
-def read_query(source: Fragment, plan: ReadPlan, schema: SchemaCache, *, head: bool) -> list[db.Statement]:
-    statements = read_statements(source, plan, schema, head=head)
+def read_query(source: Fragment, plan: ReadPlan, schema: SchemaCache) -> list[db.Statement]:
+    statements = read_statements(source, plan, schema)
     result = [_statement(statements.main, response=True)]
     if statements.explain is not None:
         result.append(_statement(statements.explain))

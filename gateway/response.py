@@ -4,7 +4,9 @@ The body is the JSON PostgreSQL built, passed through untouched. The status is t
 void function, 206 for a partial page), unless the function set `response.status`; a read answers
 `Content-Range` (406 when one object was asked for and the rows are not one, 404 for a path-addressed row
 that is absent, 416 for a page past the end); the headers a function set in `response.headers` are added
-when they are safe to send.
+when they are safe to send. A read's reply carries its entity tag and caching headers, and If-None-Match
+that names the tag is answered 304 (gateway.conditional). The `Reply`, the response before it is sent, is
+what the catalog cache keeps.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
 
-from gateway import db
+from gateway import conditional, db
 from gateway.dialect import ReadPlan
 from gateway.errors import ApiError
 from gateway.plan import Plan
@@ -42,22 +45,74 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]{0,4096}$")
 
 
-def respond(api: ApiRequest, plan: Plan, result: db.Result) -> Response:
-    """The response to a request whose plan's transaction gave `result`."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response before it is sent: the value the catalog cache keeps (gateway.catalog_cache) and answers
+    later requests with."""
+
+    status: int
+    body: bytes | None
+    headers: tuple[tuple[str, str], ...]  # Content-Range, and what the function set in response.headers
+    etag: str | None = None  # a successful read's (gateway.conditional)
+    custom: bool = False  # the function set response.status or response.headers
+
+    @property
+    def size(self) -> int:
+        """About the bytes it holds."""
+        return len(self.body or b"") + sum(len(name) + len(value) for name, value in self.headers) + 64
+
+
+def respond(
+    api: ApiRequest, plan: Plan, result: db.Result, keep: Callable[[Reply], None] | None = None
+) -> Response:
+    """The response to a request whose plan's transaction gave `result`; `keep` is given the reply first
+    (the catalog cache's fill of a miss)."""
+    reply = make_reply(api, plan, result)
+    if keep is not None:
+        keep(reply)
+    return answer(api, reply)
+
+
+def make_reply(api: ApiRequest, plan: Plan, result: db.Result) -> Reply:
     headers: list[tuple[str, str]] = []
     if plan.kind == "call":
         status, body = call_body(plan, result)
     else:
         status, body = read_body(api, plan, result, headers)
     headers.extend(response_headers(result.headers))
+    read = api.read_method == "GET" and body is not None and 200 <= status < 300
+    return Reply(
+        status,
+        body,
+        tuple(headers),
+        etag=conditional.entity_tag(body) if read and body is not None else None,
+        custom=bool(result.status or result.headers),
+    )
+
+
+def answer(api: ApiRequest, reply: Reply) -> Response:
+    """The HTTP response of a reply, for this request: 304 when its If-None-Match names the reply's tag,
+    no body for HEAD, the caching headers of a read (gateway.conditional)."""
+    authenticated = api.identity.authenticated
+    if reply.etag is not None and conditional.none_match(api.headers.get("if-none-match"), reply.etag):
+        return conditional.not_modified(reply.etag, authenticated)
+    body = reply.body
     content = b"" if api.head or body is None else body
-    response = Response(content, status_code=status, media_type=JSON_MEDIA_TYPE if body is not None else None)
+    response = Response(
+        content, status_code=reply.status, media_type=JSON_MEDIA_TYPE if body is not None else None
+    )
+    headers = response.headers
     if api.head and body is not None:
-        response.headers["content-length"] = str(len(body))
-    for name, value in headers:
-        response.headers.append(name, value)
+        headers["content-length"] = str(len(body))
+    for name, value in reply.headers:
+        headers.append(name, value)
+    if api.read_method == "GET":
+        if reply.etag is not None:
+            headers["ETag"] = reply.etag
+        headers["Cache-Control"] = conditional.cache_control(authenticated)
+        headers["Vary"] = conditional.VARY
     if api.profile_requested:
-        response.headers["Content-Profile"] = "api"
+        headers["Content-Profile"] = "api"
     return response
 
 

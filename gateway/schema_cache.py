@@ -71,6 +71,8 @@ class Argument:
     type: PgType
     has_default: bool
     variadic: bool = False
+    # the default's expression as PostgreSQL prints it ("20", "NULL::text"), for the catalog cache's keys
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ select p.proname,
     select json_agg(json_build_object(
       'name', coalesce(a.name, ''),
       'mode', coalesce(a.mode::text, 'i'),
+      'default', pg_catalog.pg_get_function_arg_default(p.oid, a.ord::integer),
       'type', (select {_TYPE_JSON.format(typmod="null")} from pg_catalog.pg_type as t where t.oid = a.type)
     ) order by a.ord)
     from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]), p.proargnames, p.proargmodes)
@@ -305,16 +308,18 @@ def _routes_of(
     return tuple(routes)
 
 
-def _split_arguments(raw_args: list[dict[str, Any]]) -> tuple[list[tuple[str, PgType]], list[Column], bool]:
-    """A function's arguments as the catalog lists them -> (its inputs, its output columns, whether it
-    returns a TABLE)."""
-    inputs: list[tuple[str, PgType]] = []
+def _split_arguments(
+    raw_args: list[dict[str, Any]],
+) -> tuple[list[tuple[str, PgType, str | None]], list[Column], bool]:
+    """A function's arguments as the catalog lists them -> (its inputs with their defaults, its output
+    columns, whether it returns a TABLE)."""
+    inputs: list[tuple[str, PgType, str | None]] = []
     outputs: list[Column] = []
     table_result = False
     for arg in raw_args:
         mode = arg["mode"]
         if mode in ("i", "b", "v"):
-            inputs.append((arg["name"], _pg_type(arg["type"])))
+            inputs.append((arg["name"], _pg_type(arg["type"]), arg.get("default")))
         if mode in ("o", "b", "t"):
             outputs.append(Column(name=arg["name"], type=_pg_type(arg["type"])))
             table_result = table_result or mode == "t"
@@ -368,7 +373,7 @@ def build_function(row: tuple[Any, ...], warnings: list[str]) -> Function | None
         ret_cols,
     ) = row
     inputs, outputs, table_result = _split_arguments(raw_args)
-    if any(not arg_name for arg_name, _ in inputs):
+    if any(not arg_name for arg_name, _type, _default in inputs):
         warnings.append(f"function {signature} ignored: every argument needs a name to be called over HTTP")
         return None
     args = tuple(
@@ -377,8 +382,9 @@ def build_function(row: tuple[Any, ...], warnings: list[str]) -> Function | None
             type=arg_type,
             has_default=index >= len(inputs) - ndefaults,
             variadic=variadic and index == len(inputs) - 1,
+            default=default,
         )
-        for index, (arg_name, arg_type) in enumerate(inputs)
+        for index, (arg_name, arg_type, default) in enumerate(inputs)
     )
     returns = _pg_type(ret)
     result, columns = _result_columns(returns, outputs, table_result, ret_cols)

@@ -370,6 +370,26 @@ def _replica_urls(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class CatalogCacheLimits:
+    """The catalog cache of each worker (gateway.catalog_cache): anonymous catalog reads served from memory,
+    emptied by the database's notifications."""
+
+    # bytes all told (bodies, headers, keys); 0 turns the cache off
+    max_bytes: int = 32 * 1024 * 1024
+    # seconds an anonymous visitor may see stock old after an order moved it; 0: pages showing stock are
+    # never cached
+    staleness: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        return cls(
+            max_bytes=_integer(env, "COMMERCECORE_CATALOG_CACHE_BYTES", 32 * 1024 * 1024),
+            staleness=_number(env, "COMMERCECORE_CATALOG_STALENESS", 1.0),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from the environment (the configuration table of README.md)."""
 
@@ -418,6 +438,7 @@ class Settings:
     limits: RequestLimits = field(default_factory=RequestLimits)
     anonymous: AnonymousLimits = field(default_factory=AnonymousLimits)
     replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
+    catalog: CatalogCacheLimits = field(default_factory=CatalogCacheLimits)
 
     @property
     def signing_key(self) -> str:
@@ -462,6 +483,7 @@ class Settings:
             limits=RequestLimits.from_env(env),
             anonymous=AnonymousLimits.from_env(env),
             replicas=ReplicaSettings.from_env(env, pool_max=_pool_sizes(env)["pool_max"]),
+            catalog=CatalogCacheLimits.from_env(env),
         )
 
 

@@ -11,7 +11,8 @@ LISTEN cannot work through transaction pooling: the LISTEN stays behind on a ser
 hands to other clients between transactions, and a notification arriving there is dropped ("got packet 'A'
 from server when not linked"). The schema listener connects where COMMERCECORE_LISTEN_URL says (PostgreSQL
 itself); without it, the gateway finds out that NOTIFY does not reach it, says so, and reloads the schema
-cache on a timer instead of never.
+cache on a timer instead of never. The catalog cache's listener connects there too; without it, its probe
+notification never arrives, it says so, and the catalog cache stays bypassed (reads go to the database).
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def test_the_gateway_through_pgbouncer_in_transaction_mode(bouncer: Bouncer) -> 
             shop_session(bouncer, http)
             concurrent_orders(bouncer, http)
             new_route_appears(bouncer.database, http, "gw_bouncer_notified", deadline=15)
-        assert not [r.getMessage() for r in warnings if "schema listener" in r.getMessage()]
+        assert not [r.getMessage() for r in warnings if "listener" in r.getMessage()]
     log = bouncer.log_text()
     # every request went through pgbouncer: it opened server connections and saw no protocol errors
     assert "new connection to server" in log, log[-2000:]
@@ -239,6 +240,16 @@ def test_without_a_listen_url_the_gateway_says_so_and_polls(
         )
         message = next(r.getMessage() for r in warnings if "NOTIFY does not reach it" in r.getMessage())
         assert gateway_app.LISTEN_URL_ENV in message
+        wait_for(
+            lambda: any("catalog cache is bypassed" in r.getMessage() for r in warnings),
+            "the catalog listener to notice that its probe does not arrive",
+            deadline=15,
+        )
+        catalog = next(r.getMessage() for r in warnings if "catalog cache is bypassed" in r.getMessage())
+        assert "NOTIFY does not reach the listener" in catalog
+        assert gateway_app.LISTEN_URL_ENV in catalog
+        for _ in range(2):  # bypassed: the reads are the database's, and right
+            assert http.get("/categories").status_code == 200
         # the deployment reaches this gateway anyway, by the timer
         new_route_appears(bouncer.database, http, "gw_bouncer_polled", deadline=15)
 

@@ -124,7 +124,7 @@ def plan_of(db: Session, query: str) -> str:
     params = [(key, value) for key, _, value in (part.partition("=") for part in query.split("&"))]
     plan = parse_read(params, source, ReadOptions(), max_rows=1000)
     schema = SchemaCache(type_names=frozenset({"text"}))
-    statement = read_statements(Fragment(ident("api", "products")), plan, schema, head=False).main
+    statement = read_statements(Fragment(ident("api", "products")), plan, schema).main
     # a catalog large enough that an index is worth it, with the statistics of it
     db.conn.execute(
         "insert into core.products (sku, name, price_minor)"
