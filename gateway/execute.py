@@ -93,7 +93,9 @@ async def run(
     replicas = gateway.replicas
     if replicas is None:
         return await on_pool(gateway.settings, pool, gateway.anonymous, context, query)
-    reason = replicas.primary_reason(context.identity, query.plan)
+    # a catalog cache fill reads the primary: a page read on a replica that has not yet replayed the change
+    # whose notification emptied the cache would be kept, out of date, until the next change
+    reason = "cached" if query.catalog is not None else replicas.primary_reason(context.identity, query.plan)
     if reason is None:
         replica, reason = await replicas.choose(lsn)
         if replica is not None:

@@ -215,7 +215,9 @@ async def test_a_price_change_reaches_two_gateways_within_a_second(gw_fresh: Gat
                 for _ in range(2):
                     assert (await worker.get(page)).status_code == 200
             assert await hits(worker) == len(pages)
-        staff = workers[0]
+        staff = await stack.enter_async_context(
+            httpx.AsyncClient(transport=workers[0]._transport, base_url="http://gateway.test")
+        )
         user = await signup(staff)
         make_admin(gw_fresh, user["id"])
         token = await bearer(staff, user["email"])
@@ -294,8 +296,9 @@ async def test_a_customer_response_is_never_served_to_anyone_else(
 
 
 async def order_one(client: httpx.AsyncClient, product: int) -> None:
-    user = await signup(client, f"buyer-{time.monotonic_ns()}@example.com")
+    """A customer of their own (not `client`, which stays anonymous) orders one unit."""
     async with httpx.AsyncClient(transport=client._transport, base_url="http://gateway.test") as buyer:
+        user = await signup(buyer, f"buyer-{time.monotonic_ns()}@example.com")
         token = await bearer(buyer, user["email"])
         ordered = await buyer.post(
             "/orders", json={"items": [{"product_id": product, "quantity": 1}]}, headers=token

@@ -27,7 +27,7 @@ from commercecore.local.replica import Replica
 from commercecore.ops import reports
 from gateway.app import Gateway, create_app
 from gateway.replicas import LSN_HEADER, parse_lsn
-from gateway.settings import ReplicaSettings, Settings
+from gateway.settings import CatalogCacheLimits, ReplicaSettings, Settings
 from tests.conftest import PgServer, primary_lsn, replayed
 from tests.drills.test_crash import kill_postgres, reaped
 from tests.drills.test_pgbouncer import pgbouncer_binary, run_pgbouncer
@@ -67,6 +67,8 @@ def replica_settings(
     dbname = database.admin_url.rsplit("/", 1)[1]
     url = replica.cluster.url(dbname, user="authenticator", password=password)
     replicas = ReplicaSettings(urls=(url,), wait=0.1, max_lag=max_lag, check_interval=0.05, pool_max=4)
+    # the catalog cache off unless asked for: every read then reaches a server, whose choice is watched
+    overrides.setdefault("catalog", CatalogCacheLimits(max_bytes=0))
     return settings_for(database, replicas=replicas, **overrides)
 
 
@@ -232,6 +234,23 @@ async def test_commit_positions_from_clients_are_checked(
         # staff read what they change: the primary
         admin = await customer(http, staff=replica_db)
         assert (await routed(http, "GET", "/products?limit=1", headers=admin))[1] == (PRIMARY, "staff")
+
+
+async def test_catalog_cache_fills_read_the_primary(
+    replica: Replica, replica_db: GatewayDb, authenticator_password: str
+) -> None:
+    """With the catalog cache on, an anonymous catalog read that fills it runs on the primary (a replica
+    behind the change that emptied the cache would leave it out of date); other anonymous reads still go
+    to the replica."""
+    settings = replica_settings(
+        replica_db, replica, authenticator_password, max_lag=30, catalog=CatalogCacheLimits()
+    )
+    async with serve(create_app(settings)) as http:
+        gateway = gateway_of(http)
+        await eventually(lambda: in_use(gateway), "the replica in use")
+        await eventually(lambda: gateway.catalog.live, "the catalog listener")
+        assert (await routed(http, "GET", "/products?limit=2"))[1] == (PRIMARY, "cached")
+        assert (await routed(http, "GET", "/gw_things"))[1][1] == "read"
 
 
 def test_dba_health_shows_the_replica_and_its_lag(pg: PgServer, replica: Replica) -> None:
