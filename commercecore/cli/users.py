@@ -72,9 +72,13 @@ def required(value: str | None, option: str) -> str:
     return value
 
 
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def read_password() -> str:
     """The new password: asked twice on a terminal, else the first line of stdin (a pipe or a file)."""
-    if sys.stdin.isatty():
+    if stdin_is_terminal():
         password = getpass.getpass("Password: ")
         if getpass.getpass("Password again: ") != password:
             fail("the two passwords differ", BAD_INPUT)
@@ -138,7 +142,16 @@ def list_command(role: str | None, database_url: str | None, as_json: bool) -> N
         " from ops.accounts(%s)",
         [role],
     )
-    names = ("id", "email", "full_name", "role", "created_at", "disabled_at", "has_password", "last_session_at")
+    names = (
+        "id",
+        "email",
+        "full_name",
+        "role",
+        "created_at",
+        "disabled_at",
+        "has_password",
+        "last_session_at",
+    )
     accounts = [dict(zip(names, row, strict=True)) for row in rows]
     if as_json:
         click.echo(json.dumps(accounts, indent=2, default=str))

@@ -75,7 +75,8 @@ def test_accounts_lists_by_role(db: Session) -> None:
     db.one(CREATE, [customer, "app_readwrite", HASH, ""])
     admins = {row[0] for row in db.all("select email from ops.accounts('app_admin')")}
     everyone = {row[0] for row in db.all("select email from ops.accounts()")}
-    assert staff in admins and customer not in admins
+    assert staff in admins
+    assert customer not in admins
     assert {staff, customer} <= everyone
     with db.raises("PT422"):
         db.conn.execute("select * from ops.accounts('owner')")
@@ -86,7 +87,8 @@ def test_a_role_change_revokes_the_sessions_of_the_old_role(db: Session) -> None
     user_id = db.one(CREATE, [address, "app_readwrite", HASH, ""])["id"]
     jti = open_session(db, user_id)
     same = db.one("select ops.set_account_role(%s, 'app_readwrite')", [address])
-    assert same["sessions_revoked"] == 0 and active(db, jti, user_id, "app_readwrite")
+    assert same["sessions_revoked"] == 0
+    assert active(db, jti, user_id, "app_readwrite")
     changed = db.one("select ops.set_account_role(%s, 'app_admin')", [address.upper()])
     assert (changed["role"], changed["sessions_revoked"]) == ("app_admin", 1)
     assert not active(db, jti, user_id, "app_readwrite")
@@ -100,7 +102,8 @@ def test_a_disabled_account_signs_in_no_more_until_enabled(db: Session) -> None:
     user_id = db.one(CREATE, [address, "app_admin", HASH, ""])["id"]
     jti = open_session(db, user_id)
     disabled = db.one("select ops.set_account_disabled(%s, true)", [address])
-    assert disabled["sessions_revoked"] == 1 and disabled["disabled_at"] is not None
+    assert disabled["sessions_revoked"] == 1
+    assert disabled["disabled_at"] is not None
     assert not active(db, jti, user_id, "app_admin")
     assert db.all("select * from auth.login_lookup(%s)", [address]) == []
     with db.raises("PT401") as refused:
@@ -110,7 +113,8 @@ def test_a_disabled_account_signs_in_no_more_until_enabled(db: Session) -> None:
     assert again["disabled_at"] == disabled["disabled_at"]  # the first disable's time stays
 
     enabled = db.one("select ops.set_account_disabled(%s, false)", [address])
-    assert enabled["disabled_at"] is None and enabled["sessions_revoked"] == 0
+    assert enabled["disabled_at"] is None
+    assert enabled["sessions_revoked"] == 0
     assert db.one("select count(*) from auth.login_lookup(%s)", [address]) == 1
     open_session(db, user_id)
 

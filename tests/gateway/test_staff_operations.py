@@ -32,13 +32,14 @@ def users(database: GatewayDb, *args: str, password: str | None = None) -> Resul
 def one_line_error(result: Result) -> str:
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
     return lines[0]
 
 
 @pytest.fixture
 def staff_email() -> Iterator[str]:
-    yield f"staff-{uuid.uuid4().hex[:10]}@example.com"
+    return f"staff-{uuid.uuid4().hex[:10]}@example.com"
 
 
 async def staff_headers(client: httpx.AsyncClient, database: GatewayDb) -> dict[str, str]:
@@ -64,7 +65,8 @@ async def test_the_first_staff_account_signs_in_over_http(
         gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password=STAFF_PASSWORD + "\n"
     )
     assert created.exit_code == 0, created.output
-    assert f"created: {staff_email}" in created.output and "app_admin" in created.output
+    assert f"created: {staff_email}" in created.output
+    assert "app_admin" in created.output
     assert STAFF_PASSWORD not in created.output
 
     login = await fresh_client.post("/auth/login", json={"email": staff_email, "password": STAFF_PASSWORD})
@@ -82,13 +84,19 @@ async def test_the_first_staff_account_signs_in_over_http(
     assert listed.exit_code == 0, listed.output
     assert staff_email in listed.output
     customers = users(gw_fresh, "list", "--role", "app_readwrite")
-    assert customers.exit_code == 0 and staff_email not in customers.output
+    assert customers.exit_code == 0
+    assert staff_email not in customers.output
 
 
 async def test_set_role_and_disable_end_the_sessions(
     fresh_client: httpx.AsyncClient, gw_fresh: GatewayDb, staff_email: str
 ) -> None:
-    assert users(gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password=STAFF_PASSWORD).exit_code == 0
+    assert (
+        users(
+            gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password=STAFF_PASSWORD
+        ).exit_code
+        == 0
+    )
     headers = await bearer(fresh_client, staff_email, STAFF_PASSWORD)
     assert (await fresh_client.get("/me", headers=headers)).status_code == 200
 
@@ -112,15 +120,30 @@ async def test_set_role_and_disable_end_the_sessions(
 
 
 def test_bad_input_is_one_line_and_exit_2(gw_fresh: GatewayDb, staff_email: str) -> None:
-    role = one_line_error(users(gw_fresh, "create", "--email", staff_email, "--role", "root", password=STAFF_PASSWORD))
+    role = one_line_error(
+        users(gw_fresh, "create", "--email", staff_email, "--role", "root", password=STAFF_PASSWORD)
+    )
     assert "app_readwrite or app_admin" in role
-    short = one_line_error(users(gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password="short"))
+    short = one_line_error(
+        users(gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password="short")
+    )
     assert "at least 10 characters" in short
-    address = one_line_error(users(gw_fresh, "create", "--email", "nobody", "--role", "app_admin", password=STAFF_PASSWORD))
+    address = one_line_error(
+        users(gw_fresh, "create", "--email", "nobody", "--role", "app_admin", password=STAFF_PASSWORD)
+    )
     assert "email address is not valid" in address
-    assert "required" in one_line_error(users(gw_fresh, "create", "--role", "app_admin", password=STAFF_PASSWORD))
-    assert users(gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password=STAFF_PASSWORD).exit_code == 0
-    taken = one_line_error(users(gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password=STAFF_PASSWORD))
+    assert "required" in one_line_error(
+        users(gw_fresh, "create", "--role", "app_admin", password=STAFF_PASSWORD)
+    )
+    assert (
+        users(
+            gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password=STAFF_PASSWORD
+        ).exit_code
+        == 0
+    )
+    taken = one_line_error(
+        users(gw_fresh, "create", "--email", staff_email, "--role", "app_admin", password=STAFF_PASSWORD)
+    )
     assert "already has an account" in taken
     unknown = one_line_error(users(gw_fresh, "disable", "--email", f"x{staff_email}"))
     assert "no account" in unknown
@@ -132,19 +155,33 @@ def test_the_prompt_asks_twice_on_a_terminal(
 ) -> None:
     answers = iter([STAFF_PASSWORD, STAFF_PASSWORD + "typo"])
     monkeypatch.setattr("commercecore.cli.users.getpass.getpass", lambda prompt: next(answers))
-    monkeypatch.setattr("commercecore.cli.users.sys.stdin.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("commercecore.cli.users.stdin_is_terminal", lambda: True)
     result = CliRunner().invoke(
-        main, ["users", "create", "--email", staff_email, "--role", "app_admin", "--database-url", gw_fresh.admin_url]
+        main,
+        [
+            "users",
+            "create",
+            "--email",
+            staff_email,
+            "--role",
+            "app_admin",
+            "--database-url",
+            gw_fresh.admin_url,
+        ],
     )
     assert "the two passwords differ" in one_line_error(result)
     with psycopg.connect(gw_fresh.admin_url) as conn:
-        assert conn.execute("select count(*) from core.users where email = %s", [staff_email]).fetchone() == (0,)
+        assert conn.execute("select count(*) from core.users where email = %s", [staff_email]).fetchone() == (
+            0,
+        )
 
 
 # -- categories ------------------------------------------------------------------------------------------
 
 
-async def test_staff_create_and_change_categories(fresh_client: httpx.AsyncClient, gw_fresh: GatewayDb) -> None:
+async def test_staff_create_and_change_categories(
+    fresh_client: httpx.AsyncClient, gw_fresh: GatewayDb
+) -> None:
     staff = await staff_headers(fresh_client, gw_fresh)
     slug = f"shoes-{uuid.uuid4().hex[:6]}"
     created = await fresh_client.post(
@@ -155,21 +192,29 @@ async def test_staff_create_and_change_categories(fresh_client: httpx.AsyncClien
     assert created.headers["location"] == f"/categories?id=eq.{shoes['id']}"
     assert (shoes["slug"], shoes["name"], shoes["parent_id"]) == (slug, "Shoes", None)
     child = await fresh_client.post(
-        "/categories", json={"slug": f"{slug}-running", "name": "Running", "parent_id": shoes["id"]}, headers=staff
+        "/categories",
+        json={"slug": f"{slug}-running", "name": "Running", "parent_id": shoes["id"]},
+        headers=staff,
     )
     assert child.status_code == 201, child.text
     running = child.json()
 
-    renamed = await fresh_client.patch(f"/categories/{running['id']}", json={"name": "Running shoes"}, headers=staff)
+    renamed = await fresh_client.patch(
+        f"/categories/{running['id']}", json={"name": "Running shoes"}, headers=staff
+    )
     assert renamed.status_code == 200, renamed.text
     assert (renamed.json()["name"], renamed.json()["parent_id"]) == ("Running shoes", shoes["id"])
-    top = await fresh_client.patch(f"/categories/{running['id']}", json={"unset": ["parent_id"]}, headers=staff)
+    top = await fresh_client.patch(
+        f"/categories/{running['id']}", json={"unset": ["parent_id"]}, headers=staff
+    )
     assert top.json()["parent_id"] is None
     listed = await fresh_client.get(f"/categories?id=eq.{running['id']}")
     assert [(c["name"], c["parent_id"]) for c in listed.json()] == [("Running shoes", None)]
 
 
-async def test_categories_refuse_bad_input_with_details(fresh_client: httpx.AsyncClient, gw_fresh: GatewayDb) -> None:
+async def test_categories_refuse_bad_input_with_details(
+    fresh_client: httpx.AsyncClient, gw_fresh: GatewayDb
+) -> None:
     staff = await staff_headers(fresh_client, gw_fresh)
     bad_slug = await fresh_client.post("/categories", json={"slug": "Not A Slug", "name": "x"}, headers=staff)
     assert bad_slug.status_code == 422, bad_slug.text
@@ -180,8 +225,11 @@ async def test_categories_refuse_bad_input_with_details(fresh_client: httpx.Asyn
         "max_length": 80,
     }
     long_name = await fresh_client.post("/categories", json={"slug": "ok", "name": "n" * 121}, headers=staff)
-    assert long_name.json()["details"]["field"] == "name" and long_name.json()["details"]["max_length"] == 120
-    no_parent = await fresh_client.post("/categories", json={"slug": "ok", "name": "x", "parent_id": -1}, headers=staff)
+    assert long_name.json()["details"]["field"] == "name"
+    assert long_name.json()["details"]["max_length"] == 120
+    no_parent = await fresh_client.post(
+        "/categories", json={"slug": "ok", "name": "x", "parent_id": -1}, headers=staff
+    )
     assert (no_parent.status_code, no_parent.json()["details"]["field"]) == (422, "parent_id")
 
     slug = f"dup-{uuid.uuid4().hex[:6]}"
@@ -189,9 +237,13 @@ async def test_categories_refuse_bad_input_with_details(fresh_client: httpx.Asyn
     duplicate = await fresh_client.post("/categories", json={"slug": slug, "name": "B"}, headers=staff)
     assert (duplicate.status_code, duplicate.json()["details"]["code"]) == (409, "duplicate_slug")
     child = (
-        await fresh_client.post("/categories", json={"slug": f"{slug}-c", "name": "C", "parent_id": first["id"]}, headers=staff)
+        await fresh_client.post(
+            "/categories", json={"slug": f"{slug}-c", "name": "C", "parent_id": first["id"]}, headers=staff
+        )
     ).json()
-    cycle = await fresh_client.patch(f"/categories/{first['id']}", json={"parent_id": child["id"]}, headers=staff)
+    cycle = await fresh_client.patch(
+        f"/categories/{first['id']}", json={"parent_id": child["id"]}, headers=staff
+    )
     assert cycle.status_code == 422, cycle.text
     assert cycle.json()["details"] == {
         "code": "invalid_input",
@@ -201,7 +253,9 @@ async def test_categories_refuse_bad_input_with_details(fresh_client: httpx.Asyn
     }
     missing = await fresh_client.patch("/categories/999999999", json={"name": "x"}, headers=staff)
     assert (missing.status_code, missing.json()["details"]["code"]) == (404, "not_found")
-    unknown_field = await fresh_client.patch(f"/categories/{first['id']}", json={"colour": "red"}, headers=staff)
+    unknown_field = await fresh_client.patch(
+        f"/categories/{first['id']}", json={"colour": "red"}, headers=staff
+    )
     assert unknown_field.status_code == 400
 
 
@@ -211,7 +265,9 @@ async def test_customers_and_visitors_may_not_change_categories(
     customer = await customer_headers(fresh_client)
     refused = await fresh_client.post("/categories", json={"slug": "mine", "name": "Mine"}, headers=customer)
     assert refused.status_code == 403, refused.text
-    assert (await fresh_client.patch("/categories/1", json={"name": "x"}, headers=customer)).status_code == 403
+    assert (
+        await fresh_client.patch("/categories/1", json={"name": "x"}, headers=customer)
+    ).status_code == 403
     anonymous = await fresh_client.post("/categories", json={"slug": "anon", "name": "Anon"})
     assert anonymous.status_code == 401, anonymous.text
     with psycopg.connect(gw_fresh.admin_url) as conn:
@@ -222,7 +278,9 @@ async def test_customers_and_visitors_may_not_change_categories(
 # -- the stock ledger ------------------------------------------------------------------------------------
 
 
-async def new_product_with_movements(client: httpx.AsyncClient, staff: dict[str, str], deltas: list[int]) -> int:
+async def new_product_with_movements(
+    client: httpx.AsyncClient, staff: dict[str, str], deltas: list[int]
+) -> int:
     created = await client.post(
         "/products",
         json={"sku": f"LEDGER-{uuid.uuid4().hex[:8]}", "name": "Ledger", "price_minor": 100, "stock": 50},
@@ -258,7 +316,8 @@ async def test_the_ledger_in_keyset_pages(fresh_client: httpx.AsyncClient, gw_fr
     assert [m["delta"] for m in seen] == [*reversed(deltas), 50]
     assert [m["id"] for m in seen] == sorted((m["id"] for m in seen), reverse=True)
     assert pages == 4
-    assert seen[-1]["reason"] == "restock" and seen[0]["reason"] == "adjustment"
+    assert seen[-1]["reason"] == "restock"
+    assert seen[0]["reason"] == "adjustment"
     product = (await fresh_client.get(f"/products/{product_id}", headers=staff)).json()
     assert product["stock"] == sum(m["delta"] for m in seen)
 
@@ -292,7 +351,8 @@ async def test_the_ledger_is_for_staff_and_its_page_is_bounded(
 
 async def test_the_routes_are_in_openapi(fresh_client: httpx.AsyncClient) -> None:
     paths = (await fresh_client.get("/openapi.json")).json()["paths"]
-    assert "post" in paths["/categories"] and "get" in paths["/categories"]
+    assert "post" in paths["/categories"]
+    assert "get" in paths["/categories"]
     assert "patch" in paths["/categories/{id}"]
     movements = paths["/products/{product_id}/movements"]["get"]
     assert {p["name"] for p in movements["parameters"]} >= {"product_id", "before_id", "page_size"}

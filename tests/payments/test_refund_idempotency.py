@@ -93,7 +93,9 @@ def test_a_retry_after_stripe_did_not_answer_sends_the_same_refund(shop: Shop) -
     # the refund went to Stripe under its own key each time: three failures, then one success
     [payment] = shop.payments(order_id)
     [refund] = shop.refunds(payment["id"])
-    tries = [r for r in shop.standin_requests("/v1/refunds") if r["idempotency_key"] == refund["idempotency_key"]]
+    tries = [
+        r for r in shop.standin_requests("/v1/refunds") if r["idempotency_key"] == refund["idempotency_key"]
+    ]
     assert [r["status"] for r in tries] == [500, 500, 500, 200]
 
 

@@ -8,7 +8,8 @@ select 1 / (not has_function_privilege('app_readonly', 'api.product_movements(bi
 -- three movements, read two at a time: the newest two, then the oldest one
 insert into core.products (sku, name, price_minor, currency) values ('VERIFY-LEDGER', 'ledger', 100, 'EUR');
 insert into core.inventory_movements (product_id, delta, reason)
-select p.id, d.delta, 'restock' from core.products as p cross join (values (5), (3), (2)) as d (delta)
+select p.id as product_id, d.delta, 'restock' as reason
+from core.products as p cross join (values (5), (3), (2)) as d (delta)
 where p.sku = 'VERIFY-LEDGER';
 select set_config('verify.product', id::text, true) from core.products where sku = 'VERIFY-LEDGER';
 select set_config('role', 'app_admin', true);
