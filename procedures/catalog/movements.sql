@@ -52,9 +52,11 @@ begin
   for movement in
     select m.id, m.delta, m.reason, m.order_id, m.actor_user_id, m.note, m.created_at
     from core.inventory_movements as m
+    -- one range condition whether before_id is given or not, so that even a generic plan of this query
+    -- starts its index scan at before_id instead of filtering its way down from the newest movement
     where
       m.product_id = product_movements.product_id
-      and (product_movements.before_id is null or m.id < product_movements.before_id)
+      and m.id < coalesce(product_movements.before_id, 9223372036854775807)
     order by m.id desc
     limit product_movements.page_size
   loop
