@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# every deploy script of the plan (squawk's locking checks); revert/ and verify/ undo and read
+DEPLOY_SCRIPTS = $(shell find roles schema procedures views -name '*.sql' | LC_ALL=C sort)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint format pytest bench clean
@@ -21,16 +23,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its tools
 
-run: $(STAMP) ## Embedded PostgreSQL + deployed plan + demo data + gateway on http://127.0.0.1:8000
-	$(BIN)/commercecore up
+run: $(STAMP) ## Embedded PostgreSQL + deployed plan + demo data + gateway on http://127.0.0.1:8000 (REPLICA=1: + a streaming replica)
+	$(BIN)/commercecore up $(if $(filter 1 yes true on,$(REPLICA)),--replica)
 
 test: lint pytest ## Everything CI runs: lint, then all tests
 
-lint: $(STAMP) ## ruff, mypy (strict) on gateway/ and commercecore/, sqlfluff on the SQL
+lint: $(STAMP) ## ruff, mypy (strict) on gateway/ and commercecore/, sqlfluff on the SQL, squawk on the deploy scripts
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/sqlfluff lint --processes 2 roles schema procedures views revert verify
+	$(BIN)/squawk --config .squawk.toml --reporter gcc $(DEPLOY_SCRIPTS)
 
 format: $(STAMP) ## Rewrite Python and SQL in the house style
 	$(BIN)/ruff format .

@@ -27,13 +27,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from gateway import anonymous, auth, bounds, db, guard, logs, openapi, schema_cache
+from gateway import anonymous, auth, background, bounds, db, guard, logs, openapi, schema_cache
 from gateway.errors import ApiError, error_response, internal, unavailable
 from gateway.handler import handle
 from gateway.http import client_address, header, request_id_from, url_path
 from gateway.metrics import PUBLISH_INTERVAL, Metrics, pool_stats
 from gateway.payments.routes import FRONTED_ROUTES, payment_routes
 from gateway.payments.store import PaymentStore
+from gateway.replicas import Replicas
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 
@@ -70,6 +71,8 @@ class Gateway:
         self.metrics = Metrics(pool_stats(self), token=settings.metrics_token, purged=self.purge_totals)
         self.schema_state: SchemaState | None = None
         self.anonymous = anonymous.AnonymousShare(settings.anonymous, settings.pool_max)
+        # streaming replicas for reads (DATABASE_REPLICA_URLS); the schema cache is always the primary's
+        self.replicas = Replicas(settings, self.metrics.registry) if settings.replicas.urls else None
         db.configure_caches(settings.limits.statement_cache_bytes, settings.limits.statement_cache_max_entry)
         # the gateway's own routes that front an api function, documented as its declared route would be
         self.fronted: tuple[tuple[str, str, str], ...] = ()
@@ -481,12 +484,16 @@ class Lifespan:
     @contextlib.asynccontextmanager
     async def __call__(self, app: Starlette) -> AsyncIterator[None]:
         gateway = self.gateway
+        if gateway.replicas is not None:
+            await gateway.replicas.check_logins()
         pool = await open_pool(gateway.settings)
         app.state.pool = pool
         app.state.settings = gateway.settings
         gateway.pool = pool
         listener = await start_schema_listener(gateway, self.listen_url)
         app.state.listener = listener
+        if gateway.replicas is not None:
+            await gateway.replicas.open()
         tasks = self.start_tasks(listener)
         if self.service is not None:
             open_payments(self.service, gateway, pool)
@@ -504,7 +511,10 @@ class Lifespan:
             name="schema-notify-check",
         )
         publisher = asyncio.create_task(publish_pool_metrics(self.gateway), name="pool-metrics")
-        return [watcher, publisher]
+        tasks = [watcher, publisher]
+        if self.gateway.replicas is not None:
+            tasks.append(asyncio.create_task(self.gateway.replicas.watch(), name="replica-monitor"))
+        return tasks
 
     async def shut_down(
         self,
@@ -513,13 +523,13 @@ class Lifespan:
         tasks: list[asyncio.Task[None]],
     ) -> None:
         for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await background.stop(task)
         self.gateway.metrics.process_exited()
         await listener.stop()
         if self.service is not None:
             await self.service.aclose()
+        if self.gateway.replicas is not None:
+            await self.gateway.replicas.close()
         await pool.close()
 
 

@@ -55,6 +55,9 @@ order by s.setdatabase  -- database-specific settings come last and win
 SESSION_CHECK = "select auth.session_active(%s::uuid, %s::bigint, %s::text)"
 RESPONSE_GUCS = "select current_setting('response.status', true), current_setting('response.headers', true)"
 _SESSION_CHECK = b"select auth.session_active($1::uuid, $2::bigint, $3::text)"
+# after COMMIT, in the same batch: at least the end of the commit record (the insert position, not the
+# written one, which lags it under synchronous_commit = off)
+_COMMIT_LSN = b"select pg_catalog.pg_current_wal_insert_lsn()::text"
 _RESPONSE_GUCS = RESPONSE_GUCS.encode()
 _PARAMETER_CONTEXT = re.compile(r"portal parameter \$(\d+)")
 
@@ -129,6 +132,9 @@ class Result:
     rows: list[list[tuple[Any, ...]]] = field(default_factory=list)
     status: str | None = None
     headers: str | None = None
+    # the primary's WAL insert position read right after COMMIT, when asked for (`run`'s commit_lsn): a
+    # replica that has replayed up to it shows the transaction
+    lsn: str | None = None
 
 
 class SessionInactive(Exception):
@@ -229,6 +235,7 @@ _TEXT_OIDS = frozenset({25, 114, 1043, 3802})  # text, json, varchar, jsonb: as 
 _INT_OIDS = frozenset({20, 21, 23})  # int8, int2, int4
 
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 
@@ -430,8 +437,9 @@ async def _send(
     return results
 
 
-def _first_error(results: Sequence[pq.abc.PGresult | None]) -> int | None:
-    for index, result in enumerate(results):
+def _first_error(results: Sequence[pq.abc.PGresult | None], trailing: int = 0) -> int | None:
+    """The index of the first failed result, leaving out the last `trailing` ones."""
+    for index, result in enumerate(results[: len(results) - trailing]):
         if result is not None and result.status == _FATAL_ERROR:
             return index
     return None
@@ -525,6 +533,8 @@ class _Batch:
     tail: list[_Command]
     # the last statement that carries the response settings (see Statement.response), if one does
     carrier: int | None
+    # the commands after COMMIT (the commit LSN): their failure is not the transaction's
+    trailing: int = 0
 
 
 @dataclass
@@ -539,7 +549,10 @@ class _Outcome:
 
 
 def _batch(
-    conn: psycopg.AsyncConnection[Any], context: RequestContext, statements: Sequence[Statement]
+    conn: psycopg.AsyncConnection[Any],
+    context: RequestContext,
+    statements: Sequence[Statement],
+    commit_lsn: bool = False,
 ) -> _Batch:
     """The commands of a transaction, dumped with the connection's adapters (its encoding, its types): a
     value the driver refuses (a NUL character) is an error of its statement (of the first, for the path)."""
@@ -558,11 +571,13 @@ def _batch(
     identity = context.identity
     carrier = next((i for i in range(len(statements) - 1, -1, -1) if statements[i].response), None)
     gucs = [] if carrier is not None else [_Command(_RESPONSE_GUCS)]
+    after = [_Command(_COMMIT_LSN)] if commit_lsn else []
     return _Batch(
         begin=_Command(_BEGIN_READ_ONLY if context.read_only else _BEGIN_READ_WRITE),
         session=_session_check(identity, encoding) if identity is not None else None,
-        tail=[context_command, *commands, *gucs, _Command(_COMMIT)],
+        tail=[context_command, *commands, *gucs, _Command(_COMMIT), *after],
         carrier=carrier,
+        trailing=len(after),
     )
 
 
@@ -571,13 +586,14 @@ async def _send_batch(conn: psycopg.AsyncConnection[Any], batch: _Batch, prepare
     known to be active)."""
     if batch.session is None:
         results = await _send(conn, [batch.begin, *batch.tail], prepare)
-        return _Outcome(results, 2, _first_error(results))
+        return _Outcome(results, 2, _first_error(results, batch.trailing))
     results = await _begin_checked(conn, batch.begin, batch.session, prepare)
     failed = _first_error(results)
     if failed is not None:
         return _Outcome(results, len(results), failed)  # no request statement ran
     results = await _send(conn, batch.tail, prepare)
-    return _Outcome(results, 1, _first_error(results))  # the statements' results follow the context's
+    # the statements' results follow the context's
+    return _Outcome(results, 1, _first_error(results, batch.trailing))
 
 
 async def _attempt(conn: psycopg.AsyncConnection[Any], batch: _Batch, prepare: bool) -> _Outcome:
@@ -604,11 +620,12 @@ async def _attempt(conn: psycopg.AsyncConnection[Any], batch: _Batch, prepare: b
 def _result(
     conn: psycopg.AsyncConnection[Any],
     statements: Sequence[Statement],
-    carrier: int | None,
+    batch: _Batch,
     outcome: _Outcome,
 ) -> Result:
-    """The rows of each statement and the response settings, from the results of a committed batch."""
-    results, first = outcome.results, outcome.first
+    """The rows of each statement, the response settings and the commit LSN, from the results of a
+    committed batch."""
+    results, first, carrier = outcome.results, outcome.first, batch.carrier
     rows = [
         _rows(results[first + index], statement.raw_text, conn) for index, statement in enumerate(statements)
     ]
@@ -625,7 +642,16 @@ def _result(
         status, headers = gucs.get_value(0, column), gucs.get_value(0, column + 1)
         result.status = bytes(status).decode(encoding) if status is not None else None
         result.headers = bytes(headers).decode(encoding) if headers is not None else None
+    if batch.trailing:
+        result.lsn = _commit_lsn(results[-1])
     return result
+
+
+def _commit_lsn(answer: pq.abc.PGresult | None) -> str | None:
+    if answer is None or answer.status != _TUPLES_OK or answer.ntuples != 1:
+        return None  # the transaction committed all the same: only the position is unknown
+    value = answer.get_value(0, 0)
+    return None if value is None else bytes(value).decode("ascii")
 
 
 async def transaction(
@@ -633,13 +659,14 @@ async def transaction(
     context: RequestContext,
     statements: Sequence[Statement],
     prepare: bool,
+    commit_lsn: bool = False,
 ) -> Result:
     """The statements in one transaction on `conn` (see `run`)."""
-    batch = _batch(conn, context, statements)
+    batch = _batch(conn, context, statements, commit_lsn)
     for attempt in (1, 2):
         outcome = await _attempt(conn, batch, prepare)
         if outcome.error is None:
-            return _result(conn, statements, batch.carrier, outcome)
+            return _result(conn, statements, batch, outcome)
         if outcome.error.sqlstate == "26000" and prepare and attempt == 1:
             # a prepared statement went missing (DISCARD ALL, DEALLOCATE): prepare afresh
             prepared_statements(conn).clear()
@@ -657,9 +684,12 @@ async def run(
     *,
     timeout: float,  # noqa: ASYNC109 - the pool's wait for a connection, not a deadline for the call
     prepare: bool = True,
+    commit_lsn: bool = False,
 ) -> Result:
     """Runs statements in one transaction on a pooled connection, in the context given (see
-    RequestContext). With `prepare` they run as prepared statements of the connection (see `_send`).
+    RequestContext). With `prepare` they run as prepared statements of the connection (see `_send`);
+    with `commit_lsn` the result carries the WAL position of the commit (Result.lsn), read in the same
+    batch right after COMMIT.
 
     The transaction is one batch in pipeline mode (begin, context, statements, response settings, commit,
     sync): one write to the server and one read of the results. A signed-in request sends its session
@@ -672,7 +702,7 @@ async def run(
     # is a lock and a wait per request; the state of the connection is ours to leave clean (see _attempt)
     conn = await pool.getconn(timeout=timeout)
     try:
-        return await transaction(conn, context, statements, prepare)
+        return await transaction(conn, context, statements, prepare, commit_lsn)
     finally:
         await pool.putconn(conn)
 

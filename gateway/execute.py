@@ -2,10 +2,11 @@
 
 The context of the transaction (role, claims, request id, the role's settings, the shop's) is the
 request's (db.RequestContext); an anonymous request first waits for its share of the pool
-(gateway.anonymous). A serialization failure or a deadlock is retried once. Every failure becomes an
-ApiError here: a database error through the SQLSTATE table (a value PostgreSQL could not parse names its
-argument or column), a session that ended 401, no free connection or a broken one 503
-(`errors.database_failure`, the mapping every path shares).
+(gateway.anonymous). With replicas (DATABASE_REPLICA_URLS), a read of a visitor or a customer may run on
+one instead (gateway.replicas), and a write's result carries its commit position. A serialization failure
+or a deadlock is retried once. Every failure becomes an ApiError here: a database error through the
+SQLSTATE table (a value PostgreSQL could not parse names its argument or column), a session that ended
+401, no free connection or a broken one 503 (`errors.database_failure`, the mapping every path shares).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway import db
 from gateway.anonymous import AnonymousShare
+from gateway.auth.csrf import Cookies
 from gateway.errors import RETRYABLE, ApiError, database_failure
 from gateway.query import Query
+from gateway.replicas import PRIMARY, Replica, Replicas, client_lsn, replica_fault
 from gateway.request import ApiRequest
 from gateway.settings import Settings
 
@@ -45,6 +48,9 @@ class Gateway(Protocol):
     @property
     def auth(self) -> Sessions: ...
 
+    @property
+    def replicas(self) -> Replicas | None: ...
+
 
 async def execute(api: ApiRequest, query: Query, gateway: Gateway) -> db.Result:
     """The query's result, or the ApiError its failure is (see the module's docstring)."""
@@ -57,9 +63,10 @@ async def execute(api: ApiRequest, query: Query, gateway: Gateway) -> db.Result:
         role_settings=api.schema.role_settings,
         shop_settings=gateway.settings.order_settings,
     )
+    lsn = client_lsn(api.headers, Cookies(gateway.settings.cookie_secure))
     for attempt in (1, 2):
         try:
-            return await run(gateway, context, query)
+            return await run(gateway, context, query, lsn)
         except db.StatementError as exc:
             sqlstate = exc.error.sqlstate or ""
             api.state["sqlstate"] = sqlstate
@@ -76,16 +83,77 @@ async def execute(api: ApiRequest, query: Query, gateway: Gateway) -> db.Result:
     raise AssertionError("unreachable")
 
 
-async def run(gateway: Gateway, context: db.RequestContext, query: Query) -> db.Result:
-    """The statements on a pooled connection; an anonymous request first waits for its share of the pool."""
+async def run(
+    gateway: Gateway, context: db.RequestContext, query: Query, lsn: int | None = None
+) -> db.Result:
+    """The statements on a replica when one may answer them (see gateway.replicas; `lsn`: the commit
+    position the client last wrote at), else on the primary."""
     pool = gateway.pool
     assert pool is not None, "requests are served once the lifespan opened the pool"
-    settings = gateway.settings
+    replicas = gateway.replicas
+    if replicas is None:
+        return await on_pool(gateway.settings, pool, gateway.anonymous, context, query)
+    reason = replicas.primary_reason(context.identity, query.plan)
+    if reason is None:
+        replica, reason = await replicas.choose(lsn)
+        if replica is not None:
+            served = await on_replica(gateway.settings, replicas, replica, reason, context, query)
+            if isinstance(served, db.Result):
+                return served
+            reason = served
+    replicas.count(PRIMARY, reason)
+    commit_lsn = not query.plan.read_only
+    return await on_pool(gateway.settings, pool, gateway.anonymous, context, query, commit_lsn=commit_lsn)
+
+
+async def on_replica(
+    settings: Settings,
+    replicas: Replicas,
+    replica: Replica,
+    reason: str,
+    context: db.RequestContext,
+    query: Query,
+) -> db.Result | str:
+    """The read's result from the replica, or why the primary must answer it instead: the replica broke
+    (`failover`), or does not have the session yet (`session`: a login it has not replayed)."""
+    try:
+        with replicas.using(replica) as pool:
+            result = await on_pool(settings, pool, replica.share, context, query)
+    except db.SessionInactive:
+        return "session"
+    except psycopg.OperationalError as exc:  # a lost connection, a closed pool, no free connection
+        if not isinstance(exc, PoolTimeout):
+            replicas.failed(replica, exc)
+        return "failover"
+    except db.StatementError as exc:
+        if replica_fault(exc):
+            log.info("read retried on the primary after %s on replica %s", exc.error.sqlstate, replica.label)
+            return "failover"
+        replicas.count(replica.label, reason)  # the request's own error: the primary would say the same
+        raise
+    replicas.count(replica.label, reason)
+    return result
+
+
+async def on_pool(
+    settings: Settings,
+    pool: AsyncConnectionPool[Any],
+    share: AnonymousShare,
+    context: db.RequestContext,
+    query: Query,
+    *,
+    commit_lsn: bool = False,
+) -> db.Result:
+    """The statements on a connection of `pool`; an anonymous request first waits for its `share` of it."""
     prepare = settings.prepared_statements
+    statements = query.statements
     if context.identity is not None and context.identity.authenticated:
-        return await db.run(pool, context, query.statements, timeout=settings.pool_timeout, prepare=prepare)
-    async with gateway.anonymous.hold(settings.pool_timeout) as wait:
-        return await db.run(pool, context, query.statements, timeout=wait, prepare=prepare)
+        timeout = settings.pool_timeout
+        return await db.run(
+            pool, context, statements, timeout=timeout, prepare=prepare, commit_lsn=commit_lsn
+        )
+    async with share.hold(settings.pool_timeout) as wait:
+        return await db.run(pool, context, statements, timeout=wait, prepare=prepare, commit_lsn=commit_lsn)
 
 
 def statement_error(api: ApiRequest, exc: db.StatementError) -> ApiError:

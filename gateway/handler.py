@@ -4,7 +4,8 @@
 
 as PostgREST's App.hs chains ApiRequest -> Plan -> Query -> Response. A read's plan and statements are
 kept in the route table for the next request with the same URL, shaping headers and kind of caller, so a
-repeated read goes from its ApiRequest straight to the transaction.
+repeated read goes from its ApiRequest straight to the transaction. With replicas, a write's response
+carries its commit position (gateway.replicas).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.auth.csrf import Cookies
 from gateway.execute import execute
 from gateway.plan import make_plan
 from gateway.query import Query, build_query
+from gateway.replicas import stamp_commit
 from gateway.request import ApiRequest, read_request
 from gateway.response import allowed_methods, respond
 
@@ -37,7 +40,12 @@ async def handle(request: Request) -> Response:
         query = build_query(make_plan(api, gateway.settings), api.schema)
         keep_read(api, query)
     result = await execute(api, query, gateway)
-    return respond(api, query.plan, result)
+    response = respond(api, query.plan, result)
+    if result.lsn is not None:
+        settings = gateway.settings
+        cookie = Cookies(settings.cookie_secure) if api.identity.via == "cookie" else None
+        stamp_commit(response, result.lsn, cookie=cookie, max_lag=settings.replicas.max_lag)
+    return response
 
 
 def kept_read(api: ApiRequest) -> Query | None:

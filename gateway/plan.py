@@ -42,6 +42,8 @@ class Plan:
     call: Call | None = None
     read: ReadPlan | None = None  # the read dialect over the view or the function's rows
     default_status: int = 200
+    # a GET or HEAD of a view or of a STABLE or IMMUTABLE function: a streaming replica may answer it
+    replica_safe: bool = False
 
 
 def make_plan(api: ApiRequest, settings: Settings) -> Plan:
@@ -56,13 +58,14 @@ def make_plan(api: ApiRequest, settings: Settings) -> Plan:
 def view_plan(api: ApiRequest, view: View, settings: Settings) -> Plan:
     source = Source(f"api.{view.name}", view.columns, view.rules, settings.limits)
     read = read_plan(api, source, api.query, settings)
+    safe = api.read_method == "GET"
     if not api.target.params:
-        return Plan("read", True, api.head, view=view, read=read)
+        return Plan("read", True, api.head, view=view, read=read, replica_safe=safe)
     # a path-addressed row of a view: /orders/{id} filters id = the path value, one object
     for name, value in api.target.params.items():
         read.where.append(Filter(view.columns[name], "eq", value))
     read.singular = True
-    return Plan("single", True, api.head, view=view, read=read)
+    return Plan("single", True, api.head, view=view, read=read, replica_safe=safe)
 
 
 def call_plan(api: ApiRequest, overloads: Sequence[Function], settings: Settings) -> Plan:
@@ -77,11 +80,13 @@ def call_plan(api: ApiRequest, overloads: Sequence[Function], settings: Settings
     fn = binding.function
     call = Call(fn, binding.values)
     read_only = api.read_method == "GET" or fn.read_only
+    safe = api.read_method == "GET" and fn.read_only
     if fn.result == "rows" and fn.returns_set:
         source = Source(f"api.{fn.name}", fn.columns, fn.rules, settings.limits)
         read = read_plan(api, source, binding.read_params, settings)
-        return Plan("read", read_only, api.head, call=call, read=read)
-    return Plan("call", read_only, api.head, call=call, default_status=204 if fn.result == "void" else 200)
+        return Plan("read", read_only, api.head, call=call, read=read, replica_safe=safe)
+    status = 204 if fn.result == "void" else 200
+    return Plan("call", read_only, api.head, call=call, default_status=status, replica_safe=safe)
 
 
 def read_plan(

@@ -8,7 +8,6 @@ keeps the cache it started with. Privileges are not cached: the database refuses
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from gateway import background
 from gateway import db as gwdb
 
 log = logging.getLogger("commercecore.schema_cache")
@@ -496,11 +496,9 @@ class SchemaListener:
         self.task = asyncio.create_task(self._run(), name="schema-listener")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        task, self.task = self.task, None
+        if task is not None:
+            await background.stop(task)
 
     async def _run(self) -> None:
         delay = 0.5

@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import Any, Self
 
 import limits
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 from gateway.durations import parse_duration
 
@@ -56,6 +58,8 @@ RATES_OFF: Mapping[str, str] = MappingProxyType(dict.fromkeys(RATE_DEFAULTS, "of
 # clients whose X-Forwarded-For is believed by default: a proxy on the gateway's own host
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
+_URL_SCHEME = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
+_URL_SEPARATOR = re.compile(r"\s*,\s*(?=postgres(?:ql)?://)", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -306,6 +310,66 @@ class AnonymousLimits:
 
 
 @dataclass(frozen=True)
+class ReplicaSettings:
+    """Streaming read replicas (gateway.replicas): where GET requests of visitors and customers may go, and
+    when they may not."""
+
+    # the authenticator's URL on each replica (DATABASE_REPLICA_URLS, comma-separated); none: no routing
+    urls: tuple[str, ...] = field(default=(), repr=False)
+    # seconds a read carrying the commit position of a write waits for a replica to reach it (then primary)
+    wait: float = 0.1
+    # seconds behind the primary beyond which a replica is skipped until it catches up
+    max_lag: float = 5.0
+    # seconds between two checks of each replica by a worker's monitor
+    check_interval: float = 1.0
+    # connections of each replica's pool (default: COMMERCECORE_POOL_MAX)
+    pool_max: int = 10
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, pool_max: int = 10) -> Self:
+        env = os.environ if environ is None else environ
+        return cls(
+            urls=_replica_urls(env),
+            wait=_seconds(env, "COMMERCECORE_REPLICA_WAIT", 0.1),
+            max_lag=_seconds(env, "COMMERCECORE_REPLICA_MAX_LAG", 5.0, positive=True),
+            check_interval=_seconds(env, "COMMERCECORE_REPLICA_CHECK_INTERVAL", 1.0, positive=True),
+            pool_max=_integer(env, "COMMERCECORE_REPLICA_POOL_MAX", pool_max, minimum=1),
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
+    """A duration in seconds (`0.1`, `100ms`, `5s`), at least zero (more than zero when `positive`)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse_duration(raw).total_seconds()
+    except ValueError as exc:
+        raise SettingsError(f"{name}={exc}") from None
+    if value < 0 or (positive and value == 0):
+        raise SettingsError(f"{name}={raw!r} must be {'longer than' if positive else 'at least'} zero")
+    return value
+
+
+def _replica_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """DATABASE_REPLICA_URLS: postgresql:// URLs separated by commas (a comma inside one, as in a
+    multi-host URL, stays in it); a malformed one is named by its position, never by its text (it holds a
+    password)."""
+    raw = (env.get("DATABASE_REPLICA_URLS") or "").strip()
+    urls = tuple(item.strip() for item in _URL_SEPARATOR.split(raw) if item.strip())
+    for position, url in enumerate(urls, 1):
+        try:
+            if not _URL_SCHEME.match(url):
+                raise ProgrammingError("not a URL")
+            conninfo_to_dict(url)
+        except ProgrammingError:
+            raise SettingsError(
+                f"DATABASE_REPLICA_URLS: entry {position} is not a postgresql:// URL"
+            ) from None
+    return urls
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the gateway reads from the environment (the configuration table of README.md)."""
 
@@ -353,6 +417,7 @@ class Settings:
     order_max_unpaid_age: datetime.timedelta = DEFAULT_MAX_UNPAID_AGE
     limits: RequestLimits = field(default_factory=RequestLimits)
     anonymous: AnonymousLimits = field(default_factory=AnonymousLimits)
+    replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
 
     @property
     def signing_key(self) -> str:
@@ -396,6 +461,7 @@ class Settings:
             **_order_limits(env),
             limits=RequestLimits.from_env(env),
             anonymous=AnonymousLimits.from_env(env),
+            replicas=ReplicaSettings.from_env(env, pool_max=_pool_sizes(env)["pool_max"]),
         )
 
 

@@ -32,6 +32,7 @@ from psycopg import sql
 
 from commercecore.deploy.engine import Deployer
 from commercecore.local import embedded
+from commercecore.local.replica import Replica
 from gateway import db as gwdb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,51 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         yield PgServer(base_url=cluster.url("postgres"), bin_dir=embedded.bin_dir(), cluster=cluster)
     finally:
         cluster.stop(mode="immediate")
+
+
+@pytest.fixture(scope="module")
+def replica(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+    """A streaming replica of the session's cluster, made by commercecore.local.replica as `commercecore pg
+    replica start` makes one (pg_basebackup -R, a slot), on a free port; for a module's tests, then stopped,
+    its slot dropped and its data deleted. Only of the embedded cluster: skipped on TEST_DATABASE_URL and
+    Docker servers."""
+    if pg.cluster is None:
+        pytest.skip("a replica is made of the embedded test cluster (not TEST_DATABASE_URL or Docker)")
+    data_dir = tmp_path_factory.mktemp("replica") / "data"
+    made = Replica(
+        pg.cluster,
+        embedded.Cluster(data_dir=data_dir, port=embedded.free_port()),
+        slot=f"test_replica_{uuid.uuid4().hex[:8]}",
+    )
+    # a small copy: the primary's shared_buffers would double the suite's memory
+    made.start(extra={"shared_buffers": "32MB"})
+    try:
+        yield made
+    finally:
+        made.stop(remove=True)
+
+
+def replayed(replica: Replica, lsn: str, deadline: float = 60.0) -> None:
+    """Waits until the replica has replayed the primary's WAL up to `lsn` (polled, with a deadline)."""
+    until = time.monotonic() + deadline
+    with psycopg.connect(replica.cluster.url("postgres"), autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "select coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", [lsn]
+            ).fetchone()
+            if row is not None and row[0]:
+                return
+            if time.monotonic() > until:
+                pytest.fail(f"the replica did not replay up to {lsn} within {deadline:g} s")
+            time.sleep(0.02)
+
+
+def primary_lsn(url: str) -> str:
+    """The primary's WAL insert position now: what a replica must replay to show every commit so far."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("select pg_current_wal_insert_lsn()::text").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 @pytest.fixture(scope="session")

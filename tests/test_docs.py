@@ -1,14 +1,17 @@
 """The repository documents itself: nothing cites a document that is not in it, every relative link of the
-README and of docs/ leads somewhere, and every "docs/<name>.md section N" or `docs/<name>.md ("Heading")`
-citation names a heading that exists."""
+README and of docs/ leads somewhere, every "docs/<name>.md section N" or `docs/<name>.md ("Heading")`
+citation names a heading that exists, and the scale-out plan names the schema's objects as they are
+deployed."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -124,7 +127,7 @@ def test_relative_links_lead_to_files_and_headings(document: Path) -> None:
 
 def test_the_docs_exist_and_the_readme_links_each() -> None:
     readme_links = set(links(ROOT / "README.md"))
-    for name in ("architecture.md", "http-api.md", "operations.md"):
+    for name in ("architecture.md", "http-api.md", "operations.md", "scale-out.md"):
         assert (DOCS / name).is_file()
         assert f"docs/{name}" in readme_links
     assert "The request" in headings(DOCS / "architecture.md")
@@ -153,3 +156,95 @@ def test_citations_name_existing_sections() -> None:
                     wrong.append(f"{where}: {match.group(1)} {name!r}")
     assert citations > 0
     assert wrong == []
+
+
+# The scale-out plan (docs/scale-out.md) names tables, functions, keys and policies of this schema in its code
+# spans; a name that drifted from the deployed schema would make the plan wrong where it matters most.
+SCALE_OUT = DOCS / "scale-out.md"
+NEW_OBJECTS_HEADING = "New objects"
+QUALIFIED_NAME = re.compile(r"\b(?:core|api|auth|billing|ops|audit)\.[a-z_][a-z0-9_]*\b")
+BARE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+@dataclass
+class CodeSpans:
+    """The code of a markdown document: every inline span and fenced block, and the names in the first
+    column of the table under the "New objects" heading (what the plan adds, so not deployed yet)."""
+
+    inline: list[str] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
+    new_objects: set[str] = field(default_factory=set)
+
+
+def code_spans(path: Path) -> CodeSpans:
+    found = CodeSpans()
+    heading = ""
+    column = 0
+    stream = tokens(path)
+    for index, token in enumerate(stream):
+        if token.type == "heading_open":
+            heading = stream[index + 1].content
+        elif token.type in ("fence", "code_block"):
+            found.blocks.append(token.content)
+        elif token.type == "tr_open":
+            column = 0
+        elif token.type in ("th_open", "td_open"):
+            column += 1
+        elif token.type == "inline":
+            spans = [child.content for child in token.children or () if child.type == "code_inline"]
+            found.inline.extend(spans)
+            if heading == NEW_OBJECTS_HEADING and column == 1 and stream[index - 1].type == "td_open":
+                found.new_objects.update(name for span in spans for name in QUALIFIED_NAME.findall(span))
+    return found
+
+
+@dataclass(frozen=True)
+class DeployedNames:
+    qualified: frozenset[str]  # schema.relation and schema.function
+    tables: frozenset[str]  # unqualified table names, the prefix of their constraints' names
+    objects: frozenset[str]  # constraints, indexes, policies, triggers (unqualified)
+
+
+PROJECT_SCHEMAS = ["core", "api", "auth", "billing", "ops", "audit"]
+
+
+def deployed_names(url: str) -> DeployedNames:
+    with psycopg.connect(url) as conn:
+        relations = conn.execute(
+            "select n.nspname || '.' || c.relname, c.relname, c.relkind::text from pg_class as c"
+            " join pg_namespace as n on n.oid = c.relnamespace where n.nspname = any(%s)",
+            [PROJECT_SCHEMAS],
+        ).fetchall()
+        functions = conn.execute(
+            "select n.nspname || '.' || p.proname from pg_proc as p"
+            " join pg_namespace as n on n.oid = p.pronamespace where n.nspname = any(%s)",
+            [PROJECT_SCHEMAS],
+        ).fetchall()
+        objects = conn.execute(
+            "select c.conname from pg_constraint as c join pg_namespace as n on n.oid = c.connamespace"
+            " where n.nspname = any(%s)"
+            " union all select p.polname from pg_policy as p"
+            " union all select t.tgname from pg_trigger as t where not t.tgisinternal",
+            [PROJECT_SCHEMAS],
+        ).fetchall()
+    return DeployedNames(
+        qualified=frozenset([row[0] for row in relations] + [row[0] for row in functions]),
+        tables=frozenset(row[1] for row in relations if row[2] in ("r", "p")),
+        objects=frozenset([row[1] for row in relations if row[2] == "i"] + [row[0] for row in objects]),
+    )
+
+
+def test_the_scale_out_plan_names_deployed_objects(test_db: str) -> None:
+    spans = code_spans(SCALE_OUT)
+    deployed = deployed_names(test_db)
+    mentioned = {name for text in spans.inline + spans.blocks for name in QUALIFIED_NAME.findall(text)}
+    assert len(mentioned) > 50, "too few names found: the check would prove nothing"
+    assert spans.new_objects, f"no table under the {NEW_OBJECTS_HEADING!r} heading"
+    assert sorted(mentioned - deployed.qualified - spans.new_objects) == []
+    # what the plan adds must not exist yet: once it does, the plan is out of date
+    assert sorted(spans.new_objects & deployed.qualified) == []
+    # a span that is one bare name starting with a table's name is a key, index, policy or trigger
+    bare = {span for span in spans.inline if BARE_NAME.fullmatch(span)}
+    named = {span for span in bare if any(span.startswith(table + "_") for table in deployed.tables)}
+    assert len(named) > 20, "too few keys and indexes found: the check would prove nothing"
+    assert sorted(named - deployed.objects) == []

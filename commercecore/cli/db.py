@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -17,9 +18,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from commercecore.cli.common import database_url_option, err, fail, out
+from commercecore.cli.common import DurationType, database_url_option, err, fail, out
 from commercecore.deploy.engine import Deployer
 from commercecore.deploy.errors import DeployError
+from commercecore.deploy.locks import RETRIES_ENV, RETRY_DELAY_ENV, TIMEOUT_ENV
 from commercecore.deploy.reports import VerifyFailed, VerifyReport
 
 P = ParamSpec("P")
@@ -76,7 +78,8 @@ def _deployer(
     plan_file: Path | None,
     reporter: ConsoleReporter,
     *,
-    lock_timeout: float = 60.0,
+    registry_lock_timeout: float = 60.0,
+    locks: LockOptions | None = None,
     verify: bool | None = None,
     mode: str | None = None,
 ) -> Deployer:
@@ -86,15 +89,32 @@ def _deployer(
         from commercecore.local import embedded
 
         project_dir = embedded.project_root()
+    locks = locks or LockOptions(None, None, None)
     return Deployer(
         _database_url(database_url),
         project_dir,
         plan_file,
         reporter=reporter,
-        lock_timeout=lock_timeout,
+        registry_lock_timeout=registry_lock_timeout,
+        lock_timeout=_seconds(locks.timeout),
+        lock_retries=locks.retries,
+        lock_retry_delay=_seconds(locks.retry_delay),
         verify=verify,
         mode=mode,
     )
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    """--lock-timeout, --lock-retries, --lock-retry-delay as given (None: the environment, else defaults)."""
+
+    timeout: timedelta | None
+    retries: int | None
+    retry_delay: timedelta | None
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
 
 
 def _when(moment: datetime) -> str:
@@ -105,13 +125,43 @@ def _when(moment: datetime) -> str:
 _database_url_option = database_url_option(
     "postgresql://... or db:pg://... (default: $DATABASE_URL, else the embedded cluster)."
 )
-_lock_timeout_option = click.option(
-    "--lock-timeout",
+_registry_lock_timeout_option = click.option(
+    "--registry-lock-timeout",
     type=float,
     default=60.0,
     show_default=True,
-    help="Seconds to wait for another sqitch or commercecore working on the database.",
+    help="Seconds to wait for another sqitch or commercecore deploying to the database "
+    "(sqitch's --lock-timeout).",
 )
+
+
+def _lock_options(func: Callable[P, R]) -> Callable[P, R]:
+    """The lock policy of the scripts: how long a statement waits for a lock, how often a change that
+    gave up is tried again."""
+    for option in reversed(
+        (
+            click.option(
+                "--lock-timeout",
+                type=DurationType(),
+                help="How long a statement of a script waits for a lock (0: for ever) "
+                f"[${TIMEOUT_ENV}, else 5s].",
+            ),
+            click.option(
+                "--lock-retries",
+                type=click.IntRange(min=0),
+                help=f"Times a change that timed out on a lock is tried again [${RETRIES_ENV}, else 3].",
+            ),
+            click.option(
+                "--lock-retry-delay",
+                type=DurationType(),
+                help=f"Pause before the first retry, doubling each time [${RETRY_DELAY_ENV}, else 1s].",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
 _plan_file_option = click.option(
     "--plan-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -140,7 +190,8 @@ def db() -> None:
     default=None,
     help="What a failure reverts: the whole run, back to the last tag, or nothing [deploy.mode, else all].",
 )
-@_lock_timeout_option
+@_registry_lock_timeout_option
+@_lock_options
 @_database_url_option
 @_plan_file_option
 @_errors_to_exit
@@ -148,29 +199,52 @@ def deploy(
     to: str | None,
     verify: bool | None,
     mode: str | None,
-    lock_timeout: float,
+    registry_lock_timeout: float,
+    lock_timeout: timedelta | None,
+    lock_retries: int | None,
+    lock_retry_delay: timedelta | None,
     database_url: str | None,
     plan_file: Path | None,
 ) -> None:
     """Deploy pending changes; a failure reverts the run (sqitch's --mode all)."""
-    reporter = ConsoleReporter(out, err)
-    _deployer(database_url, plan_file, reporter, verify=verify, mode=mode, lock_timeout=lock_timeout).deploy(
-        to
+    deployer = _deployer(
+        database_url,
+        plan_file,
+        ConsoleReporter(out, err),
+        verify=verify,
+        mode=mode,
+        registry_lock_timeout=registry_lock_timeout,
+        locks=LockOptions(lock_timeout, lock_retries, lock_retry_delay),
     )
+    deployer.deploy(to)
 
 
 @db.command()
 @click.option("--to", "to", metavar="CHANGE", help="Revert the changes deployed after this one.")
 @click.option("-y", "yes", is_flag=True, help="Do not ask for confirmation.")
-@_lock_timeout_option
+@_registry_lock_timeout_option
+@_lock_options
 @_database_url_option
 @_plan_file_option
 @_errors_to_exit
 def revert(
-    to: str | None, yes: bool, lock_timeout: float, database_url: str | None, plan_file: Path | None
+    to: str | None,
+    yes: bool,
+    registry_lock_timeout: float,
+    lock_timeout: timedelta | None,
+    lock_retries: int | None,
+    lock_retry_delay: timedelta | None,
+    database_url: str | None,
+    plan_file: Path | None,
 ) -> None:
     """Revert deployed changes (all of them unless --to)."""
-    deployer = _deployer(database_url, plan_file, ConsoleReporter(out, err), lock_timeout=lock_timeout)
+    deployer = _deployer(
+        database_url,
+        plan_file,
+        ConsoleReporter(out, err),
+        registry_lock_timeout=registry_lock_timeout,
+        locks=LockOptions(lock_timeout, lock_retries, lock_retry_delay),
+    )
     no_prompt = yes or bool(deployer.layout.config.get_bool("revert.no_prompt"))
     accept = deployer.layout.config.get_bool("revert.prompt_accept")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from commercecore.cli.ops import register as register_dba_commands
 from commercecore.cli.payments import payments
 from commercecore.cli.users import users
 from commercecore.local import embedded
+from commercecore.local import replica as local_replica
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,16 +75,106 @@ def pg_status() -> None:
     click.echo(f"PostgreSQL running: pid {pid}, 127.0.0.1:{cluster.port}, data in {cluster.data_dir}")
 
 
+# The seed's monitoring SQL is typed without schemas (`select * from pg_stat_statements`,
+# `pgstattuple('orders')`): the views and extensions live in ops, the tables in core. A schema the role may
+# not use is skipped by PostgreSQL, so the path widens no privilege.
+READING_SEARCH_PATH = '"$user",public,ops,core'
+
+
+def psql_options(existing: str | None, role: str | None) -> str:
+    """PGOPTIONS for `pg psql`: the reading search path (and a role), after any options already set."""
+    options = [existing] if existing else []
+    if role:
+        options.append(f"-c role={role}")
+    options.append(f"-c search_path={READING_SEARCH_PATH}")
+    return " ".join(options)
+
+
 @pg.command("psql", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option(
+    "--role",
+    metavar="ROLE",
+    help="Read as this role (SET ROLE at connection), e.g. app_dba or app_admin.",
+)
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
-def pg_psql(psql_args: tuple[str, ...]) -> None:
-    """psql (PostgreSQL 18, from the wheel) on the project database; extra arguments go to psql."""
+def pg_psql(role: str | None, psql_args: tuple[str, ...]) -> None:
+    """psql (PostgreSQL 18, from the wheel) on the project database; extra arguments go to psql.
+
+    The search path reaches ops and core, so the monitoring views and extensions answer by their bare
+    names (`select * from pg_stat_statements`, `select * from pgstattuple('orders')`).
+    """
     try:
         url = embedded.admin_url()
     except embedded.EmbeddedError as exc:
         fail(exc)
+    if role is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", role):
+        fail(f"--role {role!r}: a role name of lowercase letters, digits and underscores")
+    os.environ["PGOPTIONS"] = psql_options(os.environ.get("PGOPTIONS"), role)
     psql = str(embedded.pg_bin("psql"))
     os.execv(psql, [psql, url, *psql_args])  # noqa: S606 - psql replaces this process, as `exec psql` would
+
+
+@pg.group("replica")
+def pg_replica() -> None:
+    """A streaming replica of the embedded cluster under .data/replica (port 54330), for reads."""
+
+
+@pg_replica.command("start")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help=f"Its port (default: ${local_replica.PORT_ENV}, else the one it was made with, else "
+    f"{local_replica.DEFAULT_PORT}).",
+)
+@click.option("--slot", help=f"Its replication slot on the primary (default {local_replica.DEFAULT_SLOT}).")
+def pg_replica_start(port: int | None, slot: str | None) -> None:
+    """Make the replica (first time: pg_basebackup -R with a replication slot) and start it; the cluster
+    is started first when it does not run."""
+    try:
+        embedded.start_default()
+        replica = local_replica.default_replica(port, slot)
+        replica.start()
+    except (embedded.EmbeddedError, psycopg.Error) as exc:
+        fail(exc)
+    click.echo(
+        f"replica running on 127.0.0.1:{replica.cluster.port}, streaming from"
+        f" 127.0.0.1:{replica.primary.port} through slot {replica.slot}; data in {replica.cluster.data_dir}"
+    )
+
+
+@pg_replica.command("stop")
+@click.option("--remove", is_flag=True, help="Also drop its replication slot on the primary and delete it.")
+def pg_replica_stop(remove: bool) -> None:
+    """Stop the replica (fast shutdown); its slot keeps WAL on the primary until it is back, or --remove."""
+    try:
+        replica = local_replica.default_replica()
+        replica.stop(remove=remove)
+    except (embedded.EmbeddedError, psycopg.Error) as exc:
+        fail(exc)
+    click.echo(f"replica stopped{'; slot ' + replica.slot + ' dropped and data deleted' if remove else ''}")
+
+
+@pg_replica.command("status")
+def pg_replica_status() -> None:
+    """Whether the replica runs, its replay position and lag; exit 3 when it does not run."""
+    replica = local_replica.default_replica()
+    try:
+        status = replica.status()
+    except (embedded.EmbeddedError, psycopg.Error) as exc:
+        fail(exc)
+    slot = "absent" if status.slot_active is None else "active" if status.slot_active else "inactive"
+    retained = status.slot_retained_bytes
+    slot_line = f"slot {status.slot}: {slot}" + (f", retains {retained} bytes of WAL" if retained else "")
+    if not status.running:
+        click.echo(f"replica stopped ({status.data_dir}); {slot_line}")
+        sys.exit(3)
+    lag = "unknown" if status.lag_bytes is None else f"{status.lag_bytes} bytes"
+    seconds = "" if status.lag_seconds is None else f", {status.lag_seconds:.3f} s"
+    click.echo(
+        f"replica running: pid {status.pid}, 127.0.0.1:{status.port}, data in {status.data_dir}\n"
+        f"received {status.receive_lsn}, replayed {status.replay_lsn}"
+        f"{' (replay paused)' if status.paused else ''}; lag {lag}{seconds}\n{slot_line}"
+    )
 
 
 # -- demo data -------------------------------------------------------------------------------------
@@ -163,7 +255,8 @@ def serve(host: str, port: int, workers: int) -> None:
     try:
         settings = Settings.from_env()
         PaymentSettings.from_env()
-        check_url(settings.database_url, settings.pool_timeout)
+        for url in (settings.database_url, *settings.replicas.urls):
+            check_url(url, settings.pool_timeout)
     except (SettingsError, UnsafeLogin) as exc:
         fail(exc)
     logs.configure()
@@ -190,7 +283,8 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option(
     "--force", is_flag=True, help="Load the demo users into a DATABASE_URL server that is not embedded."
 )
-def up(port: int, force: bool) -> None:
+@click.option("--replica", is_flag=True, help="Also a streaming replica (`pg replica start`) to read from.")
+def up(port: int, force: bool, replica: bool) -> None:
     """`make run`: embedded PostgreSQL, the plan deployed, and the gateway in demo mode. Ctrl-C stops all."""
     from commercecore.local import devstack
 
@@ -198,6 +292,12 @@ def up(port: int, force: bool) -> None:
         stack = devstack.prepare(force)
     except (embedded.EmbeddedError, devstack.DevStackError) as exc:
         fail(exc)
+    if replica:
+        try:
+            stack = devstack.start_replica(stack)
+        except (embedded.EmbeddedError, devstack.DevStackError) as exc:
+            devstack.shutdown(stack)
+            fail(exc)
     # SIGTERM behaves like Ctrl-C, so `kill` also stops PostgreSQL with the gateway
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     error = None

@@ -113,13 +113,14 @@ def backup_command(directory: Path | None, plain: bool, keep: int | None, databa
     """Logical backup (pg_dump custom format) with a .sha256 checksum file."""
     url = _url(database_url)
     result = backups.backup(url, directory or backups.default_directory(), plain=plain, keep=keep)
+    # absolute paths: the line a cron mail shows says where the files are, whatever the working directory
     out.print(
-        f"backup of {escape(result.database)} (PostgreSQL {escape(result.server_version)}): "
-        f"{escape(str(result.dump))} ({_size(result.size)}, {result.seconds:.1f} s)"
+        f"backup of {escape(result.database)} (PostgreSQL {escape(result.server_version)}) written to "
+        f"{escape(str(result.dump.absolute()))} ({_size(result.size)}, {result.seconds:.1f} s)"
     )
-    out.print(f"checksum: {escape(str(result.checksum))}")
+    out.print(f"checksum: {escape(str(result.checksum.absolute()))}")
     if result.plain:
-        out.print(f"plain SQL: {escape(str(result.plain))}")
+        out.print(f"plain SQL: {escape(str(result.plain.absolute()))}")
     if result.removed:
         out.print(f"retention: removed {len(result.removed)} old file(s) (--keep {keep})")
 
@@ -140,7 +141,11 @@ def backup_command(directory: Path | None, plain: bool, keep: int | None, databa
 def restore_command(
     file: Path, target_db: str | None, force: bool, jobs: int, database_url: str | None
 ) -> None:
-    """Verify a backup's checksum and restore it (into a staging database, swapped in when complete)."""
+    """Verify a backup's checksum and restore it (into a staging database, swapped in when complete).
+
+    FILE is a .dump archive (its .sha256 required) or a plain SQL script (pg_dump's default output, the
+    .sql of `db backup --plain`; checked against a .sha256 beside it when there is one).
+    """
     url = _url(database_url)
     result = backups.restore(url, file, target_db=target_db, force=force, jobs=jobs)
     action = "replaced" if result.replaced else "created"
@@ -149,6 +154,8 @@ def restore_command(
         f"{escape(result.source_database)}): {result.tables} tables, {_size(result.size)}, "
         f"{result.seconds:.1f} s"
     )
+    for note in result.notes:
+        out.print(f"note: {escape(note)}")
     registry = result.registry
     if registry is None:
         return
@@ -465,19 +472,49 @@ def _threshold(values: tuple[str, ...]) -> dict[str, float]:
 
 @dba.command("health")
 @click.option("--threshold", "thresholds", multiple=True, metavar="NAME=VALUE", help="Override a threshold.")
+@click.option(
+    "--gateway",
+    metavar="URL",
+    help="Also a gateway's routing counts and its view of the replicas, from its /metrics (bearer: "
+    "$COMMERCECORE_METRICS_TOKEN when set), e.g. http://127.0.0.1:8000.",
+)
 @json_option
 @database_url_option()
-def dba_health(thresholds: tuple[str, ...], as_json: bool, database_url: str | None) -> None:
+def dba_health(
+    thresholds: tuple[str, ...], gateway: str | None, as_json: bool, database_url: str | None
+) -> None:
     """One verdict, ok / warn / critical (exit 0 / 1 / 2), from every check."""
     try:
         overrides = _threshold(thresholds)
         with reports.open_connection(_url(database_url)) as conn:
             result = reports.health(conn, overrides)
+        if gateway:
+            result.routing = reports.gateway_routing(_gateway_metrics(gateway))
     except (OpsError, embedded.EmbeddedError, psycopg.Error) as exc:
         fail(f"critical: {exc}", code=2)
     if as_json:
         _echo_json(result.as_dict())
         sys.exit(result.exit_code)
+    _print_health(result)
+    sys.exit(result.exit_code)
+
+
+def _gateway_metrics(base_url: str) -> str:
+    """A gateway's /metrics text; the reason in one line when it cannot be had."""
+    import httpx
+
+    token = os.environ.get("COMMERCECORE_METRICS_TOKEN", "").strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/metrics", headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise reports.DbaError(f"gateway {base_url}: {exc}") from None
+    if response.status_code != 200:
+        raise reports.DbaError(f"gateway {base_url}/metrics answered {response.status_code}")
+    return response.text
+
+
+def _print_health(result: reports.Health) -> None:
     colours = {"ok": "green", "warn": "yellow", "critical": "bold red"}
     table = Table(title="Health", title_justify="left")
     for header in ("check", "status", "value", "detail"):
@@ -506,8 +543,24 @@ def dba_health(thresholds: tuple[str, ...], as_json: bool, database_url: str | N
             ("fsyncs", "fsyncs"),
         ],
     )
+    _table(
+        "Replicas (pg_stat_replication)",
+        result.replicas,
+        [
+            ("name", "name"),
+            ("client", "client"),
+            ("state", "state"),
+            ("replay_lsn", "replayed"),
+            ("lag_bytes", "lag bytes"),
+            ("lag_seconds", "lag s"),
+            ("slot", "slot"),
+        ],
+    )
+    if result.routing:
+        columns = [("target", "target"), ("reason", "reason"), ("requests", "requests")]
+        columns += [("up", "up"), ("lag_bytes", "lag bytes"), ("lag_seconds", "lag s")]
+        _table("Gateway routing (/metrics)", result.routing, columns)
     out.print(f"verdict: [{colours[result.verdict]}]{result.verdict}[/]")
-    sys.exit(result.exit_code)
 
 
 # -- audit -----------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ database. On a failing deploy or verify script a `fail` event is logged and, in 
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ import psycopg
 from commercecore.deploy.config import Identity, identity
 from commercecore.deploy.dburl import display_url, libpq_url
 from commercecore.deploy.errors import DeployError, ScriptError, display_path
+from commercecore.deploy.locks import LockPolicy, LockTimeout
 from commercecore.deploy.model import Change, Dependency, Plan, parse_offset
 from commercecore.deploy.plan import load_plan
 from commercecore.deploy.project import MODES, Project, Scripts, script_hash
@@ -61,7 +64,10 @@ class Deployer:
         plan_file: Path | None = None,
         *,
         reporter: Reporter | None = None,
-        lock_timeout: float = 60.0,
+        registry_lock_timeout: float = 60.0,
+        lock_timeout: float | None = None,
+        lock_retries: int | None = None,
+        lock_retry_delay: float | None = None,
         verify: bool | None = None,
         mode: str | None = None,
         env: Mapping[str, str] | None = None,
@@ -71,7 +77,11 @@ class Deployer:
         self.project_dir = Path(top_dir)
         self.layout = Project.load(self.project_dir, None if plan_file is None else Path(plan_file), env)
         self.reporter: Reporter = reporter or LogReporter()
-        self.lock_timeout = lock_timeout
+        self.registry_lock_timeout = registry_lock_timeout
+        # unset: COMMERCECORE_DEPLOY_LOCK_TIMEOUT, _RETRIES, _RETRY_DELAY, else 5 s, 3 and 1 s
+        self.lock_policy = LockPolicy.resolve(
+            os.environ if env is None else env, lock_timeout, lock_retries, lock_retry_delay
+        )
         # sqitch's --verify/--no-verify and --mode override deploy.verify and deploy.mode
         self.verify_on_deploy = self.layout.verify_on_deploy if verify is None else verify
         self.mode = mode or self.layout.mode
@@ -123,11 +133,11 @@ class Deployer:
             return
         self.reporter.info(
             f"Blocked by another instance of Sqitch working on {self.destination}; "
-            f"waiting {self.lock_timeout:g} seconds..."
+            f"waiting {self.registry_lock_timeout:g} seconds..."
         )
-        if not reg.wait_lock(self.lock_timeout):
+        if not reg.wait_lock(self.registry_lock_timeout):
             raise DeployError(
-                f"Timed out waiting {self.lock_timeout:g} seconds for another instance of Sqitch "
+                f"Timed out waiting {self.registry_lock_timeout:g} seconds for another instance of Sqitch "
                 f"to finish work on {self.destination}"
             )
 
@@ -154,7 +164,26 @@ class Deployer:
             old = release
 
     def _run(self, path: Path) -> None:
-        run_script(self.conninfo, path, self.reporter.warn, self.project_dir)
+        """Run a script with the lock policy: a lock timeout inside the script's own transaction is
+        tried again after a pause that doubles each time; the last one stops with the blockers named."""
+        policy = self.lock_policy
+        attempt = 0
+        while True:
+            try:
+                run_script(
+                    self.conninfo, path, self.reporter.warn, self.project_dir, lock_timeout=policy.timeout
+                )
+                return
+            except LockTimeout as exc:
+                attempt += 1
+                if not exc.retryable or attempt > policy.retries:
+                    raise policy.give_up(exc, attempt) from exc
+                delay = policy.delay(attempt)
+                self.reporter.warn(
+                    f"{exc}: {exc.blocked_by()}; trying again in {delay:g} s "
+                    f"(attempt {attempt + 1} of {policy.retries + 1})"
+                )
+                time.sleep(delay)
 
     # -- deploy ------------------------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ the simple query protocol, in a fresh session that is closed afterwards: stateme
 transaction commit one by one, an error stops the script, and a transaction the script leaves open is
 rolled back when the session ends -- all as with psql. Knowing which statement failed gives the error
 a line even when the server reports no position.
+
+A script is its own transaction or none: with `begin`/`commit` it is one, without them each statement
+commits by itself (what `create index concurrently` needs), as sqitch's psql runs it. The session starts
+with the deployer's `lock_timeout` (locks.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import psycopg
 from psycopg import pq
 
 from commercecore.deploy.errors import DeployError, ScriptError
+from commercecore.deploy.locks import LOCK_NOT_AVAILABLE, BlockerWatch, LockTimeout, watch_interval
 from commercecore.text import one_line
 
 _IDENT_RE = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
@@ -207,11 +212,26 @@ def _error_line(splitter: _Splitter, statement: Statement, diag: psycopg.errors.
     return statement.line
 
 
+def _harmless(statement: Statement) -> bool:
+    """A session setting (`set lock_timeout = ...`): running it again changes nothing in the database."""
+    words = statement.text.split(None, 1)
+    return bool(words) and words[0].lower() in ("set", "reset", "show")
+
+
 def run_script(
-    conninfo: str, path: Path, warn: Callable[[str], None] | None = None, root: Path | None = None
+    conninfo: str,
+    path: Path,
+    warn: Callable[[str], None] | None = None,
+    root: Path | None = None,
+    *,
+    lock_timeout: float = 0.0,
 ) -> None:
     """Run one script in its own session; ScriptError names the file (relative to `root`, the
-    project directory, when below it) and the line on failure."""
+    project directory, when below it) and the line on failure.
+
+    `lock_timeout` (seconds, 0: wait for ever) is the session's `lock_timeout`; a statement that gives up
+    waiting raises LockTimeout naming the sessions that blocked it.
+    """
     text = read_script(path, root)
     splitter = _Splitter(text, path, root)
     statements = splitter.split()
@@ -230,15 +250,46 @@ def run_script(
                     report(f"{path.name}: {diag.message_primary}")
 
             conn.add_notice_handler(on_notice)
-        for statement in statements:
-            try:
-                conn.execute(statement.text)
-            except psycopg.Error as exc:
-                line = _error_line(splitter, statement, exc.diag)
-                reason = exc.diag.message_primary or str(exc)
-                raise ScriptError(path, reason, line, exc.sqlstate, root) from exc
+        # a script's own `set lock_timeout` still wins: it comes later
+        conn.execute(
+            "select pg_catalog.set_config('lock_timeout', %s, false)", [f"{int(lock_timeout * 1000)}ms"]
+        )
+        if lock_timeout > 0:
+            with BlockerWatch(conninfo, conn.info.backend_pid, watch_interval(lock_timeout)) as watch:
+                _run_statements(conn, splitter, statements, watch)
+        else:
+            _run_statements(conn, splitter, statements, None)
         if conn.info.transaction_status != pq.TransactionStatus.IDLE:
             # psql exits and the server rolls back; psycopg would commit on leaving the block
             conn.execute("rollback")
             if warn is not None:
                 warn(f"{path.name} ended inside an open transaction; it was rolled back (as psql does)")
+
+
+def _run_statements(
+    conn: psycopg.Connection[tuple[object, ...]],
+    splitter: _Splitter,
+    statements: list[Statement],
+    watch: BlockerWatch | None,
+) -> None:
+    path, root = splitter.file, splitter.root
+    committed = False  # whether a statement of the script has taken effect for good
+    for statement in statements:
+        try:
+            conn.execute(statement.text)
+        except psycopg.Error as exc:
+            line = _error_line(splitter, statement, exc.diag)
+            reason = exc.diag.message_primary or str(exc)
+            if exc.sqlstate == LOCK_NOT_AVAILABLE:
+                in_block = conn.info.transaction_status == pq.TransactionStatus.INERROR
+                raise LockTimeout(
+                    path,
+                    reason,
+                    line,
+                    root,
+                    blockers=watch.blockers if watch is not None else (),
+                    retryable=in_block and not committed,
+                ) from exc
+            raise ScriptError(path, reason, line, exc.sqlstate, root) from exc
+        if conn.info.transaction_status == pq.TransactionStatus.IDLE and not _harmless(statement):
+            committed = True

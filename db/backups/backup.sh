@@ -2,6 +2,7 @@
 # Logical backup of the project database: a thin wrapper over `commercecore db backup` (try --help).
 #   db/backups/backup.sh                      # -> db/backups/out/backup_<db>_<YYYYmmdd_HHMMSS>.dump + .sha256
 #   db/backups/backup.sh --plain --keep 14    # also a plain .sql; keep the newest 14 backups
+# It prints the full path of every file it wrote.
 # cron:  15 3 * * *  /srv/commercecore/db/backups/backup.sh --keep 14
 # Connects to $DATABASE_URL, else to the embedded cluster under .data/.
 set -euo pipefail

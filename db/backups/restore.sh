@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Restore a logical backup: a thin wrapper over `commercecore db restore` (try --help).
 #   db/backups/restore.sh db/backups/out/backup_commercecore_20261124_030000.dump --target-db drill
+#   db/backups/restore.sh db/backups/out/backup_commercecore_20261124_030000.sql --force   # a plain dump
 #   db/backups/restore.sh FILE --force        # replace the live database (its sessions are terminated)
-# The checksum (.sha256 beside the dump) is verified first; a mismatch refuses the restore.
+# The checksum (.sha256 beside the dump) is verified first; a mismatch refuses the restore. A .dump needs
+# one; a plain .sql is checked when it has one. Either goes into a staging database, swapped in when complete.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cc="$root/.venv/bin/commercecore"

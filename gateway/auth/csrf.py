@@ -19,6 +19,8 @@ from gateway.errors import ApiError
 
 SESSION_COOKIE = "cc_session"
 CSRF_COOKIE = "cc_csrf"
+# the commit position of the browser's last write, for reading it back from a replica (gateway.replicas)
+LSN_COOKIE = "cc_lsn"
 # a browser keeps a cookie of this prefix only when Secure, without Domain and with Path=/ (RFC 6265bis)
 HOST_PREFIX = "__Host-"
 CSRF_HEADER = "x-csrf-token"
@@ -43,6 +45,14 @@ class Cookies:
     @property
     def csrf(self) -> str:
         return HOST_PREFIX + CSRF_COOKIE if self.secure else CSRF_COOKIE
+
+    @property
+    def lsn(self) -> str:
+        return HOST_PREFIX + LSN_COOKIE if self.secure else LSN_COOKIE
+
+    def commit_position(self, lsn: str, max_age: int) -> str:
+        """The Set-Cookie value of a write's commit position (HttpOnly: only the gateway reads it)."""
+        return self._cookie(self.lsn, lsn, max_age, http_only=True)
 
     def _cookie(self, name: str, value: str, max_age: int, *, http_only: bool) -> str:
         parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Lax"]

@@ -8,7 +8,10 @@ begin;
 
 set local role app_owner;
 
--- the tagged signature had no idempotency key: replaced, not overloaded, so that one function serves the route
+-- the tagged signature had no idempotency key: replaced, not overloaded, so that one function serves the route.
+-- No caller breaks: the new one takes the same named arguments (the key defaults to none), in the same
+-- transaction as the drop
+-- squawk-ignore ban-drop-function
 drop function api.refund_order(bigint, bigint);
 
 create or replace function api.refund_order(

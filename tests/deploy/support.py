@@ -36,8 +36,26 @@ class Toy:
     env: dict[str, str]  # for our Deployer: no user or system sqitch config of this machine
     sqitch_env: dict[str, str]  # for the sqitch CLI: also the PG 18 psql, another committer
 
-    def deployer(self, url: str, *, reporter: Reporter | None = None, lock_timeout: float = 60.0) -> Deployer:
-        return Deployer(url, self.dir, env=self.env, reporter=reporter, lock_timeout=lock_timeout)
+    def deployer(
+        self,
+        url: str,
+        *,
+        reporter: Reporter | None = None,
+        registry_lock_timeout: float = 60.0,
+        lock_timeout: float | None = None,
+        lock_retries: int | None = None,
+        lock_retry_delay: float | None = None,
+    ) -> Deployer:
+        return Deployer(
+            url,
+            self.dir,
+            env=self.env,
+            reporter=reporter,
+            registry_lock_timeout=registry_lock_timeout,
+            lock_timeout=lock_timeout,
+            lock_retries=lock_retries,
+            lock_retry_delay=lock_retry_delay,
+        )
 
     def sqitch(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert SQITCH is not None

@@ -107,7 +107,7 @@ def test_a_second_run_waits_for_the_lock_then_gives_up(toy: Toy, new_db: Callabl
         with pytest.raises(
             DeployError, match=r"Timed out waiting 0\.2 seconds for another instance of Sqitch"
         ):
-            toy.deployer(url, reporter=recorder, lock_timeout=0.2).deploy()
+            toy.deployer(url, reporter=recorder, registry_lock_timeout=0.2).deploy()
     assert any(line.startswith("Blocked by another instance of Sqitch") for line in recorder.lines)
     with psycopg.connect(url) as conn:
         # the lock comes first: not even the registry was created

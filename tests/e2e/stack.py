@@ -25,6 +25,7 @@ class Stack:
     http_port: int
     standin_port: int
     output: list[str] = field(default_factory=list)
+    replica_port: int = field(default_factory=embedded.free_port)
 
     @property
     def base_url(self) -> str:
@@ -33,6 +34,11 @@ class Stack:
     @property
     def cluster(self) -> embedded.Cluster:
         return embedded.Cluster(data_dir=self.data_dir / "pg", port=self.pg_port)
+
+    @property
+    def replica(self) -> embedded.Cluster:
+        """The streaming replica of `up --replica`."""
+        return embedded.Cluster(data_dir=self.data_dir / "replica", port=self.replica_port)
 
 
 def free_ports(data_dir: Path) -> Stack:
@@ -54,17 +60,19 @@ def wait_for_health(proc: subprocess.Popen[str], url: str, deadline_s: float = 9
 
 
 @contextlib.contextmanager
-def running(stack: Stack) -> Iterator[httpx.Response]:
-    """Run `commercecore up` until the block ends, then Ctrl-C it; yields the first /health answer."""
+def running(stack: Stack, *options: str) -> Iterator[httpx.Response]:
+    """Run `commercecore up [options]` until the block ends, then Ctrl-C it; yields the first /health
+    answer."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "COMMERCECORE_GATEWAY_URL"}}
     env |= {
         "COMMERCECORE_DATA_DIR": str(stack.data_dir),
         "COMMERCECORE_PG_PORT": str(stack.pg_port),
+        "COMMERCECORE_REPLICA_PORT": str(stack.replica_port),
         "STRIPE_API_BASE": f"http://127.0.0.1:{stack.standin_port}",
         "PUBLIC_BASE_URL": stack.base_url,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "commercecore.cli", "up", "--port", str(stack.http_port)],
+        [sys.executable, "-m", "commercecore.cli", "up", "--port", str(stack.http_port), *options],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

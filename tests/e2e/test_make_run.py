@@ -1,21 +1,28 @@
 """`make run` (`commercecore up`): PostgreSQL, the deployed plan and a gateway answering /health; a rerun
-reuses the data directory; Ctrl-C stops PostgreSQL too."""
+reuses the data directory; Ctrl-C stops PostgreSQL too. `make run REPLICA=1` (`up --replica`) adds a
+streaming replica that the gateway reads the catalog from."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import httpx
 import psycopg
+from click.testing import CliRunner
 
+from commercecore.cli.main import main
 from tests.e2e.stack import Stack, free_ports, running
 
 
-def run_once(stack: Stack) -> tuple[int, int]:
+def run_once(stack: Stack, *options: str) -> tuple[int, int]:
     """One `commercecore up` session: (cluster system identifier, deploy events in the registry)."""
-    with running(stack) as health:
+    with running(stack, *options) as health:
         assert health.status_code == 200, health.text
         body = health.json()
         assert (body["status"], body["database"]) == ("ok", "ok")
+        if "--replica" in options:
+            read_from_the_replica(stack)
         with psycopg.connect(stack.cluster.url()) as conn:
             ident = conn.execute("select system_identifier from pg_control_system()").fetchone()
             events = conn.execute("select count(*) from sqitch.events where event = 'deploy'").fetchone()
@@ -30,13 +37,30 @@ def run_once(stack: Stack) -> tuple[int, int]:
     assert products is not None
     assert products[0] > 0, "the demo catalog is loaded"
     assert stack.cluster.status() is None, "Ctrl-C must stop PostgreSQL too"
+    assert stack.replica.status() is None, "and the replica"
     assert "customer@demo.example" in stack.output[-1], "the demo logins are printed"
     return int(ident[0]), int(events[0])
+
+
+def read_from_the_replica(stack: Stack) -> None:
+    """The replica runs, and an anonymous catalog read is served by it (the gateway's routing counts)."""
+    assert stack.replica.status() is not None
+    assert httpx.get(f"{stack.base_url}/products?limit=1", timeout=10).status_code == 200
+    # the gateway's routing counts, as `commercecore dba health --gateway` shows them beside the standbys
+    result = CliRunner().invoke(
+        main, ["dba", "health", "--json", "--gateway", stack.base_url, "--database-url", stack.cluster.url()]
+    )
+    assert result.exit_code in (0, 1), result.output
+    health = json.loads(result.stdout)
+    routed = {(row["target"], row["reason"]) for row in health["routing"] if "requests" in row}
+    assert (f"127.0.0.1:{stack.replica_port}/commercecore", "read") in routed, routed
+    assert [row["state"] for row in health["replicas"]] == ["streaming"]
 
 
 def test_up_serves_health_and_a_rerun_reuses_the_data(tmp_path: Path) -> None:
     stack = free_ports(tmp_path)
     first = run_once(stack)
-    second = run_once(stack)
+    second = run_once(stack, "--replica")
     # the same cluster (no second initdb), and nothing deployed twice
     assert second == first
+    assert f"Replica: 127.0.0.1:{stack.replica_port}" in stack.output[-1]

@@ -204,3 +204,44 @@ def test_the_gateway_trusts_forwarded_for_from_the_compose_network_only(compose:
     ).trusted_proxies
     assert trusted == (str(ipaddress.ip_network(subnets[0])),)
     assert "--forwarded-allow-ips" not in _command(compose, "gateway")
+
+
+def test_the_replica_profile(compose: dict[str, Any]) -> None:
+    """`docker compose --profile replica up`: a streaming replica of postgres, made once by pg_basebackup
+    with a slot; postgres lets it stream from the compose network; the gateway reads from it when
+    DATABASE_REPLICA_URLS names it, and from postgres alone by default."""
+    replica = compose["services"]["replica"]
+    assert replica["profiles"] == ["replica"]
+    assert replica["image"] == compose["services"]["postgres"]["image"]
+    assert replica["user"] == "postgres"  # pg_basebackup's files are the server's own
+    assert all(port.startswith("127.0.0.1:") for port in replica["ports"])
+    assert replica["environment"]["PGPASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    command = _command(compose, "replica")
+    for option in (
+        "--host=postgres",
+        "--write-recovery-conf",
+        "--create-slot",
+        "--slot=",
+        "--wal-method=stream",
+    ):
+        assert option in command, option
+    assert '[ ! -s "$$PGDATA/PG_VERSION" ]' in command  # made once: a restart keeps its data
+    assert "hot_standby=on" in command
+    volume = replica["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"]
+    assert volume not in {v.split(":")[0] for v in compose["services"]["postgres"]["volumes"]}
+    # postgres: a replication line for the compose network, added when its volume is initialised
+    mounts = [v.split(":") for v in compose["services"]["postgres"]["volumes"]]
+    script = next(
+        source for source, target, *_ in mounts if target.startswith("/docker-entrypoint-initdb.d/")
+    )
+    text = (ROOT / script).read_text()
+    assert "host replication postgres samenet scram-sha-256" in text
+    assert (ROOT / script).stat().st_mode & 0o111, "an init script runs only when executable"
+    env = _service_env(compose, "gateway")
+    assert env["DATABASE_REPLICA_URLS"] == "${DATABASE_REPLICA_URLS:-}"
+    assert "replica" not in compose["services"]["gateway"].get("depends_on", {})
+    assert (
+        "postgresql://authenticator:<AUTHENTICATOR_PASSWORD>@replica:5432/commercecore"
+        in (ROOT / ".env.example").read_text()
+    )
