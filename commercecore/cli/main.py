@@ -18,6 +18,7 @@ from commercecore.cli.common import err, fail
 from commercecore.cli.db import db
 from commercecore.cli.ops import register as register_dba_commands
 from commercecore.cli.payments import payments
+from commercecore.cli.users import users
 from commercecore.local import embedded
 from commercecore.local import replica as local_replica
 
@@ -29,6 +30,7 @@ def main() -> None:
 
 main.add_command(db)
 main.add_command(payments)
+main.add_command(users)
 register_dba_commands(main, db)
 
 

@@ -16,15 +16,21 @@ from gateway.settings import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Settings
 CONCURRENT_HASHES = 4
 
 
+def argon2_hasher(settings: Settings | None = None) -> PasswordHasher:
+    """The argon2id hasher of the settings' cost (the defaults without settings): the gateway's, and the
+    command line's (`commercecore users create`), so that every hash is made the same way."""
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost if settings else Settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib if settings else Settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism if settings else Settings.argon2_parallelism,
+    )
+
+
 class Passwords:
     """argon2id hashing off the event loop, a bounded number at a time."""
 
     def __init__(self, settings: Settings) -> None:
-        self.hasher = PasswordHasher(
-            time_cost=settings.argon2_time_cost,
-            memory_cost=settings.argon2_memory_kib,
-            parallelism=settings.argon2_parallelism,
-        )
+        self.hasher = argon2_hasher(settings)
         self.limiter = anyio.CapacityLimiter(CONCURRENT_HASHES)
         # an unknown email is verified against this, so that it takes as long as a known one
         self.dummy_hash = self.hasher.hash(uuid.uuid4().hex)

@@ -6,7 +6,7 @@ confirms later (charge.refunded / refund.updated, or reconcile), and only then i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
@@ -24,6 +24,7 @@ from gateway.payments.common import (
     text,
 )
 from gateway.payments.store import PaymentStore
+from gateway.response import response_headers
 
 if TYPE_CHECKING:
     from stripe.params._refund_create_params import RefundCreateParams
@@ -140,6 +141,54 @@ async def send_refunds(
     return results
 
 
+@dataclass(frozen=True)
+class RefundAnswer:
+    """The answer of POST /orders/{order_id}/refund: status, body and the headers the database set
+    (Idempotent-Replayed on a replay)."""
+
+    status: int
+    body: dict[str, Any]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def _request_refund(
+    store: PaymentStore,
+    order_id: int,
+    amount: int | None,
+    idempotency_key: str | None,
+    *,
+    role: str,
+    claims: Mapping[str, Any],
+    session: db.Identity | None,
+    request_id: str,
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """api.refund_order under the caller's role, and the response headers it set, in one transaction."""
+    path = f"/orders/{order_id}/refund"
+    try:
+        async with store.transaction(
+            role, claims, request_id=request_id, method="POST", path=path, session=session
+        ) as tx:
+            refund = dict(
+                await tx.one("select api.refund_order(%s, %s, %s)", [order_id, amount, idempotency_key])
+            )
+            raw_headers = await tx.one("select pg_catalog.current_setting('response.headers', true)")
+    except psycopg.Error as exc:
+        raise database_failure(exc, authenticated=bool(claims.get("sub"))) from None
+    return refund, response_headers(raw_headers)
+
+
+def replayed(refund: Mapping[str, Any]) -> RefundSent | None:
+    """What the first request did with a replayed refund, as far as the row tells; None while it was never
+    sent (Stripe did not answer): then it is sent again, with its own key, so Stripe refunds once."""
+    refund_id = int(refund["refund_id"])
+    if refund.get("status") == "failed":
+        return RefundSent(refund_id, "failed", reason=text(refund.get("failure_reason")) or "refused")
+    stripe_refund_id = text(refund.get("stripe_refund_id"))
+    if stripe_refund_id is None and refund.get("status") == "pending":
+        return None
+    return RefundSent(refund_id, "sent", stripe_refund_id, text(refund.get("status")))
+
+
 async def refund_order(
     store: PaymentStore,
     client: stripe.StripeClient,
@@ -150,28 +199,35 @@ async def refund_order(
     claims: Mapping[str, Any],
     session: db.Identity | None = None,
     request_id: str = "",
-) -> tuple[int, dict[str, Any]]:
+    idempotency_key: str | None = None,
+) -> RefundAnswer:
     """Staff refund: api.refund_order under the caller's role (the database decides who may), then Stripe.
 
     202 with the pending refund (stripe_refund_id once Stripe accepted it; confirmed later by webhook);
     502 when Stripe refused it (the refund is marked failed, its amount refundable again). When Stripe
-    cannot be reached the refund stays pending (202, stripe_refund_id null) and reconcile sends it.
+    cannot be reached the refund stays pending (202, stripe_refund_id null) and reconcile sends it. With an
+    Idempotency-Key, a retry answers the first refund (Idempotent-Replayed: true) and sends nothing new.
     """
-    path = f"/orders/{order_id}/refund"
-    try:
-        async with store.transaction(
-            role, claims, request_id=request_id, method="POST", path=path, session=session
-        ) as tx:
-            refund = dict(await tx.one("select api.refund_order(%s, %s)", [order_id, amount]))
-    except psycopg.Error as exc:
-        raise database_failure(exc, authenticated=bool(claims.get("sub"))) from None
-    try:
-        sent = await send_refund(store, client, refund, request_id=request_id, claims=claims)
-    except psycopg.Error as exc:
-        # Stripe may have it; the row is pending and reconcile resends it with the same key
-        log.error("refund %s: recording Stripe's answer failed: %s", refund["refund_id"], exc)
-        sent = RefundSent(int(refund["refund_id"]), "deferred", reason="database unavailable")
-    return refund_answer(refund, sent)
+    refund, headers = await _request_refund(
+        store,
+        order_id,
+        amount,
+        idempotency_key,
+        role=role,
+        claims=claims,
+        session=session,
+        request_id=request_id,
+    )
+    sent = replayed(refund) if any(name == "Idempotent-Replayed" for name, _ in headers) else None
+    if sent is None:
+        try:
+            sent = await send_refund(store, client, refund, request_id=request_id, claims=claims)
+        except psycopg.Error as exc:
+            # Stripe may have it; the row is pending and reconcile resends it with the same key
+            log.error("refund %s: recording Stripe's answer failed: %s", refund["refund_id"], exc)
+            sent = RefundSent(int(refund["refund_id"]), "deferred", reason="database unavailable")
+    status, body = refund_answer(refund, sent)
+    return RefundAnswer(status, body, headers)
 
 
 def refund_answer(refund: Mapping[str, Any], sent: RefundSent) -> tuple[int, dict[str, Any]]:

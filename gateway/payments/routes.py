@@ -1,7 +1,8 @@
 """The payment routes: `payment_routes()` for the gateway's route table (mount them before its catch-all).
 
 POST /orders/{order_id}/checkout   customer (own order) or staff -> 201 {payment_id, checkout_url, expires_at}
-POST /orders/{order_id}/refund     staff, {amount?} -> 202 the pending refund (Stripe confirms by webhook)
+POST /orders/{order_id}/refund     staff, {amount?}, Idempotency-Key? -> 202 the pending refund (Stripe
+                                   confirms by webhook); a retry with the key answers the first refund
 POST /webhooks/stripe              Stripe only (signature) -> 200 / 400
 GET  /checkout/success, /checkout/cancel   where Stripe Checkout sends the customer back (PUBLIC_BASE_URL)
 
@@ -105,12 +106,19 @@ async def refund(request: Request) -> Response:
         _spend(request, "refund", auth)
         body = await read_json_object(request, JSON_BODY_LIMIT)
         amount = refund_amount(body)
-        status, answer = await service.refund_order(
-            request.path_params["order_id"], amount, auth, request_id=_request_id(request)
+        answer = await service.refund_order(
+            request.path_params["order_id"],
+            amount,
+            auth,
+            request_id=_request_id(request),
+            idempotency_key=request.headers.get("idempotency-key"),
         )
     except ApiError as exc:
         return exc.response()
-    return JSONResponse(answer, status_code=status)
+    response = JSONResponse(answer.body, status_code=answer.status)
+    for name, value in answer.headers:
+        response.headers.append(name, value)
+    return response
 
 
 async def stripe_webhook(request: Request) -> Response:

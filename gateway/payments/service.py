@@ -112,8 +112,14 @@ class PaymentService:
         )
 
     async def refund_order(
-        self, order_id: int, amount: int | None, auth: AuthContext, *, request_id: str = ""
-    ) -> tuple[int, dict[str, Any]]:
+        self,
+        order_id: int,
+        amount: int | None,
+        auth: AuthContext,
+        *,
+        request_id: str = "",
+        idempotency_key: str | None = None,
+    ) -> refunds.RefundAnswer:
         try:
             return await refunds.refund_order(
                 self.store,
@@ -124,6 +130,7 @@ class PaymentService:
                 claims=auth.claims,
                 session=session_of(auth),
                 request_id=request_id,
+                idempotency_key=idempotency_key,
             )
         except db.SessionInactive:
             raise self.session_ended() from None

@@ -1,9 +1,11 @@
 -- Deploy commercecore:procedures/auth/logins to pg
 -- requires: schema/auth
 -- requires: schema/login_failures
+-- requires: schema/users_disabled
 -- Login, as the gateway's login (authenticator) runs it before it switches to a request role: the account
 -- of an address, and the failures of an (address, client) pair with the delay they impose on that client alone.
--- The database never sees a password: the gateway verifies the argon2id hash it gets here.
+-- The database never sees a password: the gateway verifies the argon2id hash it gets here. Reworked after
+-- @v1.0.0: a disabled account (core.users.disabled_at) is not found, so it signs in no more.
 begin;
 
 set local role app_owner;
@@ -18,13 +20,13 @@ as $$
   select u.id, u.role, c.password_hash
   from core.users as u
   join auth.credentials as c on c.user_id = u.id
-  where u.email = pg_catalog.lower(pg_catalog.btrim(login_lookup.email))
+  where u.email = pg_catalog.lower(pg_catalog.btrim(login_lookup.email)) and u.disabled_at is null
 $$;
 
 comment on function auth.login_lookup(text) is
 'Login, step 1: the account of an email address (trimmed, lower-cased): user_id, role, password_hash. No
-row for an unknown address or an account without a password: the gateway should still verify the password
-against a dummy hash, so that the answer takes as long, and record the failure with
+row for an unknown address, an account without a password or a disabled account: the gateway should still
+verify the password against a dummy hash, so that the answer takes as long, and record the failure with
 auth.record_login_failure.';
 
 grant execute on function auth.login_lookup(text) to authenticator;

@@ -1,8 +1,9 @@
 -- Deploy commercecore:procedures/auth/sessions to pg
 -- requires: schema/auth
+-- requires: schema/users_disabled
 -- Sessions: every JWT the gateway issues is a row (its jti), with the role the token carries, so that a
 -- token can be revoked and a token re-signed with another role is refused. Executable by the gateway's login
--- (authenticator) only.
+-- (authenticator) only. Reworked after @v1.0.0: no session opens for a disabled account.
 begin;
 
 set local role app_owner;
@@ -16,12 +17,23 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   issued_role text;
+  disabled boolean;
 begin
-  select u.role into issued_role from core.users as u where u.id = create_session.user_id;
+  -- the share lock waits for a disable in progress and holds off one that starts now, until this session is
+  -- committed: then the disable's revocation sees it, and no session of a disabled account stays open
+  select u.role, u.disabled_at is not null into issued_role, disabled
+  from core.users as u
+  where u.id = create_session.user_id
+  for share;
   if not found then
     raise exception using
       errcode = '23503',
       message = pg_catalog.format('No user %s to open a session for.', create_session.user_id);
+  end if;
+  if disabled then
+    perform core.raise_error(
+      '401', 'account_disabled', 'This account is disabled.', hint => 'Ask a member of staff to enable it again.'
+    );
   end if;
   insert into auth.sessions (jti, user_id, role, expires_at, user_agent)
   values (
@@ -37,7 +49,8 @@ $$;
 comment on function auth.create_session(bigint, uuid, timestamptz, text) is
 'Records an issued JWT (its jti and exp) so that it can be revoked, with the role the user has now, which
 the token carries (auth.user_claims in the same statement reads the same row). The user agent is cut to
-500 characters; expires_at must lie in the future (sessions_expires_at_check); an unknown user -> 23503.';
+500 characters; expires_at must lie in the future (sessions_expires_at_check); an unknown user -> 23503; a
+disabled account -> PT401 account_disabled.';
 
 grant execute on function auth.create_session(bigint, uuid, timestamptz, text) to authenticator;
 

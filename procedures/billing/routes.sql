@@ -1,21 +1,63 @@
 -- Deploy commercecore:procedures/billing/routes to pg
 -- requires: procedures/billing/refunds
+-- requires: procedures/orders/idempotency
 -- The two api functions staff and customers reach billing by: the refund of a paid order (staff), and the
--- payment attempts of an order.
+-- payment attempts of an order. Reworked after @v1.0.0: the refund takes an Idempotency-Key, as POST /orders
+-- does (procedures/orders/idempotency), so that a retried refund returns the first one instead of a second.
 begin;
 
 set local role app_owner;
 
-create or replace function api.refund_order(order_id bigint, amount bigint default null) returns jsonb
+-- the tagged signature had no idempotency key: replaced, not overloaded, so that one function serves the route.
+-- No caller breaks: the new one takes the same named arguments (the key defaults to none), in the same
+-- transaction as the drop
+-- squawk-ignore ban-drop-function
+drop function api.refund_order(bigint, bigint);
+
+create or replace function api.refund_order(
+  order_id bigint, amount bigint default null, idempotency_key text default null
+) returns jsonb
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  this_endpoint constant text := 'POST /orders/{order_id}/refund';
+  uid bigint;
+  body_hash text;
+  stored core.idempotency_keys;
   ord core.orders;
   applied_payment_id bigint;
   refund jsonb;
 begin
+  if refund_order.idempotency_key is not null then
+    uid := core.require_signed_in();
+    body_hash := core.idempotency_hash(
+      refund_order.idempotency_key,
+      pg_catalog.jsonb_build_object('order_id', refund_order.order_id, 'amount', refund_order.amount)
+    );
+    -- under the key's lock: a concurrent retry waits here, then finds the refund this one made
+    stored := core.replay_idempotent(uid, this_endpoint, refund_order.idempotency_key, body_hash);
+    if stored.key is not null then
+      perform pg_catalog.set_config('response.status', stored.status_code::text, true);
+      perform pg_catalog.set_config(
+        'response.headers', pg_catalog.jsonb_build_array('{"Idempotent-Replayed": "true"}'::jsonb)::text, true
+      );
+      -- the first refund as it stands now: its status and Stripe refund id may have moved on since
+      return (
+        select billing.refund_json(r) || pg_catalog.jsonb_build_object(
+          'order_id', p.order_id,
+          'payment_intent_id', p.payment_intent_id,
+          'checkout_session_id', p.checkout_session_id,
+          'refundable_minor', billing.refundable_minor(p)
+        )
+        from core.refunds as r
+        join core.payments as p on p.id = r.payment_id
+        where r.id = (stored.response ->> 'refund_id')::bigint
+      );
+    end if;
+  end if;
+
   select o.* into ord from core.orders as o where o.id = refund_order.order_id;
   if not found then
     perform core.raise_not_found(
@@ -32,18 +74,24 @@ begin
     );
   end if;
   refund := billing.request_refund(applied_payment_id, refund_order.amount, 'staff', core.current_user_id());
+  if refund_order.idempotency_key is not null then
+    perform core.store_idempotent(uid, this_endpoint, refund_order.idempotency_key, body_hash, 202, refund);
+  end if;
   perform pg_catalog.set_config('response.status', '202', true);
   return refund;
 end;
 $$;
 
-comment on function api.refund_order(bigint, bigint) is
+comment on function api.refund_order(bigint, bigint, text) is
 'Staff: requests a refund of a paid order''s payment, of amount (minor units) or of everything left when
 omitted. Answers 202 with the pending refund; the gateway carries it out at Stripe, and the order becomes
 refunded once Stripe confirms the full amount (partial refunds keep it paid, with refunded_minor).
+idempotency_key (the Idempotency-Key header): the same key with the same order and amount within 24 hours
+answers the first refund again, as it stands now, with the header Idempotent-Replayed: true, and refunds
+nothing more; the same key with another order or amount is 422 idempotency_key_reused.
 409 order_not_refundable (not paid) or refund_exceeds_balance; 404 unknown order.';
 
-grant execute on function api.refund_order(bigint, bigint) to app_admin;
+grant execute on function api.refund_order(bigint, bigint, text) to app_admin;
 
 create or replace function api.order_payments(order_id bigint) returns jsonb
 language plpgsql

@@ -720,7 +720,7 @@ def test_refund_order_is_for_staff(db: Session) -> None:
     assert db.one("select current_setting('response.status', true)") == "202"
     routes = db.all(
         "select obj_description(p.oid, 'pg_proc') from pg_proc p "
-        "where p.oid in ('api.refund_order(bigint, bigint)'::regprocedure, "
+        "where p.oid in ('api.refund_order(bigint, bigint, text)'::regprocedure, "
         "'api.order_payments(bigint)'::regprocedure) "
         "order by p.proname"
     )

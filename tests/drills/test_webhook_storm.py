@@ -233,8 +233,8 @@ async def make_history(
         dashboard_order, dashboard_session = paid[2 * bundle]
         world.client.v1.refunds.create({"payment_intent": world.intent_of(dashboard_session), "amount": 100})
         staff_order, _staff_session = paid[2 * bundle + 1]
-        status, body = await service.refund_order(staff_order, None, staff)
-        assert status == 202, body
+        answer = await service.refund_order(staff_order, None, staff)
+        assert answer.status == 202, answer.body
         assert dashboard_order != staff_order
     phase2 = [dict(e) for e in world.state.events.values() if e["id"] not in marker]
     return phase1, phase2

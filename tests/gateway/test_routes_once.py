@@ -57,7 +57,10 @@ async def test_no_route_is_declared_both_in_sql_and_in_python(gw_db: GatewayDb) 
     rpc = document["paths"]["/rpc/refund_order"]["post"]
     assert refund["operationId"] == "post_refund_order"
     assert refund["description"] == rpc["description"]
-    assert [(p["name"], p["in"]) for p in refund["parameters"]] == [("order_id", "path")]
+    assert [(p["name"], p["in"]) for p in refund["parameters"]] == [
+        ("order_id", "path"),
+        ("Idempotency-Key", "header"),
+    ]
     assert set(refund["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"amount"}
 
 

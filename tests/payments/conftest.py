@@ -292,13 +292,14 @@ class Shop:
         body["session_id"] = body["checkout_url"].rsplit("/", 1)[-1]
         return body
 
-    def refund(self, order_id: int, staff_id: int, amount: int | None = None) -> httpx.Response:
+    def refund(
+        self, order_id: int, staff_id: int, amount: int | None = None, *, idempotency_key: str | None = None
+    ) -> httpx.Response:
         body = {} if amount is None else {"amount": amount}
-        return self.http.post(
-            f"/orders/{order_id}/refund",
-            json=body,
-            headers={"X-Test-Role": "app_admin", "X-Test-Sub": str(staff_id)},
-        )
+        headers = {"X-Test-Role": "app_admin", "X-Test-Sub": str(staff_id)}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return self.http.post(f"/orders/{order_id}/refund", json=body, headers=headers)
 
     # -- the stand-in's controls --------------------------------------------------------------------------
 

@@ -23,4 +23,8 @@ select 1 / (count(*) = 0)::int from auth.login_delay('verify-logins@example.com'
 select auth.record_login_success(id, '192.0.2.1') from core.users where email = 'verify-logins@example.com';
 select 1 / (count(*) = 0)::int from auth.login_delay('verify-logins@example.com', '192.0.2.1');
 
+-- a disabled account is not found
+update core.users set disabled_at = now() where email = 'verify-logins@example.com';
+select 1 / (count(*) = 0)::int from auth.login_lookup('verify-logins@example.com');
+
 rollback;

@@ -28,4 +28,17 @@ select
   ))::int;
 select 1 / (auth.user_claims(current_setting('verify.user')::bigint) ->> 'role' = 'app_readwrite')::int;
 
+-- no session opens for a disabled account
+update core.users set disabled_at = now() where id = current_setting('verify.user')::bigint;
+do $$
+begin
+  perform auth.create_session(
+    current_setting('verify.user')::bigint, '00000000-0000-4000-8000-00000000c0df', now() + interval '1 hour'
+  );
+  raise exception 'a disabled account got a session';
+exception when sqlstate 'PT401' then
+  null;
+end;
+$$;
+
 rollback;

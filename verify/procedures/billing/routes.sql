@@ -1,8 +1,9 @@
 -- Verify commercecore:procedures/billing/routes on pg
 begin;
 
-select 1 / has_function_privilege('app_admin', 'api.refund_order(bigint, bigint)', 'execute')::int;
-select 1 / (not has_function_privilege('app_readwrite', 'api.refund_order(bigint, bigint)', 'execute'))::int;
+select 1 / has_function_privilege('app_admin', 'api.refund_order(bigint, bigint, text)', 'execute')::int;
+select 1 / (not has_function_privilege('app_readwrite', 'api.refund_order(bigint, bigint, text)', 'execute'))::int;
+select 1 / (to_regprocedure('api.refund_order(bigint, bigint)') is null)::int;
 select 1 / has_function_privilege('app_readwrite', 'api.order_payments(bigint)', 'execute')::int;
 select 1 / has_function_privilege('app_admin', 'api.order_payments(bigint)', 'execute')::int;
 select 1 / (not has_function_privilege('app_readonly', 'api.order_payments(bigint)', 'execute'))::int;
