@@ -1,17 +1,20 @@
 """`make run` (`commercecore up`): PostgreSQL, the deployed plan and a gateway answering /health; a rerun
 reuses the data directory; Ctrl-C stops PostgreSQL too. `make run REPLICA=1` (`up --replica`) adds a
-streaming replica that the gateway reads the catalog from."""
+streaming replica that the gateway sends customers' reads to."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 from click.testing import CliRunner
 
 from commercecore.cli.main import main
+from commercecore.local.seed import DEMO_USERS
 from tests.e2e.stack import Stack, free_ports, running
 
 
@@ -42,19 +45,37 @@ def run_once(stack: Stack, *options: str) -> tuple[int, int]:
     return int(ident[0]), int(events[0])
 
 
+DEMO_CUSTOMER = next((email, password) for email, password, _, role in DEMO_USERS if role == "app_readwrite")
+
+
 def read_from_the_replica(stack: Stack) -> None:
-    """The replica runs, and an anonymous catalog read is served by it (the gateway's routing counts)."""
+    """The replica runs, and a customer's read is served by it (the gateway's routing counts, as
+    `commercecore dba health --gateway` shows them beside the standbys). Anonymous catalog reads fill the
+    catalog cache, on the primary; a customer's session reaches the replica once it has replayed it."""
     assert stack.replica.status() is not None
-    assert httpx.get(f"{stack.base_url}/products?limit=1", timeout=10).status_code == 200
-    # the gateway's routing counts, as `commercecore dba health --gateway` shows them beside the standbys
+    token = httpx.post(
+        f"{stack.base_url}/auth/token",
+        json={"email": DEMO_CUSTOMER[0], "password": DEMO_CUSTOMER[1]},
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    replica = (f"127.0.0.1:{stack.replica_port}/commercecore", "read")
+    deadline = time.monotonic() + 30
+    while replica not in (health := gateway_health(stack))[0]:
+        assert time.monotonic() < deadline, health[0]
+        assert httpx.get(f"{stack.base_url}/orders", headers=bearer, timeout=10).status_code == 200
+    assert [row["state"] for row in health[1]["replicas"]] == ["streaming"]
+
+
+def gateway_health(stack: Stack) -> tuple[set[tuple[str, str]], dict[str, Any]]:
+    """The (target, reason) pairs the gateway has routed requests by, and the whole report."""
     result = CliRunner().invoke(
         main, ["dba", "health", "--json", "--gateway", stack.base_url, "--database-url", stack.cluster.url()]
     )
     assert result.exit_code in (0, 1), result.output
-    health = json.loads(result.stdout)
-    routed = {(row["target"], row["reason"]) for row in health["routing"] if "requests" in row}
-    assert (f"127.0.0.1:{stack.replica_port}/commercecore", "read") in routed, routed
-    assert [row["state"] for row in health["replicas"]] == ["streaming"]
+    health: dict[str, Any] = json.loads(result.stdout)
+    return {(row["target"], row["reason"]) for row in health["routing"] if "requests" in row}, health
 
 
 def test_up_serves_health_and_a_rerun_reuses_the_data(tmp_path: Path) -> None:
