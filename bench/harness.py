@@ -372,11 +372,13 @@ def pgbench(
     script: Path,
     *,
     clients: int,
-    seconds: int,
+    seconds: int = 0,
+    transactions: int = 0,
     variables: dict[str, str] | None = None,
     mode: str = "extended",
 ) -> Measurement:
-    """pgbench with a custom script; latencies from its per-transaction log."""
+    """pgbench with a custom script, for `seconds` or `transactions` per client; latencies from its
+    per-transaction log."""
     log_dir = WORK / f"pgbench-{script.stem}-{mode}-{clients}"
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -385,7 +387,7 @@ def pgbench(
         "--no-vacuum",
         f"--client={clients}",
         f"--jobs={min(clients, os.cpu_count() or 1)}",
-        f"--time={seconds}",
+        f"--transactions={transactions}" if transactions else f"--time={seconds}",
         f"--protocol={mode}",
         "--log",
         f"--log-prefix={log_dir / 'tx'}",
@@ -402,6 +404,10 @@ def pgbench(
     match = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
     done = int(match.group(1)) if match else 0
+    elapsed = float(seconds)
+    tps = re.search(r"tps = ([0-9.]+)", proc.stdout)
+    if transactions and tps and float(tps.group(1)):
+        elapsed = done / float(tps.group(1))
     latencies: list[float] = []
     for path in log_dir.iterdir():
         for line in path.read_text().splitlines():
@@ -411,7 +417,7 @@ def pgbench(
     return Measurement(
         tool="pgbench",
         requests=done,
-        seconds=float(seconds),
+        seconds=elapsed,
         errors=int(failed.group(1)) if failed else 0,
         p50_ms=_percentile(latencies, 50),
         p99_ms=_percentile(latencies, 99),
