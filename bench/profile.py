@@ -27,7 +27,7 @@ SHOWN_CHARACTERS = 110
 
 
 def _statements(admin_url: str) -> list[dict[str, Any]]:
-    """The statements of the benchmark database by total execution time (the top TOP), nested ones included."""
+    """The database's statements by total execution time (the top TOP), nested ones included."""
     with psycopg.connect(admin_url) as conn:
         rows = conn.execute(
             """
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['orders']} orders of one unit, one client (pgbench, the gateway's SQL), products drawn from "
-        f"{result['spread_products']}; `pg_stat_statements.track = all`, so nested statements (inside "
+        f"{result['orders']} orders of one unit, one client (pgbench, the gateway's SQL), products drawn "
+        f"from {result['spread_products']}; `pg_stat_statements.track = all`, so nested statements (inside "
         "functions and triggers) are counted beside the top-level ones, and their time is also part of "
         f"their caller's. Median transaction {result['transaction_ms']} ms; top-level create_order "
         f"{result['create_order_mean_ms']} ms per order.",
