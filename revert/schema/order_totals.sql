@@ -3,6 +3,11 @@ begin;
 
 set local role app_owner;
 
+drop trigger orders_release_units on core.orders;
+drop trigger orders_hold_units on core.orders;
+drop function core.hold_order_units();
+drop table core.held_units;
+
 create or replace function core.maintain_order_total() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
