@@ -33,7 +33,9 @@ def set_shards(conn: Conn, staff_id: int, product_id: int, shards: int) -> dict[
             " json_build_object('sub', %s::text, 'role', 'app_admin')::text, true)",
             [staff_id],
         )
-        row = conn.execute("select api.update_product(%s, stock_shards => %s)", [product_id, shards]).fetchone()
+        row = conn.execute(
+            "select api.update_product(%s, stock_shards => %s)", [product_id, shards]
+        ).fetchone()
         conn.execute("reset role")
     assert row is not None
     product: dict[str, Any] = row[0]
