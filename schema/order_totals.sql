@@ -25,9 +25,9 @@ comment on table core.held_units is
 the triggers of core.order_items and core.orders; read by core.check_order_limits.';
 
 insert into core.held_units (user_id, product_id, units)
-select o.user_id, i.product_id, sum(i.quantity)
+select o.user_id, i.product_id, sum(i.quantity) as units
 from core.orders as o
-join core.order_items as i on o.id = i.order_id
+inner join core.order_items as i on o.id = i.order_id
 where o.status = 'pending'
 group by o.user_id, i.product_id;
 
