@@ -31,7 +31,7 @@ def _statements(admin_url: str) -> list[dict[str, Any]]:
     with psycopg.connect(admin_url) as conn:
         rows = conn.execute(
             """
-            select s.query, s.toplevel, s.calls, s.total_exec_time, s.mean_exec_time
+            select s.query, s.toplevel, s.calls, s.total_exec_time, s.mean_exec_time, s.wal_bytes / s.calls
             from ops.pg_stat_statements(true) as s
             where s.dbid = (select oid from pg_database where datname = current_database())
             order by s.total_exec_time desc
@@ -46,8 +46,9 @@ def _statements(admin_url: str) -> list[dict[str, Any]]:
             "calls": int(calls),
             "total_ms": round(float(total), 1),
             "mean_ms": round(float(mean), 4),
+            "wal_bytes": int(wal),
         }
-        for query, toplevel, calls, total, mean in rows
+        for query, toplevel, calls, total, mean, wal in rows
     ]
 
 
@@ -101,13 +102,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"their caller's. Median transaction {result['transaction_ms']} ms; top-level create_order "
         f"{result['create_order_mean_ms']} ms per order.",
         "",
-        "| statement | top level | calls | mean ms | total ms |",
-        "|---|:---:|---:|---:|---:|",
+        "| statement | top level | calls | mean ms | total ms | WAL bytes per call |",
+        "|---|:---:|---:|---:|---:|---:|",
     ]
     for row in result["statements"]:
         text = row["statement"].replace("|", "\\|")
         lines.append(
             f"| `{text}` | {'yes' if row['toplevel'] else ''} | {row['calls']} | {row['mean_ms']:.3f} "
-            f"| {row['total_ms']:.1f} |"
+            f"| {row['total_ms']:.1f} | {row.get('wal_bytes', '')} |"
         )
     return "\n".join(lines) + "\n"
