@@ -1,7 +1,7 @@
 -- Deploy commercecore:procedures/catalog/products to pg
 -- requires: procedures/catalog/reads
 -- requires: procedures/guards
--- requires: procedures/catalog/shards
+-- requires: procedures/catalog/stock_mode
 -- Staff's catalog maintenance: create and change products, their fields checked in one place, and turn a
 -- product's flash-sale mode on or off (stock_shards, core.set_stock_shards).
 begin;

@@ -2,8 +2,8 @@
 -- requires: schema/stock_shards
 -- requires: procedures/orders/common
 -- Flash-sale mode (schema/stock_shards): which shards an order takes its units from, which shard gets units
--- back, how staff's adjustments spread over them, and how staff turn the mode on, off or change the number of
--- shards. Lock order, for every function here: the product rows first (in id order), then the shards, by
+-- back, how staff's adjustments spread over them (turning the mode on and off: procedures/catalog/stock_mode).
+-- Lock order, for every function here: the product rows first (in id order), then the shards, by
 -- product id and shard number. A buyer locks a free shard without waiting (FOR UPDATE SKIP LOCKED); only
 -- when the free shards cannot serve the order does it wait, for all the product's shards in order, having
 -- let go of the free ones first (a subtransaction rolled back), so no wait is ever out of order.
@@ -51,21 +51,37 @@ declare
   picked smallint[] := '{}';
   taken integer[] := '{}';
   needed integer := take_shard_units.quantity;
+  holding boolean := false;
   available bigint;
 begin
+  -- one free shard that held the units when this statement began: the common case of a flash sale. Locked
+  -- in the transaction itself: a lock taken in a subtransaction would make the shard's update a multixact
+  -- that every other buyer's SKIP LOCKED then reads. The candidates are computed once, so no row is locked
+  -- and then passed over.
+  select s.shard, s.units into found_shard
+  from core.stock_shards as s
+  where
+    s.product_id = take_shard_units.product_id
+    and s.shard = any(array(
+      select c.shard from core.stock_shards as c
+      where c.product_id = take_shard_units.product_id and c.units >= take_shard_units.quantity
+    ))
+  order by (s.shard + home) % take_shard_units.shards
+  limit 1
+  for update skip locked;
+  if found and found_shard.units >= take_shard_units.quantity then
+    return query select found_shard.shard, take_shard_units.quantity;
+    return;
+  elsif found then
+    -- another buyer took from it meanwhile: its units, then free shards; this lock is out of shard order,
+    -- so the order cannot wait for the other shards
+    holding := true;
+    picked := array[found_shard.shard];
+    taken := array[found_shard.units];
+    needed := take_shard_units.quantity - found_shard.units;
+  end if;
   begin
-    -- one free shard that holds the units: the common case of a flash sale
-    select s.shard, s.units into found_shard
-    from core.stock_shards as s
-    where s.product_id = take_shard_units.product_id and s.units >= take_shard_units.quantity
-    order by (s.shard + home) % take_shard_units.shards
-    limit 1
-    for update skip locked;
-    if found then
-      return query select found_shard.shard, take_shard_units.quantity;
-      return;
-    end if;
-    -- else free shards one after the other, each giving what it has
+    -- free shards one after the other, each giving what it has
     loop
       select s.shard, s.units into found_shard
       from core.stock_shards as s
@@ -88,8 +104,13 @@ begin
     picked := null;
   end;
   if picked is not null then
-    return query select p.shard, p.units from unnest(picked, taken) as p (shard, units);
+    return query select p.shard, p.units from unnest(picked, taken) as p (shard, units) where p.units > 0;
     return;
+  end if;
+  if holding then
+    raise exception 'the flash-sale shards of product % were taken from while the order was placed',
+    take_shard_units.product_id
+    using errcode = '40001', hint = 'Send the request again.';
   end if;
 
   -- the units left are spread too thin (or every shard is busy): all the shards, in order
@@ -129,7 +150,9 @@ comment on function core.take_shard_units(bigint, integer, integer) is
 'Locks the shards a flash-sale product''s order takes quantity units from and returns (shard, units): one
 free shard with enough units (FOR UPDATE SKIP LOCKED, each connection starting at its own shard), else
 several free ones, else, having released those, all the shards in shard order. PT409 insufficient_stock only
-when all the shards together are short; 40001 when the product left flash-sale mode meanwhile.';
+when all the shards together are short. 40001 (retried by the gateway) when the product left flash-sale mode
+meanwhile, or when the shard it first locked was emptied by another buyer and the free ones cannot make up
+the rest (it may not wait for the others while it holds that one out of order).';
 
 create or replace function core.return_shard(product_id bigint)
 returns smallint
@@ -225,66 +248,5 @@ comment on function core.spread_shard_units(bigint, integer) is
 'Locks all the shards of a flash-sale product (in shard order) and returns how delta moves them (shard,
 units): added units shared out evenly, the remainder to the emptiest shards; taken units from the fullest
 shards first. PT409 insufficient_stock when delta takes more than the shards hold.';
-
-create or replace function core.set_stock_shards(product_id bigint, shards integer, actor_user_id bigint)
-returns void
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  product core.products;
-  in_shards bigint;
-  total bigint;
-begin
-  -- the caller holds the product row (FOR NO KEY UPDATE); then every shard, in order
-  select coalesce(sum(l.units), 0) into in_shards
-  from (
-    select s.units from core.stock_shards as s where s.product_id = set_stock_shards.product_id
-    order by s.shard for update
-  ) as l;
-  select p.* into product from core.products as p where p.id = set_stock_shards.product_id;
-  if product.stock_shards = set_stock_shards.shards then
-    return;
-  end if;
-  total := product.stock + in_shards;
-  if set_stock_shards.shards = 1 then
-    update core.products as p set stock_shards = 1 where p.id = product.id;
-  end if;
-  insert into core.stock_shards (product_id, shard)
-  select product.id, g.shard::smallint
-  from generate_series(1, set_stock_shards.shards) as g (shard)
-  where set_stock_shards.shards > 1
-  on conflict do nothing;
-  -- one ledger statement moves the units from where they are to where they go: the product row when the
-  -- mode is off, else shares of the total (the remainder to the first shards)
-  insert into core.inventory_movements (product_id, shard, delta, reason, actor_user_id, note)
-  select product.id, m.shard, m.delta, 'rebalance', set_stock_shards.actor_user_id,
-    format('stock_shards %s -> %s', product.stock_shards, set_stock_shards.shards)
-  from (
-    select null::smallint as shard, (case when set_stock_shards.shards = 1 then total else 0 end - product.stock)::integer as delta
-    union all
-    select
-      s.shard,
-      (case
-        when s.shard > set_stock_shards.shards or set_stock_shards.shards = 1 then 0
-        else total / set_stock_shards.shards + case when s.shard <= total % set_stock_shards.shards then 1 else 0 end
-      end - s.units)::integer
-    from core.stock_shards as s
-    where s.product_id = product.id
-  ) as m
-  where m.delta <> 0
-  order by m.shard nulls first;
-  delete from core.stock_shards as s
-  where s.product_id = product.id and (s.shard > set_stock_shards.shards or set_stock_shards.shards = 1);
-  if set_stock_shards.shards > 1 then
-    update core.products as p set stock_shards = set_stock_shards.shards where p.id = product.id;
-  end if;
-end;
-$$;
-
-comment on function core.set_stock_shards(bigint, integer, bigint) is
-'Puts a product''s stock into shards shards (1: out of flash-sale mode, back into products.stock), through
-ledger movements of reason rebalance (its total stays the same), and sets products.stock_shards. The caller
-has checked shards and holds the product row; the shards are locked here, in order.';
 
 commit;

@@ -1,7 +1,6 @@
 -- Revert commercecore:procedures/catalog/shards from pg
 begin;
 
-drop function core.set_stock_shards(bigint, integer, bigint);
 drop function core.spread_shard_units(bigint, integer);
 drop function core.return_shard(bigint);
 drop function core.take_shard_units(bigint, integer, integer);
