@@ -95,15 +95,11 @@ def server_settings() -> dict[str, str]:
     """The benchmark cluster sized for this machine, as a DBA sizes a dedicated database server:
     shared_buffers a quarter of the memory (PostgreSQL's own advice), where the embedded development
     cluster keeps 256 MB. The 1M-product catalog of `scale` (about 610 MB of heap) then fits, as a
-    production catalog would; the rest of the embedded cluster's settings are kept. The multixact caches
-    get room for a flash sale: every buyer's order lines check their foreign key on the one product row
-    (FOR KEY SHARE), so the row's lockers become multixacts of dozens of members, which the default caches
-    (16 and 32 pages) keep reading back (docs/operations.md, "Flash sales")."""
+    production catalog would; the rest of the embedded cluster's settings are kept."""
     mem_kib = _memory_kib()
-    multixacts = {"multixact_offset_buffers": "256", "multixact_member_buffers": "512"}
     if not mem_kib:
-        return multixacts
-    return {"shared_buffers": f"{max(128, mem_kib // 4 // 1024)}MB", **multixacts}
+        return {}
+    return {"shared_buffers": f"{max(128, mem_kib // 4 // 1024)}MB"}
 
 
 @dataclass
