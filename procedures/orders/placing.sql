@@ -138,22 +138,25 @@ begin
   where u.product_id = any(locked) and p.stock < u.quantity
   order by u.product_id
   limit 1;
-  -- the flash-sale products, in id order, from their shards; the first short product (by id) is reported
-  for line in
-    select u.product_id, u.quantity, p.stock_shards
-    from unnest(lock_order_stock.product_ids, lock_order_stock.quantities) as u (product_id, quantity)
-    join core.products as p on u.product_id = p.id
-    where u.product_id <> all(locked)
-    order by u.product_id
-  loop
-    if short.product_id < line.product_id then
-      exit;
-    elsif line.stock_shards = 1 then
-      perform core.stock_mode_changed(line.product_id);
-    end if;
-    return query select line.product_id, t.shard, t.units
-    from core.take_shard_units(line.product_id, line.stock_shards, line.quantity) as t;
-  end loop;
+  -- the flash-sale products (if any), in id order, from their shards; the first short product (by id) is
+  -- reported
+  if cardinality(locked) < cardinality(lock_order_stock.product_ids) then
+    for line in
+      select u.product_id, u.quantity, p.stock_shards
+      from unnest(lock_order_stock.product_ids, lock_order_stock.quantities) as u (product_id, quantity)
+      join core.products as p on u.product_id = p.id
+      where u.product_id <> all(locked)
+      order by u.product_id
+    loop
+      if short.product_id < line.product_id then
+        exit;
+      elsif line.stock_shards = 1 then
+        perform core.stock_mode_changed(line.product_id);
+      end if;
+      return query select line.product_id, t.shard, t.units
+      from core.take_shard_units(line.product_id, line.stock_shards, line.quantity) as t;
+    end loop;
+  end if;
   if short.product_id is not null then
     perform core.raise_insufficient_stock(short.product_id, short.quantity, short.stock);
   end if;
