@@ -5,9 +5,9 @@
 -- requires: procedures/catalog/shards
 -- Changing a pending order: a line's quantity, a line removed, the whole order cancelled. Lock order, as in
 -- api.create_order: the owner's lock (when units are added), then the order row, then the product rows it
--- touches in product id order, then the shards of flash-sale products; stock moves only through ledger
--- rows (units given back go to a shard of a flash-sale product), and the order total follows its items by
--- trigger.
+-- touches in product id order, then the shards of flash-sale products, then (by the lines' triggers) the
+-- customer's held units of those products; stock moves only through ledger rows (units given back go to a
+-- shard of a flash-sale product), and the order total follows its items by trigger.
 begin;
 
 set local role app_owner;
@@ -159,9 +159,10 @@ begin
     if product.stock_shards = 1 and product.stock < modify_order.quantity then
       perform core.raise_insufficient_stock(product.id, modify_order.quantity, product.stock);
     end if;
+    -- the stock (and a flash-sale product's shards) before the line, whose trigger moves the held units
+    perform core.move_order_stock(target.id, product.id, product.stock_shards, -modify_order.quantity, 'order_change', uid);
     insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
     values (target.id, product.id, target.user_id, modify_order.quantity, product.price_minor);
-    perform core.move_order_stock(target.id, product.id, product.stock_shards, -modify_order.quantity, 'order_change', uid);
   else
     -- an existing line keeps its price; only the quantity and the stock move
     change := modify_order.quantity - item.quantity;
@@ -179,9 +180,9 @@ begin
       perform core.raise_insufficient_stock(product.id, change, product.stock);
     end if;
     if change <> 0 then
+      perform core.move_order_stock(target.id, product.id, product.stock_shards, -change, 'order_change', uid);
       update core.order_items as i set quantity = modify_order.quantity
       where i.order_id = target.id and i.product_id = product.id;
-      perform core.move_order_stock(target.id, product.id, product.stock_shards, -change, 'order_change', uid);
     end if;
   end if;
   return core.order_json(target.id);
@@ -226,8 +227,10 @@ begin
       'GET /orders/{order_id} lists the order''s items.'
     );
   end if;
-  delete from core.order_items as i where i.order_id = target.id and i.product_id = item.product_id;
+  -- the product row and a flash-sale product's shard before the line goes (its trigger moves the
+  -- customer's held units): the lock order of create_order and modify_order
   perform core.return_units(target.id, array[item.product_id], array[item.quantity], 'order_change', uid);
+  delete from core.order_items as i where i.order_id = target.id and i.product_id = item.product_id;
   return core.order_json(target.id);
 end;
 $$;
