@@ -24,6 +24,7 @@ from tests.db.shop import (
     no_order_limits,
     shop_setting,
 )
+from tests.db.test_ops import as_dba
 
 
 @pytest.fixture
@@ -251,3 +252,23 @@ def test_any_sequence_keeps_the_total_the_shards_and_the_ledger_in_agreement(
             assert on_hand(db.conn, product) == model.total
             assert db.one("select stock_shards from core.products where id = %s", [product]) == model.shards
             check_flash_invariants(db.conn, [product])
+
+
+def test_an_expired_order_gives_its_units_back_to_the_shards(db: Session, staff: int, customer: int) -> None:
+    product = new_product(db.conn, "T-EXPIRING", 300, 12)
+    as_staff(db, staff)
+    db.one("select api.update_product(%s, stock_shards => 3)", [product])
+    as_customer(db, customer)
+    order = db.one("select api.create_order(%s::jsonb)", [items((product, 5))])["id"]
+    assert on_hand(db.conn, product) == 7
+    db.as_superuser()
+    db.conn.execute("update core.orders set created_at = now() - interval '2 hours' where id = %s", [order])
+    as_dba(db)
+    assert db.one("select ops.expire_unpaid_orders('30 minutes')") == 1
+    assert on_hand(db.conn, product) == 12
+    returned = db.all(
+        "select shard, delta from core.inventory_movements where order_id = %s and reason = 'order_expired'",
+        [order],
+    )
+    assert [(delta, shard is not None) for shard, delta in returned] == [(5, True)]
+    check_flash_invariants(db.conn, [product])
