@@ -1,8 +1,8 @@
 """`make bench`: the gateway and the database against their own limits, in the same run.
 
-    python -m bench [--only gateway,hot_sku,scale] [--seconds 10] [--rounds 3] [--connections 16]
+    python -m bench [--only gateway,hot_sku,scale,profile] [--seconds 10] [--rounds 3] [--connections 16]
                     [--products 10000] [--workers 2] [--pool 4] [--hot-clients 8,32,64]
-                    [--sizes 10000,100000,1000000] [--scale-connections 8]
+                    [--sizes 10000,100000,1000000] [--scale-connections 8] [--profile-orders 400]
 
 Each benchmark starts its own PostgreSQL under bench/.work and writes bench/results/<name>.json (the machine,
 the versions, the exact command and the numbers); bench/results/README.md gets one table per benchmark from
@@ -21,13 +21,14 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from bench import harness, hot_sku, pairs, scale
+from bench import harness, hot_sku, pairs, profile, scale
 
-BENCHMARKS: dict[str, ModuleType] = {"gateway": pairs, "hot_sku": hot_sku, "scale": scale}
+BENCHMARKS: dict[str, ModuleType] = {"gateway": pairs, "hot_sku": hot_sku, "scale": scale, "profile": profile}
 TITLES = {
     "gateway": "gateway vs pgbench: catalog reads and order creation",
     "hot_sku": "hot SKU: concurrent buyers of one product",
     "scale": "scale: filtered keyset pages at growing catalog sizes",
+    "profile": "profile: the statements of one order (pg_stat_statements, track = all)",
 }
 README_START = "<!-- bench:start (written by `make bench`) -->"
 README_END = "<!-- bench:end -->"
@@ -56,6 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hot-clients", type=_ints, default=[8, 32, 64], help="buyers of the hot product")
     parser.add_argument("--sizes", type=_ints, default=[10_000, 100_000, 1_000_000], help="catalog sizes")
     parser.add_argument("--scale-connections", type=int, default=8, help="concurrent clients (scale bench)")
+    parser.add_argument("--profile-orders", type=int, default=400, help="orders of the profile (one client)")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in BENCHMARKS]

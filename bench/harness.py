@@ -381,12 +381,13 @@ def pgbench(
     script: Path | Sequence[tuple[Path, int]],
     *,
     clients: int,
-    seconds: int,
+    seconds: int = 0,
+    transactions: int = 0,
     variables: dict[str, str] | None = None,
     mode: str = "extended",
 ) -> Measurement:
-    """pgbench with a custom script, or several with their weights (each transaction picks one); latencies
-    from its per-transaction log."""
+    """pgbench with a custom script, or several with their weights (each transaction picks one), for
+    `seconds` or `transactions` per client; latencies from its per-transaction log."""
     weighted = [(script, 1)] if isinstance(script, Path) else list(script)
     name = "+".join(path.stem for path, _weight in weighted)
     log_dir = WORK / f"pgbench-{name}-{mode}-{clients}"
@@ -397,14 +398,14 @@ def pgbench(
         "--no-vacuum",
         f"--client={clients}",
         f"--jobs={min(clients, os.cpu_count() or 1)}",
-        f"--time={seconds}",
+        f"--transactions={transactions}" if transactions else f"--time={seconds}",
         f"--protocol={mode}",
         "--log",
         f"--log-prefix={log_dir / 'tx'}",
         *(f"--file={path}" + (f"@{weight}" if len(weighted) > 1 else "") for path, weight in weighted),
     ]
-    for name, value in (variables or {}).items():
-        args.append(f"--define={name}={value}")
+    for variable, value in (variables or {}).items():
+        args.append(f"--define={variable}={value}")
     proc = subprocess.run([*args, url], capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 2):  # 2: some transactions failed (counted below)
         raise BenchError(f"pgbench {name} failed: {proc.stderr.strip()[-1500:]}")
@@ -414,6 +415,10 @@ def pgbench(
     match = re.search(r"number of transactions actually processed: (\d+)", proc.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", proc.stdout)
     done = int(match.group(1)) if match else 0
+    elapsed = float(seconds)
+    tps = re.search(r"tps = ([0-9.]+)", proc.stdout)
+    if transactions and tps and float(tps.group(1)):
+        elapsed = done / float(tps.group(1))
     latencies: list[float] = []
     for path in log_dir.iterdir():
         for line in path.read_text().splitlines():
@@ -423,7 +428,7 @@ def pgbench(
     return Measurement(
         tool="pgbench",
         requests=done,
-        seconds=float(seconds),
+        seconds=elapsed,
         errors=int(failed.group(1)) if failed else 0,
         p50_ms=_percentile(latencies, 50),
         p99_ms=_percentile(latencies, 99),

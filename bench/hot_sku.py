@@ -12,11 +12,16 @@ At each concurrency (8, 32, 64 by default):
 - the floor of any "take one unit" design: a bare conditional UPDATE
   (`update ... set stock = stock - 1 where id = $1 and stock >= 1`) as the superuser, on a scratch copy of
   the product row (scratch.products: core.products' columns, constraints and indexes, no triggers);
-- after every run, the invariants: the product's stock equals its ledger sum, stock never went negative,
-  and the units sold (initial stock - final stock) equal the units of the order lines written in the run
-  (and the orders pgbench committed).
+- the same hot-product runs (pgbench and gateway) for a second product in flash-sale mode (its stock in
+  FLASH_SHARDS shards, each buyer taking units from a shard it can lock without waiting), beside the
+  gateway's spread run, so that flash_sale.ratio_hot_to_spread says what is left of the queue;
+- after every run, the invariants: the product's stock (the product row plus its shards) equals its ledger
+  sum, stock never went negative, and the units sold (initial stock - final stock) equal the units of the
+  order lines written in the run (and the orders pgbench committed).
 
-ratio = create_order orders/s (pgbench) / bare UPDATE rows/s, at the same concurrency. Target: >= 0.7.
+ratio = create_order orders/s (pgbench) / bare UPDATE rows/s, at the same concurrency. Targets, in the same
+run: ratio_spread_to_bare >= 0.7; flash_sale.ratio_hot_to_spread >= 0.9; through the gateway, flash-sale
+hot >= 0.8 x spread.
 """
 
 from __future__ import annotations
@@ -35,23 +40,30 @@ from bench import harness
 NAME = "hot_sku"
 HOT_STOCK = 10_000_000
 SPREAD_PRODUCTS = 1000  # generated products the spread run draws from
+FLASH_SHARDS = 64  # the flash-sale product's shards: one per buyer at the highest level
 # Every buyer takes unit after unit of the one hot product and never pays: both limits on unpaid orders
 # lifted (their checks still run on every order), as no customer would come near them this way.
 LIMITS = harness.OrderLimits(max_open_orders=harness.UNLIMITED, max_units_per_product=harness.UNLIMITED)
 
 
-def _setup(admin_url: str) -> int:
-    """The hot product (the first demo product, restocked through the ledger) and its scratch copy."""
+def _setup(admin_url: str) -> tuple[int, int]:
+    """The hot product (the first demo product, restocked through the ledger) and its scratch copy, and the
+    flash-sale product (the second, its stock put into FLASH_SHARDS shards as staff's PATCH does)."""
     with psycopg.connect(admin_url) as conn:
         row = conn.execute("select min(id) from core.products where active").fetchone()
         assert row is not None
         assert row[0] is not None
         hot = int(row[0])
+        row = conn.execute("select min(id) from core.products where active and id > %s", [hot]).fetchone()
+        assert row is not None
+        flash = int(row[0])
         conn.execute(
             "insert into core.inventory_movements (product_id, delta, reason, note) "
-            "values (%s, %s, 'restock', 'benchmark: hot product')",
-            [hot, HOT_STOCK],
+            "values (%s, %s, 'restock', 'benchmark: hot product'),"
+            " (%s, %s, 'restock', 'benchmark: flash sale')",
+            [hot, HOT_STOCK, flash, HOT_STOCK],
         )
+        conn.execute("select core.set_stock_shards(%s, %s, null)", [flash, FLASH_SHARDS])
         conn.execute("create schema scratch")
         conn.execute("create table scratch.products (like core.products including all)")
         conn.execute(
@@ -63,14 +75,15 @@ def _setup(admin_url: str) -> int:
         )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("vacuum analyze scratch.products")
-    return hot
+    return hot, flash
 
 
 def _state(admin_url: str, product: int) -> dict[str, Any]:
     with psycopg.connect(admin_url) as conn:
         row = conn.execute(
             """
-            select p.stock,
+            select p.stock
+                   + coalesce((select sum(s.units) from core.stock_shards as s where s.product_id = p.id), 0),
                    (select coalesce(sum(m.delta), 0) from core.inventory_movements as m
                     where m.product_id = p.id),
                    (select coalesce(sum(i.quantity), 0) from core.order_items as i where i.product_id = p.id),
@@ -134,6 +147,7 @@ class Setup:
     gw: harness.Gateway
     seconds: int
     hot: int  # the hot product
+    flash: int  # the product in flash-sale mode
     span: tuple[int, int]  # first and last id of the products the spread run draws from
     scratch_id: str  # the hot product's scratch copy, for the bare UPDATE
     buyers: list[harness.Customer]  # one per client at the highest level
@@ -142,29 +156,38 @@ class Setup:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with harness.database(SPREAD_PRODUCTS) as db:
         harness.restock_everything(db.admin_url, HOT_STOCK)
-        hot = _setup(db.admin_url)
+        hot, flash = _setup(db.admin_url)
         span = harness.product_ids(db.admin_url)
         with psycopg.connect(db.admin_url) as conn:
             row = conn.execute("select id from scratch.products").fetchone()
         assert row is not None
         with harness.gateway(db, workers=args.workers, pool=args.pool, limits=LIMITS) as gw:
             buyers = harness.buyers(gw, db, max(args.hot_clients), "bench-hot-buyer")
-            setup = Setup(db, gw, args.seconds, hot, span, str(row[0]), buyers)
+            setup = Setup(db, gw, args.seconds, hot, flash, span, str(row[0]), buyers)
             levels = [_level(setup, clients) for clients in args.hot_clients]
         server = harness.server_version(db.admin_url)
     return {
         "versions": harness.versions(server),
         "seconds": args.seconds,
         "product": hot,
+        "flash_sale_product": flash,
+        "flash_sale_shards": FLASH_SHARDS,
         "spread_products": SPREAD_PRODUCTS,
         "gateway_workers": args.workers,
         "gateway_pool_per_worker": args.pool,
         "order_limits": LIMITS.variables(),
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "target": "create_order orders/s >= 0.7 x bare conditional UPDATE rows/s at the same concurrency",
+        "target": (
+            "spread create_order orders/s >= 0.7 x bare conditional UPDATE rows/s; flash-sale hot >= 0.9 x "
+            "spread (pgbench) and >= 0.8 x spread (gateway), at the same concurrency"
+        ),
         "levels": levels,
         "invariants_ok": all(
-            level["invariants_pgbench"]["ok"] and level["invariants_gateway"]["ok"] for level in levels
+            level["invariants_pgbench"]["ok"]
+            and level["invariants_gateway"]["ok"]
+            and level["flash_sale"]["invariants_pgbench"]["ok"]
+            and level["flash_sale"]["invariants_gateway"]["ok"]
+            for level in levels
         ),
     }
 
@@ -187,7 +210,7 @@ def _level(setup: Setup, clients: int) -> dict[str, Any]:
     print(f"{NAME}: {clients} clients: create_order, spread ...", file=sys.stderr, flush=True)
     spread = _create_orders(db, variables, clients, setup.seconds, setup.span)
     print(f"{NAME}: {clients} clients: POST /orders (gateway) ...", file=sys.stderr, flush=True)
-    through_gateway, gateway_check = _through_gateway(setup, clients)
+    through_gateway, gateway_check = _through_gateway(setup, clients, setup.hot)
     return {
         "clients": clients,
         "bare_update": bare.as_dict(),
@@ -200,27 +223,65 @@ def _level(setup: Setup, clients: int) -> dict[str, Any]:
         "ratio_gateway": _ratio(through_gateway, bare),
         "invariants_pgbench": database_check,
         "invariants_gateway": gateway_check,
+        "flash_sale": _flash_sale(setup, clients, spread),
     }
 
 
-def _through_gateway(setup: Setup, clients: int) -> tuple[harness.Measurement, dict[str, Any]]:
-    """POST /orders of the hot product by wrk, one buyer per connection, and the invariants after it."""
-    before = _state(setup.db.admin_url, setup.hot)
+def _flash_sale(setup: Setup, clients: int, spread: harness.Measurement) -> dict[str, Any]:
+    """The same concurrency on the flash-sale product: create_order by pgbench and POST /orders through the
+    gateway, against the spread runs of the same level (the gateway's spread run is made here)."""
+    db, variables = setup.db, {**harness.UNREAD_BUYER, **LIMITS.variables()}
+    print(f"{NAME}: {clients} clients: create_order, flash sale ...", file=sys.stderr, flush=True)
+    before = _state(db.admin_url, setup.flash)
+    orders = _create_orders(db, variables, clients, setup.seconds, (setup.flash, setup.flash))
+    database_check = _invariants(before, _state(db.admin_url, setup.flash), orders.requests)
+    print(
+        f"{NAME}: {clients} clients: POST /orders (gateway), flash sale and spread ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    through_gateway, gateway_check = _through_gateway(setup, clients, setup.flash)
+    gateway_spread = harness.wrk(
+        setup.gw.base_url,
+        harness.SCRIPTS / "orders.lua",
+        connections=clients,
+        seconds=setup.seconds,
+        env=_wrk_env(setup, clients, setup.span),
+    )
+    return {
+        "orders_per_second": round(orders.per_second, 1),
+        "create_order_pgbench": orders.as_dict(),
+        "ratio_hot_to_spread": _ratio(orders, spread),
+        "create_order_gateway": through_gateway.as_dict(),
+        "create_order_gateway_spread": gateway_spread.as_dict(),
+        "gateway_ratio_hot_to_spread": _ratio(through_gateway, gateway_spread),
+        "invariants_pgbench": database_check,
+        "invariants_gateway": gateway_check,
+    }
+
+
+def _wrk_env(setup: Setup, clients: int, products: tuple[int, int]) -> dict[str, str]:
+    return {
+        "BENCH_FIRST_ID": str(products[0]),
+        "BENCH_LAST_ID": str(products[1]),
+        "BENCH_TOKENS": harness.tokens(setup.buyers[:clients]),
+    }
+
+
+def _through_gateway(setup: Setup, clients: int, product: int) -> tuple[harness.Measurement, dict[str, Any]]:
+    """POST /orders of one product by wrk, one buyer per connection, and the invariants after it."""
+    before = _state(setup.db.admin_url, product)
     measured = harness.wrk(
         setup.gw.base_url,
         harness.SCRIPTS / "orders.lua",
         connections=clients,
         seconds=setup.seconds,
-        env={
-            "BENCH_FIRST_ID": str(setup.hot),
-            "BENCH_LAST_ID": str(setup.hot),
-            "BENCH_TOKENS": harness.tokens(setup.buyers[:clients]),
-        },
+        env=_wrk_env(setup, clients, (product, product)),
     )
     time.sleep(1.0)  # the requests wrk left in flight finish
     check = _invariants(
         before,
-        _state(setup.db.admin_url, setup.hot),
+        _state(setup.db.admin_url, product),
         measured.requests - measured.non_2xx,
         # and a socket error or timeout leaves it unknown whether its order was written
         in_flight=clients + measured.errors,
@@ -253,5 +314,28 @@ def markdown(result: dict[str, Any]) -> str:
             f"{spread['per_second']:.0f} | {level['ratio_spread_to_bare']} | "
             f"{level['ratio_hot_to_spread']} | "
             f"{gw['per_second']:.0f} ({gw['p99_ms']:.1f}) | {level['ratio_gateway']} |"
+        )
+    return "\n".join(lines) + "\n\n" + _flash_markdown(result)
+
+
+def _flash_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Flash-sale mode: a second product with its stock in {result['flash_sale_shards']} shards, the same "
+        "buyers. Targets: flash / spread >= 0.9 (pgbench), >= 0.8 through the gateway.",
+        "",
+        "| buyers | flash sale orders/s (p99 ms) | flash / spread "
+        "| POST /orders flash sale orders/s (p99 ms) | POST /orders spread orders/s "
+        "| flash / spread (gateway) | invariants |",
+        "|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for level in result["levels"]:
+        flash = level["flash_sale"]
+        pg, gw = flash["create_order_pgbench"], flash["create_order_gateway"]
+        ok = flash["invariants_pgbench"]["ok"] and flash["invariants_gateway"]["ok"]
+        lines.append(
+            f"| {level['clients']} | {pg['per_second']:.0f} ({pg['p99_ms']:.1f}) | "
+            f"**{flash['ratio_hot_to_spread']}** | {gw['per_second']:.0f} ({gw['p99_ms']:.1f}) | "
+            f"{flash['create_order_gateway_spread']['per_second']:.0f} | "
+            f"**{flash['gateway_ratio_hot_to_spread']}** | {'hold' if ok else 'VIOLATED'} |"
         )
     return "\n".join(lines) + "\n"

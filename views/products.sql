@@ -1,6 +1,7 @@
 -- Deploy commercecore:views/products to pg
 -- requires: schema/catalog
--- The public catalog: active products without internal fields, and the categories. The view keeps the
+-- requires: schema/stock_shards
+-- The public catalog: active products without internal fields (api.categories is unchanged). The view keeps the
 -- column filters PostgREST clients send (id, category_id, price_minor, sku, created_at, currency) on the
 -- partial indexes of core.products (schema/catalog): its only own condition is `active`, which every one of
 -- those indexes carries. Its comment declares what the costly parts of the dialect may use (@pattern, @order
@@ -9,7 +10,8 @@ begin;
 
 set local role app_owner;
 
-create view api.products with (security_barrier) as
+-- stock is now the shards' sum for a product in flash-sale mode: the same column, of the same type
+create or replace view api.products with (security_barrier) as
 select
   p.id,
   p.sku,
@@ -17,7 +19,9 @@ select
   p.description,
   p.price_minor,
   p.currency,
-  p.stock,
+  case when p.stock_shards = 1 then p.stock else (
+    select coalesce(sum(s.units), 0)::integer from core.stock_shards as s where s.product_id = p.id
+  ) end as stock,
   p.category_id,
   p.created_at,
   p.updated_at
@@ -38,28 +42,8 @@ below. For ranked full-text search use `search_products`.
 @order id, sku, name, price_minor, created_at';
 comment on column api.products.price_minor is 'Unit price in minor units of currency (cents).';
 comment on column api.products.currency is 'ISO 4217 code, upper case.';
-comment on column api.products.stock is 'Units on hand.';
+comment on column api.products.stock is 'Units on hand (of a product in flash-sale mode: the sum of its shards).';
 
 grant select on api.products to app_readonly, app_readwrite, app_admin;
-
-create view api.categories with (security_barrier) as
-select
-  c.id,
-  c.slug,
-  c.name,
-  c.description,
-  c.parent_id,
-  c.created_at,
-  c.updated_at
-from core.categories as c
-order by c.id;
-
-comment on view api.categories is
-'The catalog''s categories; parent_id nests them (null for a top-level category).
-@route GET /categories
-@pattern slug, name
-@order id, slug, name';
-
-grant select on api.categories to app_readonly, app_readwrite, app_admin;
 
 commit;

@@ -1,10 +1,15 @@
 -- Deploy commercecore:procedures/catalog/products to pg
 -- requires: procedures/catalog/reads
 -- requires: procedures/guards
--- Staff's catalog maintenance: create and change products, their fields checked in one place.
+-- requires: procedures/catalog/stock_mode
+-- Staff's catalog maintenance: create and change products, their fields checked in one place, and turn a
+-- product's flash-sale mode on or off (stock_shards, core.set_stock_shards).
 begin;
 
 set local role app_owner;
+
+-- update_product takes stock_shards: a new signature, granted again below
+drop function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[]);
 
 create or replace function core.check_product_fields(
   sku text, name text, description text, price_minor bigint, currency text, category_id bigint,
@@ -156,7 +161,8 @@ create or replace function api.update_product(
   active boolean default null,
   cost_minor bigint default null,
   max_per_customer integer default null,
-  unset text[] default null
+  unset text[] default null,
+  stock_shards integer default null
 )
 returns jsonb
 language plpgsql
@@ -165,6 +171,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   unknown text;
+  max_shards integer := core.max_stock_shards();
 begin
   perform core.require_staff();
   select u.field into unknown
@@ -191,9 +198,23 @@ begin
     update_product.max_per_customer
   );
 
-  perform from core.products as p where p.id = update_product.id for update;
+  if update_product.stock_shards not between 1 and max_shards then
+    perform core.raise_invalid(
+      'stock_shards', format('stock_shards must be a whole number from 1 (flash-sale mode off) to %s.', max_shards),
+      jsonb_build_object('min', 1, 'max', max_shards, 'value', update_product.stock_shards),
+      'More shards let more buyers take units at once; 1 keeps the stock in the product row.'
+    );
+  end if;
+
+  -- the lock of the order functions (FOR NO KEY UPDATE, taken by orders of a product not in flash-sale
+  -- mode); a flash sale's buyers hold its shards, which core.set_stock_shards waits for, in order, before
+  -- the row is changed
+  perform from core.products as p where p.id = update_product.id for no key update;
   if not found then
     perform core.raise_not_found('product', update_product.id, 'List the catalog with GET /products.');
+  end if;
+  if update_product.stock_shards is not null then
+    perform core.set_stock_shards(update_product.id, update_product.stock_shards, core.current_user_id());
   end if;
 
   begin
@@ -227,17 +248,24 @@ begin
 end;
 $$;
 
-comment on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[]) is
+comment on function api.update_product(
+  bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[], integer
+) is
 'Staff: changes the given fields of a product and returns it; fields left out (or null) keep their value.
 To clear category_id, cost_minor or max_per_customer, name them in unset (e.g. {"unset": ["category_id"]}).
 max_per_customer (at least 1) caps the units of the product in one customer''s unpaid orders together;
 unset, the shop''s default (COMMERCECORE_MAX_UNITS_PER_PRODUCT) applies. A lower cap refuses new units only:
 orders already placed keep theirs. Stock is not a field here: move it with POST /products/{id}/stock.
 Changing the price does not touch the prices already in orders.
-Errors: 403 forbidden; 404 not_found; 409 duplicate_sku; 422 invalid_input naming the field.
+stock_shards turns flash-sale mode on (2 up to commercecore.max_stock_shards, default 64) or off (1): the
+units on hand are then kept in that many shards, so that concurrent buyers take them without waiting for
+each other; the stock shown stays the total. Changing it moves the units through the ledger (reason
+rebalance).
+Errors: 403 forbidden; 404 not_found; 409 duplicate_sku; 422 invalid_input naming the field (stock_shards
+with {min, max, value}).
 @route PATCH /products/{id}';
 
-grant execute on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[])
+grant execute on function api.update_product(bigint, text, text, text, bigint, text, bigint, boolean, bigint, integer, text[], integer)
 to app_admin;
 
 commit;

@@ -1,7 +1,9 @@
 -- Deploy commercecore:procedures/catalog/search to pg
 -- requires: schema/catalog
 -- requires: procedures/errors
--- Ranked full-text search over the active catalog, with the storefront's filters.
+-- requires: schema/stock_shards
+-- Ranked full-text search over the active catalog, with the storefront's filters. A product's stock is its
+-- units on hand: in flash-sale mode the sum of its shards.
 begin;
 
 set local role app_owner;
@@ -40,6 +42,8 @@ declare
   ts_query tsquery;
   category_ids bigint[];
   statement text;
+  on_hand constant text := '(case when p.stock_shards = 1 then p.stock else (select coalesce(sum(s.units), 0)::integer'
+    || ' from core.stock_shards as s where s.product_id = p.id) end)';
 begin
   if words is not null and length(words) > 256 then
     perform core.raise_invalid(
@@ -103,7 +107,7 @@ begin
   -- only the filters that were given are in the statement, so each search is planned for its own filters
   -- (partial indexes on active products: search GIN, (category_id, id), (price_minor, id), (id));
   -- the fragments are constants and every value is a parameter
-  statement := 'select p.id, p.sku, p.name, p.description, p.price_minor, p.currency, p.stock,'
+  statement := 'select p.id, p.sku, p.name, p.description, p.price_minor, p.currency, ' || on_hand || ','
     || ' p.category_id, p.created_at, p.updated_at,'
     || case when ts_query is null then ' null::real' else ' ts_rank_cd(p.search, $1)' end
     || ' as match_rank from core.products as p where p.active'
@@ -111,7 +115,7 @@ begin
     || case when category_ids is null then '' else ' and p.category_id = any($2)' end
     || case when search_products.min_price is null then '' else ' and p.price_minor >= $3' end
     || case when search_products.max_price is null then '' else ' and p.price_minor <= $4' end
-    || case search_products.in_stock when true then ' and p.stock > 0' when false then ' and p.stock = 0' else '' end
+    || case search_products.in_stock when true then ' and ' || on_hand || ' > 0' when false then ' and ' || on_hand || ' = 0' else '' end
     || case when ts_query is null then ' order by p.id' else ' order by match_rank desc, p.id' end
     || ' limit $5 offset $6';
   return query execute statement

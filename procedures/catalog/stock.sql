@@ -1,7 +1,9 @@
 -- Deploy commercecore:procedures/catalog/stock to pg
 -- requires: procedures/catalog/reads
 -- requires: procedures/guards
--- Staff's stock moves: a ledger row of a given reason, never a write of products.stock (schema/catalog).
+-- requires: procedures/catalog/shards
+-- Staff's stock moves: a ledger row of a given reason, never a write of products.stock (schema/catalog); for
+-- a product in flash-sale mode one row per shard moved (core.spread_shard_units).
 begin;
 
 set local role app_owner;
@@ -13,7 +15,8 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  on_hand integer;
+  on_hand bigint;
+  shards integer;
 begin
   perform core.require_staff();
   if adjust_stock.delta is null or adjust_stock.delta = 0 then
@@ -36,9 +39,17 @@ begin
     );
   end if;
 
-  select p.stock into on_hand from core.products as p where p.id = adjust_stock.id for no key update;
+  select p.stock, p.stock_shards into on_hand, shards from core.products as p where p.id = adjust_stock.id for no key update;
   if not found then
     perform core.raise_not_found('product', adjust_stock.id, 'List the catalog with GET /products.');
+  end if;
+  if shards > 1 then
+    -- all the shards, locked in order: the units on hand are their sum
+    insert into core.inventory_movements (product_id, shard, delta, reason, actor_user_id, note)
+    select adjust_stock.id, m.shard, m.units, adjust_stock.reason, core.current_user_id(), coalesce(adjust_stock.note, '')
+    from core.spread_shard_units(adjust_stock.id, adjust_stock.delta) as m
+    order by m.shard;
+    return core.product_json(adjust_stock.id, true);
   end if;
   if on_hand::bigint + adjust_stock.delta < 0 then
     perform core.raise_error(
@@ -63,7 +74,8 @@ $$;
 comment on function api.adjust_stock(bigint, integer, text, text) is
 'Staff: moves a product''s stock by delta units (positive adds, negative takes) with a ledger movement of
 the given reason (restock, adjustment or correction) and optional note; returns the product. Stock never
-goes negative.
+goes negative. In flash-sale mode the units are spread over the shards (added evenly, taken from the
+fullest first), one ledger row per shard moved.
 Errors: 403 forbidden; 404 not_found; 409 insufficient_stock {product_id, requested, available};
 422 invalid_input naming the field.
 @route POST /products/{id}/stock';

@@ -1,6 +1,7 @@
 -- Deploy commercecore:procedures/ops/expiry to pg
 -- requires: procedures/orders/limits
 -- requires: schema/payments
+-- requires: procedures/orders/changes
 -- The expiry of unpaid orders, run by `commercecore jobs run`: their stock goes back through the ledger and
 -- their open checkout attempts close with them.
 begin;
@@ -77,23 +78,22 @@ begin
         )
     );
 
-    -- restock what the order still holds according to the ledger, products locked in id order
-    perform from core.products as pr
-    where pr.id in (select m.product_id from core.inventory_movements as m where m.order_id = ord.id)
-    order by pr.id
-    for no key update;
-    insert into core.inventory_movements (product_id, delta, reason, order_id, note)
-    select
-      m.product_id,
-      -sum(m.delta)::integer,
-      'order_expired',
+    -- restock what the order still holds according to the ledger (products locked in id order, then the
+    -- shards of flash-sale products)
+    perform core.return_units(
       ord.id,
+      array(
+        select m.product_id from core.inventory_movements as m where m.order_id = ord.id
+        group by m.product_id having sum(m.delta) < 0 order by m.product_id
+      ),
+      array(
+        select (-sum(m.delta))::integer from core.inventory_movements as m where m.order_id = ord.id
+        group by m.product_id having sum(m.delta) < 0 order by m.product_id
+      ),
+      'order_expired',
+      null,
       case when past_max_age then 'unpaid order reached its maximum age' else 'unpaid order expired' end
-    from core.inventory_movements as m
-    where m.order_id = ord.id
-    group by m.product_id
-    having sum(m.delta) < 0
-    order by m.product_id;
+    );
 
     -- the attempts that were never paid close with the order; a success arriving later is refunded
     update core.payments as p
@@ -113,7 +113,8 @@ $$;
 
 comment on function ops.expire_unpaid_orders(interval, interval) is
 'Cancels unpaid (pending) orders (cancel_reason expired) and puts their stock back (ledger reason
-order_expired, the quantities the ledger still holds for the order). An order ends at max_age after its
+order_expired, the quantities the ledger still holds for the order; for a product in flash-sale mode
+into one of its shards). An order ends at max_age after its
 creation (null: core.order_max_unpaid_age(), the setting commercecore.order_max_unpaid_age, else 60
 minutes) whatever its checkout attempts, so that new attempts cannot keep stock unpaid. Before that it ends
 once created more than ttl ago, unless its customer has paid or may be paying: any succeeded payment (it

@@ -2,13 +2,92 @@
 -- requires: procedures/orders/common
 -- requires: procedures/orders/limits
 -- requires: procedures/guards
+-- requires: procedures/catalog/shards
 -- Changing a pending order: a line's quantity, a line removed, the whole order cancelled. Lock order, as in
 -- api.create_order: the owner's lock (when units are added), then the order row, then the product rows it
--- touches in product id order; stock moves only through ledger rows, and the order total follows its items by
--- trigger.
+-- touches in product id order, then the shards of flash-sale products, then (by the lines' triggers) the
+-- customer's held units of those products; stock moves only through ledger rows (units given back go to a
+-- shard of a flash-sale product), and the order total follows its items by trigger.
 begin;
 
 set local role app_owner;
+
+create or replace function core.move_order_stock(
+  order_id bigint, product_id bigint, shards integer, delta integer, reason text, actor_user_id bigint
+)
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- the caller holds the product row; a flash-sale product's units come from (or go back to) its shards
+  if move_order_stock.shards = 1 then
+    insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
+    values (
+      move_order_stock.product_id, move_order_stock.delta, move_order_stock.reason, move_order_stock.order_id,
+      move_order_stock.actor_user_id
+    );
+  elsif move_order_stock.delta < 0 then
+    insert into core.inventory_movements (product_id, shard, delta, reason, order_id, actor_user_id)
+    select
+      move_order_stock.product_id, t.shard, -t.units, move_order_stock.reason, move_order_stock.order_id,
+      move_order_stock.actor_user_id
+    from core.take_shard_units(move_order_stock.product_id, move_order_stock.shards, -move_order_stock.delta) as t
+    order by t.shard;
+  else
+    insert into core.inventory_movements (product_id, shard, delta, reason, order_id, actor_user_id)
+    values (
+      move_order_stock.product_id, core.return_shard(move_order_stock.product_id), move_order_stock.delta,
+      move_order_stock.reason, move_order_stock.order_id, move_order_stock.actor_user_id
+    );
+  end if;
+end;
+$$;
+
+comment on function core.move_order_stock(bigint, bigint, integer, integer, text, bigint) is
+'Moves delta units of one product for an order through the ledger (negative: taken, positive: given back):
+the product row, or for a product in flash-sale mode (shards > 1) the shards core.take_shard_units picks, or
+the one core.return_shard gives back to. The caller holds the product row (FOR NO KEY UPDATE).';
+
+create or replace function core.return_units(
+  order_id bigint, product_ids bigint[], quantities integer[], reason text, actor_user_id bigint, note text default ''
+)
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  line record;
+  ids bigint[] := '{}';
+  shards smallint[] := '{}';
+  units integer[] := '{}';
+begin
+  -- the product rows in id order, then a shard of each flash-sale product in the same order
+  perform from core.products as p where p.id = any(return_units.product_ids) order by p.id for no key update;
+  for line in
+    select u.product_id, u.quantity, p.stock_shards
+    from unnest(return_units.product_ids, return_units.quantities) as u (product_id, quantity)
+    join core.products as p on u.product_id = p.id
+    where u.quantity > 0
+    order by u.product_id
+  loop
+    ids := ids || line.product_id;
+    units := units || line.quantity;
+    shards := shards || case when line.stock_shards > 1 then core.return_shard(line.product_id) end;
+  end loop;
+  insert into core.inventory_movements (product_id, shard, delta, reason, order_id, actor_user_id, note)
+  select
+    m.product_id, m.shard, m.units, return_units.reason, return_units.order_id, return_units.actor_user_id,
+    coalesce(return_units.note, '')
+  from unnest(ids, shards, units) as m (product_id, shard, units)
+  order by m.product_id;
+end;
+$$;
+
+comment on function core.return_units(bigint, bigint[], integer[], text, bigint, text) is
+'Puts an order''s units back in stock, one ledger row per product of the given reason: into the product row,
+or into a shard of a product in flash-sale mode (core.return_shard). Locks the product rows in id order,
+then the shards.';
 
 create or replace function api.modify_order(order_id bigint, product_id bigint, quantity integer)
 returns jsonb
@@ -77,13 +156,13 @@ begin
       );
     end if;
     perform core.check_order_limits(target.user_id, array[product.id], array[modify_order.quantity]);
-    if product.stock < modify_order.quantity then
+    if product.stock_shards = 1 and product.stock < modify_order.quantity then
       perform core.raise_insufficient_stock(product.id, modify_order.quantity, product.stock);
     end if;
+    -- the stock (and a flash-sale product's shards) before the line, whose trigger moves the held units
+    perform core.move_order_stock(target.id, product.id, product.stock_shards, -modify_order.quantity, 'order_change', uid);
     insert into core.order_items (order_id, product_id, user_id, quantity, unit_price_minor)
     values (target.id, product.id, target.user_id, modify_order.quantity, product.price_minor);
-    insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
-    values (product.id, -modify_order.quantity, 'order_change', target.id, uid);
   else
     -- an existing line keeps its price; only the quantity and the stock move
     change := modify_order.quantity - item.quantity;
@@ -97,14 +176,13 @@ begin
     if change > 0 then
       perform core.check_order_limits(target.user_id, array[product.id], array[change]);
     end if;
-    if change > 0 and product.stock < change then
+    if change > 0 and product.stock_shards = 1 and product.stock < change then
       perform core.raise_insufficient_stock(product.id, change, product.stock);
     end if;
     if change <> 0 then
+      perform core.move_order_stock(target.id, product.id, product.stock_shards, -change, 'order_change', uid);
       update core.order_items as i set quantity = modify_order.quantity
       where i.order_id = target.id and i.product_id = product.id;
-      insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
-      values (product.id, -change, 'order_change', target.id, uid);
     end if;
   end if;
   return core.order_json(target.id);
@@ -149,10 +227,10 @@ begin
       'GET /orders/{order_id} lists the order''s items.'
     );
   end if;
-  perform from core.products as p where p.id = item.product_id for no key update;
+  -- the product row and a flash-sale product's shard before the line goes (its trigger moves the
+  -- customer's held units): the lock order of create_order and modify_order
+  perform core.return_units(target.id, array[item.product_id], array[item.quantity], 'order_change', uid);
   delete from core.order_items as i where i.order_id = target.id and i.product_id = item.product_id;
-  insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
-  values (item.product_id, item.quantity, 'order_change', target.id, uid);
   return core.order_json(target.id);
 end;
 $$;
@@ -177,15 +255,12 @@ declare
   target core.orders;
 begin
   target := core.lock_pending_order(cancel_order.order_id);
-  perform from core.products as p
-  where p.id in (select i.product_id from core.order_items as i where i.order_id = target.id)
-  order by p.id
-  for no key update;
-  insert into core.inventory_movements (product_id, delta, reason, order_id, actor_user_id)
-  select i.product_id, i.quantity, 'order_cancel', target.id, uid
-  from core.order_items as i
-  where i.order_id = target.id
-  order by i.product_id;
+  perform core.return_units(
+    target.id,
+    array(select i.product_id from core.order_items as i where i.order_id = target.id order by i.product_id),
+    array(select i.quantity from core.order_items as i where i.order_id = target.id order by i.product_id),
+    'order_cancel', uid
+  );
   update core.orders as o
   set
     status = 'cancelled',

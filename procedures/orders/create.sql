@@ -5,10 +5,11 @@
 -- requires: procedures/orders/limits
 -- requires: procedures/guards
 -- POST /orders: api.create_order runs its named steps in one transaction, in the lock order of the order
--- functions: the idempotency key (core.replay_idempotent), the customer (core.check_order_limits), the new
--- order row, then the product rows in product id order (core.lock_order_products). A customer's unpaid
--- orders are limited in number and in units per product, counted under the customer's lock, so that no
--- account can take the stock and keep it unpaid.
+-- functions: the idempotency key (core.replay_idempotent), the customer (core.check_order_limits), then the
+-- stock (core.lock_order_stock: the product rows in product id order, then the shards of flash-sale
+-- products), and writes the order, its lines and its ledger rows in one statement (core.place_order). A
+-- customer's unpaid orders are limited in number and in units per product, counted under the customer's
+-- lock, so that no account can take the stock and keep it unpaid.
 begin;
 
 set local role app_owner;
@@ -32,7 +33,7 @@ declare
   quantities integer[];
   address core.addresses;
   order_currency text;
-  new_order_id bigint;
+  takes record;
   document jsonb;
 begin
   if create_order.idempotency_key is not null then
@@ -62,18 +63,19 @@ begin
   -- the customer's limits, under the customer's lock (held to the commit): a second request of the same
   -- customer counts this order too
   perform core.check_order_limits(uid, product_ids, quantities, new_order => true);
-  new_order_id := core.insert_order(uid, order_currency, address);
-  perform core.lock_order_products(product_ids, quantities, order_currency);
-  perform core.insert_order_lines(new_order_id, uid, product_ids, quantities);
-  perform core.take_stock(new_order_id, uid, product_ids, quantities);
-
-  document := core.order_json(new_order_id);
+  select array_agg(t.product_id) as products, array_agg(t.shard) as shards, array_agg(t.units) as units
+  into takes
+  from core.lock_order_stock(product_ids, quantities, order_currency) as t;
+  document := core.place_order(
+    uid, order_currency, address, product_ids, quantities, takes.products, takes.shards, takes.units
+  );
   if create_order.idempotency_key is not null then
     perform core.store_idempotent(uid, this_endpoint, create_order.idempotency_key, body_hash, 201, document);
   end if;
   perform set_config('response.status', '201', true);
   perform set_config(
-    'response.headers', jsonb_build_array(jsonb_build_object('Location', '/orders/' || new_order_id))::text, true
+    'response.headers', jsonb_build_array(jsonb_build_object('Location', '/orders/' || (document ->> 'id')))::text,
+    true
   );
   return document;
 end;
@@ -86,7 +88,8 @@ since prices always come from the catalog; lines of the same product are merged 
 product). All products must be active and of one currency. shipping_address_id must be one of the caller''s
 shipping addresses; without it the default shipping address is used, if there is one; either way the
 address is copied into the order. Stock is taken at once (ledger reason order); the first product (by id)
-that is short fails the whole order.
+that is short fails the whole order. A product in flash-sale mode (stock_shards > 1) gives its units from
+whichever of its shards is free, and is short only when all of them together are.
 idempotency_key (the Idempotency-Key header): the same key with the same items and shipping_address_id
 within 24 hours returns the first response again, with its status and the header Idempotent-Replayed: true,
 and places nothing; the same key with another body is 422 idempotency_key_reused.

@@ -1,6 +1,7 @@
 -- Deploy commercecore:procedures/orders/limits to pg
 -- requires: schema/orders
 -- requires: procedures/errors
+-- requires: schema/order_totals
 -- The limits on a customer's unpaid orders, so that no account can take the stock and keep it unpaid: how
 -- many of them, how many units of a product across them, how long one may live. The limits are settings
 -- (commercecore.*): the gateway sets them per transaction from its environment, and any other session (psql, a
@@ -122,22 +123,18 @@ begin
     end if;
   end if;
 
-  -- what the customer's unpaid orders hold of each product, the units asked for now included
+  -- what the customer's unpaid orders hold of each product (core.held_units, kept by the triggers of the
+  -- order lines: one look, however many orders), the units asked for now included
   select
     u.product_id,
     u.added,
-    coalesce(h.held, 0) as held,
+    coalesce(h.units, 0) as held,
     coalesce(p.max_per_customer, core.max_units_per_product()) as max_units
   into over
   from unnest(check_order_limits.product_ids, check_order_limits.added) as u (product_id, added)
   join core.products as p on u.product_id = p.id
-  left join lateral (
-    select sum(i.quantity) as held
-    from core.orders as o
-    join core.order_items as i on o.id = i.order_id
-    where o.user_id = check_order_limits.customer_id and o.status = 'pending' and i.product_id = u.product_id
-  ) as h on true
-  where u.added > 0 and coalesce(h.held, 0) + u.added > coalesce(p.max_per_customer, core.max_units_per_product())
+  left join core.held_units as h on h.user_id = check_order_limits.customer_id and h.product_id = u.product_id
+  where u.added > 0 and coalesce(h.units, 0) + u.added > coalesce(p.max_per_customer, core.max_units_per_product())
   order by u.product_id
   limit 1;
   if found then

@@ -1,0 +1,7 @@
+-- Revert commercecore:procedures/catalog/reads from pg
+begin;
+
+drop function api.get_product(bigint);
+drop function core.product_json(bigint, boolean);
+
+commit;

@@ -1,0 +1,6 @@
+-- Revert commercecore:procedures/catalog/search from pg
+begin;
+
+drop function api.search_products(text, bigint, bigint, bigint, boolean, integer, integer);
+
+commit;

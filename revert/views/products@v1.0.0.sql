@@ -1,0 +1,7 @@
+-- Revert commercecore:views/products from pg
+begin;
+
+drop view api.categories;
+drop view api.products;
+
+commit;
