@@ -9,14 +9,20 @@
 -- trigger applies every movement of an INSERT, so products.stock plus the product's shards always equal
 -- its ledger sum. Direct writes of products.stock or stock_shards.units are refused; the guards and the
 -- other row triggers of core.products have WHEN conditions, so a stock move calls no PL/pgSQL row trigger.
+-- squawk: a shard number is at most 64 (commercecore.max_stock_shards), so smallint; the ledger's reason
+-- check is dropped only to be replaced by a wider one, and the row trigger's function by a statement-level
+-- one, in this same transaction
+-- squawk-ignore-file prefer-bigint-over-smallint,ban-drop-constraint,ban-drop-function
 begin;
 
 set local role app_owner;
 
+-- the checks are added not valid (no scan under this change's lock; the column's constant default rewrites
+-- nothing) and validated by the next change, schema/stock_shards_checks, in a transaction of its own
 alter table core.products
 add column stock_shards integer not null default 1,
-add constraint products_stock_shards_check check (stock_shards >= 1),
-add constraint products_sharded_stock_check check (stock_shards = 1 or stock = 0);
+add constraint products_stock_shards_check check (stock_shards >= 1) not valid,
+add constraint products_sharded_stock_check check (stock_shards = 1 or stock = 0) not valid;
 
 comment on column core.products.stock_shards is
 'Flash-sale mode: 1 (off), or the number of rows of core.stock_shards that hold the product''s units, so
@@ -40,20 +46,23 @@ comment on table core.stock_shards is
 maintained by the inventory ledger, never written directly.';
 comment on column core.stock_shards.units is 'Units on hand in this shard: the sum of the ledger movements of the shard.';
 
+-- the ledger is the largest table: its checks are added not valid and validated by the next change. The
+-- reason check is replaced by a wider one ('rebalance') in this transaction.
 alter table core.inventory_movements
 add column shard smallint,
-add constraint inventory_movements_shard_check check (shard >= 1),
+add constraint inventory_movements_shard_check check (shard >= 1) not valid,
 drop constraint inventory_movements_reason_check,
 add constraint inventory_movements_reason_check check (
   reason in (
     'restock', 'adjustment', 'order', 'order_change', 'order_cancel', 'order_expired', 'correction', 'rebalance'
   )
-);
+) not valid;
 
 comment on column core.inventory_movements.shard is
 'The flash-sale shard the movement applies to (core.stock_shards); null: the product row''s stock.';
 
 drop trigger inventory_movements_apply on core.inventory_movements;
+-- the row trigger's function, replaced by the statement-level one below (no client calls a trigger function)
 drop function core.apply_inventory_movement();
 
 create function core.apply_inventory_movements() returns trigger

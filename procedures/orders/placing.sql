@@ -12,7 +12,9 @@ begin;
 
 set local role app_owner;
 
--- the steps of the tagged version that the one statement of core.place_order replaces
+-- the steps of the tagged version that the one statement of core.place_order replaces: internal functions
+-- of create_order, which no role but the owner may call
+-- squawk-ignore-file ban-drop-function
 drop function core.take_stock(bigint, bigint, bigint[], integer[]);
 drop function core.insert_order_lines(bigint, bigint, bigint[], integer[]);
 drop function core.lock_order_products(bigint[], integer[], text);
